@@ -1,0 +1,68 @@
+import { z } from "zod";
+
+/** A configuration problem: the CLI reports it as one line and exits with code 2. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const int = (min: number, max: number) =>
+  z.coerce
+    .number({ invalid_type_error: "must be a whole number" })
+    .int("must be a whole number")
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`);
+
+/**
+ * Every setting pgconverge reads from the environment, with its default.
+ * `.env.example` documents the same list; keep the two in step.
+ */
+const EnvShape = z.object({
+    /** Postgres to use; unset means an embedded Postgres kept under PGCONVERGE_DATA_DIR. */
+    DATABASE_URL: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+      .optional(),
+    /** Where the embedded Postgres keeps its data between runs (only without DATABASE_URL). */
+    PGCONVERGE_DATA_DIR: z.string().min(1).default(".pgconverge"),
+    /** Directory of task files, one task per file, named after its identifier (graphile-worker's convention). */
+    PGCONVERGE_TASKS_DIR: z.string().min(1).default("tasks"),
+    /** Jobs one worker process runs at once; both connection pools are sized from it. */
+    WORKER_CONCURRENCY: int(1, 1000).default(10),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** Deadline of a task's prepare phase (external I/O); on expiry its AbortSignal fires and the job is retried. */
+    TASK_TIMEOUT_MS: int(100, 86_400_000).default(60_000),
+    /** statement_timeout inside a task's apply transaction, so a stuck apply cannot hold locks forever. */
+    APPLY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
+    /** Fallback poll for jobs that become due (retries, run_at); new jobs arrive by LISTEN/NOTIFY. */
+    POLL_INTERVAL_MS: int(50, 600_000).default(2_000),
+    /** How often a worker records that it is alive. */
+    HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(5_000),
+    /** A worker whose last heartbeat is older than this is dead and its jobs are released. */
+    WORKER_DEAD_AFTER_MS: int(1_000, 86_400_000).default(30_000),
+    /** How often a worker looks for dead workers, exhausted jobs and prunable ledger rows. */
+    SWEEP_INTERVAL_MS: int(100, 600_000).default(5_000),
+    /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
+    SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
+});
+
+const EnvSchema = EnvShape.refine((env) => env.WORKER_DEAD_AFTER_MS >= 3 * env.HEARTBEAT_INTERVAL_MS, {
+    path: ["WORKER_DEAD_AFTER_MS"],
+    message:
+      "must be at least 3 x HEARTBEAT_INTERVAL_MS, or a live worker that misses one beat is declared dead",
+  });
+
+export type Config = z.infer<typeof EnvSchema>;
+
+/** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const known = Object.keys(EnvShape.shape);
+  const present = Object.fromEntries(
+    known.filter((key) => env[key] !== undefined && env[key] !== "").map((key) => [key, env[key]]),
+  );
+  const parsed = EnvSchema.safeParse(present);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const name = String(issue.path[0] ?? "environment");
+  const got = present[name] === undefined ? "" : ` (got ${JSON.stringify(present[name])})`;
+  throw new ConfigError(`${name}: ${issue.message}${got}`);
+}

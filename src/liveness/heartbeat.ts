@@ -1,0 +1,103 @@
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import { sql, type DatabasePool } from "slonik";
+import type { Logger } from "../log.ts";
+import { describeError } from "../runtime/errors.ts";
+
+export interface HeartbeatConfig {
+  pool: DatabasePool;
+  log: Logger;
+  concurrency: number;
+  /** How often to beat, ms; must be well under the sweeper's dead threshold. */
+  intervalMs: number;
+}
+
+/**
+ * graphile-worker considers a lock stale after 4 hours and would hand the job to another
+ * worker. A live worker re-stamps its locks long before that, so its slow jobs stay its own.
+ */
+const LOCK_REFRESH_EVERY_MS = 10 * 60_000;
+const LOCK_REFRESH_OLDER_THAN = "30 minutes";
+
+/**
+ * Registers this process in `workers` and refreshes its heartbeat. The row lists the
+ * graphile-worker lock holder ids of this process, so that when it dies the sweeper of
+ * any other worker can release exactly its jobs.
+ */
+export class Heartbeat {
+  readonly workerId = `${hostname()}-${process.pid}-${randomBytes(4).toString("hex")}`;
+  private readonly lockerIds = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private lastLockRefresh = Date.now();
+
+  constructor(private readonly config: HeartbeatConfig) {}
+
+  async start(): Promise<void> {
+    if (this.timer) return;
+    await this.register();
+    this.schedule();
+  }
+
+  /** Records a graphile-worker worker or pool id of this process and beats at once. */
+  addLocker(id: string): void {
+    if (this.lockerIds.has(id)) return;
+    this.lockerIds.add(id);
+    void this.beat();
+  }
+
+  /** One heartbeat; re-registers if a sweeper removed this worker (it had stopped beating). */
+  beat(): Promise<void> {
+    this.running ??= this.beatOnce().finally(() => (this.running = null));
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running;
+    await this.config.pool.query(sql.unsafe`delete from workers where id = ${this.workerId}`);
+  }
+
+  private schedule(): void {
+    this.timer = setTimeout(() => {
+      void this.beat().finally(() => {
+        if (this.timer) this.schedule();
+      });
+    }, this.config.intervalMs);
+  }
+
+  private async register(): Promise<void> {
+    await this.config.pool.query(sql.unsafe`
+      insert into workers (id, hostname, pid, concurrency, locker_ids)
+      values (${this.workerId}, ${hostname()}, ${process.pid}, ${this.config.concurrency}, ${sql.array([...this.lockerIds], "text")})
+      on conflict (id) do update set heartbeat_at = now(), locker_ids = excluded.locker_ids
+    `);
+  }
+
+  private async beatOnce(): Promise<void> {
+    const { pool, log } = this.config;
+    try {
+      const lockers = [...this.lockerIds];
+      const alive = await pool.exists(sql.unsafe`
+        update workers set heartbeat_at = now(), locker_ids = ${sql.array(lockers, "text")}
+        where id = ${this.workerId}
+        returning 1
+      `);
+      if (!alive) {
+        log.warn({ workerId: this.workerId }, "this worker had been declared dead (missed heartbeats); registering again");
+        await this.register();
+      }
+      if (Date.now() - this.lastLockRefresh >= LOCK_REFRESH_EVERY_MS && lockers.length > 0) {
+        await pool.query(sql.unsafe`
+          update graphile_worker._private_jobs set locked_at = now()
+          where locked_by = any(${sql.array(lockers, "text")})
+            and locked_at < now() - ${LOCK_REFRESH_OLDER_THAN}::interval
+        `);
+        this.lastLockRefresh = Date.now();
+      }
+    } catch (error) {
+      log.warn({ error: describeError(error) }, "heartbeat failed; retrying at the next interval");
+    }
+  }
+}

@@ -1,0 +1,82 @@
+import type { Job } from "graphile-worker";
+import type { DatabaseTransactionConnection } from "slonik";
+import type { z } from "zod";
+import type { Logger } from "../log.ts";
+
+/** Options of a follow-up job enqueued inside an apply transaction (graphile-worker's add_job). */
+export interface FollowUpJobSpec {
+  queueName?: string;
+  runAt?: Date;
+  maxAttempts?: number;
+  jobKey?: string;
+  priority?: number;
+}
+
+export interface PrepareContext<Payload> {
+  payload: Payload;
+  job: Job;
+  /** Fires when the deadline passes or the worker shuts down; pass it to every I/O call. */
+  signal: AbortSignal;
+  log: Logger;
+}
+
+export interface ApplyContext<Payload, Prepared> {
+  payload: Payload;
+  job: Job;
+  /** What prepare returned. */
+  prepared: Prepared;
+  /** The job's one transaction: everything written through it commits with the applied-record. */
+  tx: DatabaseTransactionConnection;
+  /** Enqueues a job in this same transaction (graphile_worker.add_job), so it exists iff this job applied. */
+  addJob(identifier: string, payload: unknown, spec?: FollowUpJobSpec): Promise<void>;
+  log: Logger;
+}
+
+export interface TaskDefinition<Payload = unknown, Prepared = undefined> {
+  /** Validates every payload; a payload that fails is a permanent failure (dead letter, no retry). */
+  payload: z.ZodType<Payload, z.ZodTypeDef, unknown>;
+  /**
+   * External I/O (HTTP, LLM calls). Runs with no database transaction open, under the task's
+   * deadline; it must honour `signal`. Whatever it returns is handed to apply.
+   */
+  prepare?(context: PrepareContext<Payload>): Promise<Prepared>;
+  /** Database writes only: runs in ONE transaction that also records the job as applied. */
+  apply(context: ApplyContext<Payload, Prepared>): Promise<void>;
+  /** Deadline of prepare in ms; defaults to TASK_TIMEOUT_MS. */
+  timeoutMs?: number;
+}
+
+const TASK_DEFINITION = Symbol.for("pgconverge.taskDefinition");
+
+export type DefinedTask<Payload = unknown, Prepared = unknown> = TaskDefinition<Payload, Prepared> & {
+  readonly [TASK_DEFINITION]: true;
+};
+
+/**
+ * Declares a task; a file in `tasks/` default-exports the result and its file name is the
+ * task identifier.
+ *
+ * ```ts
+ * export default defineTask({
+ *   payload: z.object({ documentId: z.uuid() }),
+ *   async prepare({ payload, signal }) { return fetchSomething(payload, { signal }); },
+ *   async apply({ tx, prepared }) { await tx.query(sql.unsafe`insert ...`); },
+ * });
+ * ```
+ */
+export function defineTask<Payload, Prepared = undefined>(
+  definition: TaskDefinition<Payload, Prepared>,
+): DefinedTask<Payload, Prepared> {
+  if (typeof definition.apply !== "function") throw new TypeError("defineTask: apply must be a function");
+  if (definition.prepare !== undefined && typeof definition.prepare !== "function") {
+    throw new TypeError("defineTask: prepare must be a function");
+  }
+  if (definition.timeoutMs !== undefined && !(Number.isInteger(definition.timeoutMs) && definition.timeoutMs > 0)) {
+    throw new TypeError("defineTask: timeoutMs must be a positive integer");
+  }
+  return Object.freeze({ ...definition, [TASK_DEFINITION]: true as const });
+}
+
+export function isDefinedTask(value: unknown): value is DefinedTask {
+  return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[TASK_DEFINITION] === true;
+}

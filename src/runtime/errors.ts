@@ -1,0 +1,96 @@
+import { TimeoutError } from "p-timeout";
+import { ZodError } from "zod";
+
+/** Throw from a task to fail the job at once: no retry, straight to dead_letters. */
+export class PermanentError extends Error {
+  override name = "PermanentError";
+}
+
+/** A task's prepare phase outlived its deadline; the job is retried. */
+export class TaskTimeoutError extends Error {
+  override name = "TaskTimeoutError";
+}
+
+export type ErrorClass = "transient" | "permanent";
+
+/** Socket-level failures that a later attempt can get past. */
+const TRANSIENT_NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_CLOSED",
+]);
+
+/**
+ * Postgres SQLSTATEs worth another attempt: serialization failure and deadlock (40xxx),
+ * connection trouble (08xxx), shutdown/crash (57P0x), statement cancelled by timeout (57014),
+ * lock not available (55P03) and insufficient resources (53xxx).
+ */
+function isTransientSqlState(code: string): boolean {
+  return /^(40|08|53|57P0)/.test(code) || code === "57014" || code === "55P03";
+}
+
+/** Integrity violations (23xxx) and data exceptions (22xxx): the same input fails the same way. */
+function isPermanentSqlState(code: string): boolean {
+  return /^(22|23)/.test(code);
+}
+
+function httpStatusOf(error: Record<string, unknown>): number | undefined {
+  const response = error.response as Record<string, unknown> | undefined;
+  for (const candidate of [error.status, error.statusCode, error.status_code, response?.status]) {
+    if (typeof candidate === "number" && candidate >= 100 && candidate < 600) return candidate;
+  }
+  return undefined;
+}
+
+/**
+ * Decides whether a failed attempt may be retried. Walks the `cause` chain, so a wrapped
+ * ECONNRESET is still transient. Unknown errors (a bug in a task, say) are transient: they
+ * are retried with backoff and end in dead_letters if they never stop, which loses nothing.
+ */
+export function classifyError(error: unknown): ErrorClass {
+  const seen = new Set<unknown>();
+  let current: unknown = error;
+  while (current && typeof current === "object" && !seen.has(current)) {
+    seen.add(current);
+    if (current instanceof PermanentError || current instanceof ZodError) return "permanent";
+    if (current instanceof TaskTimeoutError || current instanceof TimeoutError) return "transient";
+    const record = current as Record<string, unknown>;
+    if (record.name === "AbortError" || record.name === "TimeoutError") return "transient";
+    const status = httpStatusOf(record);
+    if (status !== undefined) return status === 408 || status === 429 || status >= 500 ? "transient" : "permanent";
+    const code = record.code;
+    if (typeof code === "string") {
+      if (TRANSIENT_NETWORK_CODES.has(code)) return "transient";
+      if (/^[0-9A-Z]{5}$/.test(code)) {
+        if (isTransientSqlState(code)) return "transient";
+        if (isPermanentSqlState(code)) return "permanent";
+      }
+    }
+    current = record.cause;
+  }
+  return "transient";
+}
+
+/** One line for logs and dead letters: the error's name and message, never a stack. */
+export function describeError(error: unknown): string {
+  if (error instanceof ZodError) {
+    const issue = error.issues[0];
+    return `invalid payload: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : error.message}`;
+  }
+  if (error instanceof Error) {
+    const line = `${error.name}: ${error.message}`.replace(/\s+/g, " ").trim();
+    return line.length > 2000 ? `${line.slice(0, 2000)}…` : line;
+  }
+  return String(error).replace(/\s+/g, " ").slice(0, 2000) || "unknown error";
+}

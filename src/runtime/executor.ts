@@ -1,0 +1,141 @@
+import type { JobHelpers, Task } from "graphile-worker";
+import pTimeout from "p-timeout";
+import type { DatabasePool } from "slonik";
+import type { Logger } from "../log.ts";
+import type { DefinedTask } from "./defineTask.ts";
+import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
+import { runtimeEvents } from "./events.ts";
+import { addJob, claimLedger, holdsJobLock, insertDeadLetter, isRecorded, recordFailure, setApplyTimeout } from "./queries.ts";
+
+export interface ExecutorOptions {
+  pool: DatabasePool;
+  log: Logger;
+  /** Default deadline of prepare, ms (a task's own timeoutMs wins). */
+  taskTimeoutMs: number;
+  /** statement_timeout inside the apply transaction, ms. */
+  applyTimeoutMs: number;
+}
+
+/**
+ * The lock on this job passed to another execution (this worker was declared dead while the
+ * job ran). Thrown so that graphile-worker's failJob, which checks the lock holder, changes
+ * nothing, where a normal return would delete the job from under its new owner.
+ */
+export class JobTakenOverError extends Error {
+  override name = "JobTakenOverError";
+}
+
+/**
+ * Turns a task definition into a graphile-worker task that commits its effects exactly once:
+ * validate the payload, prepare (no transaction, deadline, AbortSignal), then one transaction
+ * holding the job lock, the applied-record and the task's writes. Failures are classified:
+ * transient ones are rethrown for graphile-worker to retry, permanent or final ones are
+ * dead-lettered and the job then completes, leaving the queue.
+ */
+export function toGraphileTask(identifier: string, task: DefinedTask, options: ExecutorOptions): Task {
+  const { pool } = options;
+  return async (rawPayload, helpers) => {
+    const { job } = helpers;
+    const event = { task: identifier, jobId: job.id, attempt: job.attempts };
+    const log = options.log.child({ task: identifier, jobId: job.id, attempt: job.attempts });
+    const started = performance.now();
+
+    if (await isRecorded(pool, job)) {
+      runtimeEvents.emit("job:skipped", event);
+      log.info("job already applied; completing without new effects");
+      return;
+    }
+    try {
+      const payload = task.payload.parse(rawPayload);
+      const prepared = task.prepare
+        ? await runPrepare(task, { payload, helpers, log, timeoutMs: task.timeoutMs ?? options.taskTimeoutMs })
+        : undefined;
+      const outcome = await pool.transaction(async (tx) => {
+        await setApplyTimeout(tx, options.applyTimeoutMs);
+        if (!(await holdsJobLock(tx, job))) return "taken-over" as const;
+        if (!(await claimLedger(tx, job, "applied"))) return "skipped" as const;
+        await task.apply({ payload, job, prepared, tx, log, addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec) });
+        return "applied" as const;
+      });
+      if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not committing`);
+      if (outcome === "skipped") {
+        runtimeEvents.emit("job:skipped", event);
+        return;
+      }
+      const durationMs = Math.round(performance.now() - started);
+      runtimeEvents.emit("job:applied", { ...event, durationMs });
+      log.info({ durationMs }, "job applied");
+    } catch (error) {
+      if (error instanceof JobTakenOverError) {
+        log.warn(error.message);
+        throw error;
+      }
+      await handleFailure(error, rawPayload, helpers, identifier, options, log);
+    }
+  };
+}
+
+async function runPrepare(
+  task: DefinedTask,
+  run: { payload: unknown; helpers: JobHelpers; log: Logger; timeoutMs: number },
+): Promise<unknown> {
+  const controller = new AbortController();
+  const shutdown = run.helpers.abortSignal;
+  const abortOnShutdown = () => controller.abort(shutdown.reason);
+  shutdown.addEventListener("abort", abortOnShutdown, { once: true });
+  try {
+    return await pTimeout(
+      task.prepare!({ payload: run.payload, job: run.helpers.job, signal: controller.signal, log: run.log }),
+      {
+        milliseconds: run.timeoutMs,
+        // Rejects at once on shutdown too, even if prepare ignores the signal.
+        signal: controller.signal,
+        message: new TaskTimeoutError(`prepare exceeded its ${run.timeoutMs} ms deadline`),
+      },
+    );
+  } catch (error) {
+    // Whatever ended prepare early, the I/O it started must stop with it.
+    controller.abort(error);
+    throw error;
+  } finally {
+    shutdown.removeEventListener("abort", abortOnShutdown);
+  }
+}
+
+async function handleFailure(
+  error: unknown,
+  rawPayload: unknown,
+  helpers: JobHelpers,
+  identifier: string,
+  options: ExecutorOptions,
+  log: Logger,
+): Promise<void> {
+  const { job } = helpers;
+  const message = describeError(error);
+  const kind = helpers.abortSignal.aborted ? "transient" : classifyError(error);
+  const event = { task: identifier, jobId: job.id, attempt: job.attempts, error: message };
+
+  if (kind === "transient" && job.attempts < job.max_attempts) {
+    await recordFailure(options.pool, job, message).catch((recordError) =>
+      log.warn({ error: describeError(recordError) }, "could not record the failure"),
+    );
+    runtimeEvents.emit("job:retry", event);
+    log.warn({ error: message, maxAttempts: job.max_attempts }, "attempt failed; will retry");
+    throw error;
+  }
+
+  const reason = kind === "permanent" ? "permanent" : "exhausted";
+  const queueName = await helpers.getQueueName();
+  const outcome = await options.pool.transaction(async (tx) => {
+    if (!(await holdsJobLock(tx, job))) return "taken-over" as const;
+    if (!(await claimLedger(tx, job, "dead"))) return "recorded" as const;
+    await insertDeadLetter(tx, job, queueName, rawPayload, reason, message);
+    return "dead" as const;
+  });
+  if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not dead-lettering`);
+  if (outcome === "dead") {
+    runtimeEvents.emit("job:dead", { ...event, reason });
+    log.error({ error: message, reason }, "job dead-lettered");
+  }
+  // Returning lets graphile-worker complete the job: it now lives on in dead_letters only.
+}

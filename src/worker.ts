@@ -1,0 +1,127 @@
+import { run, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
+import { EventEmitter } from "node:events";
+import type pg from "pg";
+import type { DatabasePool } from "slonik";
+import { Heartbeat } from "./liveness/heartbeat.ts";
+import { Sweeper } from "./liveness/sweeper.ts";
+import { graphileLogger, type Logger } from "./log.ts";
+import type { DefinedTask } from "./runtime/defineTask.ts";
+import { toGraphileTask } from "./runtime/executor.ts";
+
+export interface WorkerConfig {
+  queuePool: pg.Pool;
+  appPool: DatabasePool;
+  log: Logger;
+  tasks: Map<string, DefinedTask>;
+  concurrency: number;
+  taskTimeoutMs: number;
+  applyTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  deadAfterMs: number;
+  sweepIntervalMs: number;
+  /** Graceful stop: in-flight jobs get this long, then their AbortSignal fires. */
+  shutdownTimeoutMs: number;
+  /** Fallback poll for due jobs, ms; new jobs arrive by LISTEN/NOTIFY without waiting for it. */
+  pollIntervalMs: number;
+}
+
+/** After the abort, how long aborted jobs get to unwind before they are force-released. */
+const ABORT_GRACE_MS = 5_000;
+
+/**
+ * One worker process: graphile-worker's runner executing the tasks through the transactional
+ * executor, plus the heartbeat that proves this process alive and the sweeper that releases
+ * the jobs of dead ones. `start()` and `stop()` are idempotent.
+ */
+export class Worker {
+  readonly heartbeat: Heartbeat;
+  readonly sweeper: Sweeper;
+  private runner: Runner | null = null;
+  private stopping: Promise<void> | null = null;
+
+  constructor(private readonly config: WorkerConfig) {
+    this.heartbeat = new Heartbeat({
+      pool: config.appPool,
+      log: config.log,
+      concurrency: config.concurrency,
+      intervalMs: config.heartbeatIntervalMs,
+    });
+    this.sweeper = new Sweeper({
+      pool: config.appPool,
+      log: config.log,
+      deadAfterMs: config.deadAfterMs,
+      intervalMs: config.sweepIntervalMs,
+    });
+  }
+
+  get id(): string {
+    return this.heartbeat.workerId;
+  }
+
+  async start(): Promise<void> {
+    if (this.runner) return;
+    const { config } = this;
+    await this.heartbeat.start();
+    const events: WorkerEvents = new EventEmitter();
+    // Lock holder ids are random and known only once created; the heartbeat records each
+    // one as it appears, before that worker can have claimed a job.
+    events.on("pool:create", ({ workerPool }) => this.heartbeat.addLocker(workerPool.id));
+    events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
+    const taskList: TaskList = {};
+    for (const [identifier, task] of config.tasks) {
+      taskList[identifier] = toGraphileTask(identifier, task, {
+        pool: config.appPool,
+        log: config.log,
+        taskTimeoutMs: config.taskTimeoutMs,
+        applyTimeoutMs: config.applyTimeoutMs,
+      });
+    }
+    this.runner = await run({
+      pgPool: config.queuePool,
+      concurrency: config.concurrency,
+      pollInterval: config.pollIntervalMs,
+      taskList,
+      events,
+      logger: graphileLogger(config.log),
+      noHandleSignals: true,
+      preset: { worker: { gracefulShutdownAbortTimeout: config.shutdownTimeoutMs } },
+    });
+    await this.heartbeat.beat();
+    this.sweeper.start();
+    config.log.info({ workerId: this.id, concurrency: config.concurrency, tasks: [...config.tasks.keys()] }, "worker started");
+  }
+
+  /** Resolves when the runner stops on its own (a fatal error) or through stop(). */
+  get done(): Promise<void> {
+    return this.runner?.promise ?? Promise.resolve();
+  }
+
+  /**
+   * Stops claiming, lets in-flight jobs finish for shutdownTimeoutMs, aborts the rest (they
+   * are released and retried), then deregisters.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopOnce();
+    return this.stopping;
+  }
+
+  private async stopOnce(): Promise<void> {
+    const { log, shutdownTimeoutMs } = this.config;
+    const runner = this.runner;
+    if (runner) {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<"deadline">((resolve) => {
+        timer = setTimeout(() => resolve("deadline"), shutdownTimeoutMs + ABORT_GRACE_MS);
+      });
+      const result = await Promise.race([runner.stop().then(() => "stopped" as const), deadline]).catch((error) => {
+        log.warn({ error: String(error) }, "graceful stop failed; releasing in-flight jobs");
+        return "deadline" as const;
+      });
+      clearTimeout(timer);
+      if (result === "deadline") await runner.kill("shutdown deadline passed").catch(() => {});
+    }
+    await this.sweeper.stop();
+    await this.heartbeat.stop().catch((error) => log.warn({ error: String(error) }, "could not deregister"));
+    log.info({ workerId: this.id }, "worker stopped");
+  }
+}

@@ -1,0 +1,95 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import type { DatabasePool } from "slonik";
+import { startEmbeddedPostgres } from "../../src/db/embedded.ts";
+import { migrate } from "../../src/db/migrate.ts";
+import { createAppPool, createQueuePool } from "../../src/db/pools.ts";
+import { createLogger, type Logger } from "../../src/log.ts";
+
+export const testLog: Logger = createLogger(process.env.TEST_LOG_LEVEL ?? "silent");
+
+/** Server for this test process: DATABASE_URL (set by `npm test`), or an embedded one of its own. */
+let serverUrl: Promise<string> | null = null;
+function server(): Promise<string> {
+  serverUrl ??= (async () => {
+    if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
+    const dataDir = mkdtempSync(join(tmpdir(), "pgconverge-test-"));
+    const embedded = await startEmbeddedPostgres({ dataDir, persistent: false, settings: { max_connections: "300", fsync: "off" } });
+    process.once("beforeExit", () => {
+      void embedded.stop().then(() => rmSync(dataDir, { recursive: true, force: true }));
+    });
+    return embedded.url;
+  })();
+  return serverUrl;
+}
+
+export interface TestDatabase {
+  url: string;
+  name: string;
+  /** Plain pg pool for test assertions and graphile-worker. */
+  pool: pg.Pool;
+  /** The slonik pool application code uses. */
+  appPool: DatabasePool;
+  /** Runs SQL, returning rows. */
+  query<Row extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<Row[]>;
+}
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+/**
+ * A fresh database on the test server, migrated, dropped when the test ends. Every test
+ * gets its own, so test files run in parallel without seeing each other's jobs.
+ */
+export async function createTestDatabase(t: Teardown, options: { migrate?: boolean; concurrency?: number } = {}): Promise<TestDatabase> {
+  const adminUrl = await server();
+  const name = `pgc_test_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = withDatabase(adminUrl, name);
+  const pool = createQueuePool(url, options.concurrency ?? 8);
+  if (options.migrate !== false) await migrate(pool, testLog);
+  const appPool = await createAppPool(url, options.concurrency ?? 8, { statementTimeoutMs: 30_000 });
+  t.teardown(async () => {
+    await appPool.end();
+    await pool.end();
+    const cleanup = new pg.Client({ connectionString: adminUrl });
+    await cleanup.connect();
+    await cleanup.query(`drop database if exists ${name} with (force)`);
+    await cleanup.end();
+  });
+  return {
+    url,
+    name,
+    pool,
+    appPool,
+    query: async (text, values) => (await pool.query(text, values)).rows,
+  };
+}
+
+export function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or fails after the deadline. */
+export async function waitFor<T>(
+  description: string,
+  check: () => Promise<T | undefined | false>,
+  { timeoutMs = 30_000, intervalMs = 50 } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${description}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}

@@ -1,0 +1,39 @@
+// `npm test`: runs the tap suite against DATABASE_URL, or, when it is unset, against a
+// throw-away embedded Postgres started here and removed afterwards.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startEmbeddedPostgres } from "../src/db/embedded.ts";
+
+const TEST_SERVER_SETTINGS = {
+  // Parallel test files, each with its own database, pools and worker processes.
+  max_connections: "500",
+  // Tests kill workers, never this server, so durability buys nothing and costs time.
+  fsync: "off",
+  full_page_writes: "off",
+};
+
+let stopServer = async () => {};
+const env = { ...process.env };
+if (!env.DATABASE_URL) {
+  const dataDir = mkdtempSync(join(tmpdir(), "pgconverge-test-"));
+  const server = await startEmbeddedPostgres({ dataDir, persistent: false, settings: TEST_SERVER_SETTINGS });
+  env.DATABASE_URL = server.url;
+  stopServer = async () => {
+    await server.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  console.log(`# embedded Postgres for this run: ${server.url}`);
+} else {
+  console.log(`# tests run against DATABASE_URL (${new URL(env.DATABASE_URL).host})`);
+}
+
+const tap = spawn(process.execPath, [join("node_modules", "tap", "dist", "esm", "run.mjs"), ...process.argv.slice(2)], {
+  stdio: "inherit",
+  env,
+});
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => tap.kill(signal));
+const code = await new Promise<number>((resolve) => tap.on("exit", (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
+await stopServer();
+process.exit(code);
