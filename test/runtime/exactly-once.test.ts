@@ -1,0 +1,73 @@
+// Invariant 1: a job's writes commit exactly once, whenever its worker is killed.
+import t from "tap";
+import { createTestDatabase, waitFor } from "../helpers/db.ts";
+import { addJobs, createEffectsTable, effectCounts, idleInTransaction, queuedJobs } from "../helpers/fixtures.ts";
+import { spawnWorker, waitForRegistration, type WorkerProcess } from "../helpers/worker.ts";
+
+const JOBS = Number(process.env.CRASH_TEST_JOBS ?? 3_000);
+const WORKERS = 3;
+
+t.test("workers SIGKILLed at random moments: every job has exactly one effect and none is lost", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  // Jobs hold their transaction open for a few ms, so kills land before, during and after commits.
+  await addJobs(
+    db,
+    "effect",
+    Array.from({ length: JOBS }, (_, n) => ({ n, prepareMs: n % 4, applySleepMs: n % 7 })),
+    { maxAttempts: 25 },
+  );
+  const workers: WorkerProcess[] = [];
+  const spawnOne = () => {
+    const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "6" });
+    workers.push(worker);
+    return worker;
+  };
+  for (let i = 0; i < WORKERS; i++) spawnOne();
+  await Promise.all(workers.map((worker) => waitForRegistration(db, worker.child.pid!)));
+
+  let kills = 0;
+  const deadline = Date.now() + 240_000;
+  while ((await queuedJobs(db)) > 0) {
+    if (Date.now() > deadline) throw new Error(`jobs still queued after 240 s; last worker output:\n${workers.at(-1)!.output()}`);
+    // A random live worker dies somewhere in the next 100-600 ms; a replacement starts.
+    await new Promise((resolve) => setTimeout(resolve, 100 + Math.random() * 500));
+    if ((await queuedJobs(db)) === 0) break;
+    const live = workers.filter((worker) => worker.child.exitCode === null && worker.child.signalCode === null);
+    const victim = live[Math.floor(Math.random() * live.length)];
+    if (victim && kills < 25) {
+      victim.child.kill("SIGKILL");
+      await victim.exited;
+      kills++;
+      spawnOne();
+    }
+  }
+  t.ok(kills >= 5, `killed ${kills} workers mid-run`);
+  t.same(await effectCounts(db), { rows: JOBS, distinct: JOBS }, "one effect row per job");
+  t.equal((await db.query("select 1 from dead_letters")).length, 0, "no job was dead-lettered");
+  const survivors = workers.filter((worker) => worker.child.exitCode === null && worker.child.signalCode === null);
+  for (const worker of survivors) worker.child.kill("SIGTERM");
+  const exits = await Promise.all(survivors.map((worker) => worker.exited));
+  t.same(exits.map((exit) => exit.code), survivors.map(() => 0), "survivors shut down cleanly");
+  t.equal(await idleInTransaction(db), 0, "no session idle in transaction");
+});
+
+t.test("a kill after the apply commit but before graphile-worker records completion does not apply the job again", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const doomed = spawnWorker(t, db, { PGCONVERGE_TEST_CRASH_AFTER_COMMIT: "1" });
+  await waitForRegistration(db, doomed.child.pid!);
+  await addJobs(db, "crash_after_commit", [{ n: 1 }]);
+  const exit = await doomed.exited;
+  t.equal(exit.signal, "SIGKILL", "the worker died right after its commit");
+  t.same(await effectCounts(db), { rows: 1, distinct: 1 }, "the effect committed");
+  const [stranded] = await db.query<{ attempts: number; locked_by: string | null }>("select attempts, locked_by from graphile_worker.jobs");
+  t.ok(stranded?.locked_by, "graphile-worker never recorded the completion: the job is still locked");
+
+  const rescuer = spawnWorker(t, db);
+  await waitFor("the stranded job to complete", async () => (await queuedJobs(db)) === 0, { timeoutMs: 30_000 });
+  t.same(await effectCounts(db), { rows: 1, distinct: 1 }, "the re-run changed nothing");
+  t.equal((await db.query("select 1 from dead_letters")).length, 0);
+  rescuer.child.kill("SIGTERM");
+  t.equal((await rescuer.exited).code, 0);
+});
