@@ -1,0 +1,76 @@
+// Invariant 5: a crashed worker's job runs again within seconds; a live worker's slow job is never taken.
+import t from "tap";
+import { createTestDatabase, waitFor } from "../helpers/db.ts";
+import { addJobs, createEffectsTable, effectCounts, queuedJobs } from "../helpers/fixtures.ts";
+import { FAST_LIVENESS, spawnWorker, waitForRegistration } from "../helpers/worker.ts";
+
+const DEAD_AFTER_MS = Number(FAST_LIVENESS.WORKER_DEAD_AFTER_MS);
+
+async function waitForLockedJob(db: Awaited<ReturnType<typeof createTestDatabase>>): Promise<string> {
+  return waitFor("a worker to lock the job", async () => {
+    const [job] = await db.query<{ locked_by: string | null }>("select locked_by from graphile_worker.jobs");
+    return job?.locked_by ?? undefined;
+  });
+}
+
+t.test("a SIGKILLed worker's in-flight job completes on another worker within the threshold plus a few seconds", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const victim = spawnWorker(t, db);
+  await waitForRegistration(db, victim.child.pid!);
+  await addJobs(db, "effect", [{ n: 1, prepareMs: 1_000 }]);
+  await waitForLockedJob(db);
+  const survivor = spawnWorker(t, db);
+  await waitForRegistration(db, survivor.child.pid!);
+
+  victim.child.kill("SIGKILL");
+  await victim.exited;
+  const killedAt = Date.now();
+  await waitFor("the job to complete elsewhere", async () => (await queuedJobs(db)) === 0, { timeoutMs: DEAD_AFTER_MS + 15_000 });
+  const recoveryMs = Date.now() - killedAt;
+  const effects = await db.query<{ attempt: number; pid: number }>("select attempt, pid from test_effects");
+  t.same(effects, [{ attempt: 2, pid: survivor.child.pid }], "applied once, by the survivor, on the second attempt");
+  // Threshold + sweep interval + the job's own second, with a few seconds to spare.
+  t.ok(recoveryMs < DEAD_AFTER_MS + 1_000 + 4_000, `completed ${recoveryMs} ms after the kill (threshold ${DEAD_AFTER_MS} ms)`);
+  t.equal((await db.query("select 1 from workers where pid = $1", [victim.child.pid])).length, 0, "the dead worker was deregistered");
+});
+
+t.test("a job that runs far longer than the threshold on a live worker is never run twice", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const owner = spawnWorker(t, db);
+  await waitForRegistration(db, owner.child.pid!);
+  const other = spawnWorker(t, db);
+  await waitForRegistration(db, other.child.pid!);
+  await addJobs(db, "effect", [{ n: 1, prepareMs: 3 * DEAD_AFTER_MS }]);
+  await waitFor("the job to finish", async () => (await queuedJobs(db)) === 0, { timeoutMs: 30_000 });
+  const effects = await db.query<{ attempt: number }>("select attempt from test_effects");
+  t.same(effects, [{ attempt: 1 }], "one effect, from the first and only attempt");
+});
+
+t.test("a frozen worker whose job was taken over cannot commit it when it wakes", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const frozen = spawnWorker(t, db);
+  await waitForRegistration(db, frozen.child.pid!);
+  await addJobs(db, "effect", [{ n: 1, prepareMs: 1_000 }]);
+  await waitForLockedJob(db);
+  // Stops heartbeating mid-job, like a worker stuck in a long GC pause or a network partition.
+  frozen.child.kill("SIGSTOP");
+  t.teardown(() => frozen.child.kill("SIGCONT"));
+  const rescuer = spawnWorker(t, db);
+  await waitForRegistration(db, rescuer.child.pid!);
+  await waitFor("the rescuer to finish the job", async () => (await queuedJobs(db)) === 0, { timeoutMs: DEAD_AFTER_MS + 15_000 });
+  t.same(await effectCounts(db), { rows: 1, distinct: 1 });
+  // The hardest case: the job is gone and so is its applied-record, so only the lock check
+  // stands between the woken worker and a second commit.
+  await waitFor("the applied-record to be pruned", async () => (await db.query("select 1 from job_ledger")).length === 0);
+
+  frozen.child.kill("SIGCONT");
+  await waitForRegistration(db, frozen.child.pid!);
+  // Its prepare finishes after waking; give its apply every chance to (wrongly) commit.
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  t.same(await effectCounts(db), { rows: 1, distinct: 1 }, "the woken worker did not commit a second time");
+  t.equal(await queuedJobs(db), 0, "and did not resurrect the job");
+  t.equal((await db.query("select 1 from dead_letters")).length, 0);
+});
