@@ -58,6 +58,9 @@ export async function migrate(pool: pg.Pool, log: Logger, migrations = readMigra
         applied_at timestamptz not null default now()
       );
       comment on table migrations is 'pgconverge schema migrations from sql/, applied in order, forward-only; graphile-worker tracks its own in graphile_worker.migrations.';
+      comment on column migrations.id is 'The file''s number, NNNNNN.';
+      comment on column migrations.name is 'The file name in sql/.';
+      comment on column migrations.applied_at is 'When it was applied.';
       comment on column migrations.checksum is 'sha256 of the file as applied; a later edit of the file is refused.';
     `);
     const { rows } = await client.query<{ id: number; name: string; checksum: string }>(
