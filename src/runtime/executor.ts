@@ -112,8 +112,15 @@ async function handleFailure(
 ): Promise<void> {
   const { job } = helpers;
   const message = describeError(error);
-  const kind = helpers.abortSignal.aborted ? "transient" : classifyError(error);
   const event = { task: identifier, jobId: job.id, attempt: job.attempts, error: message };
+  if (helpers.abortSignal.aborted) {
+    // Not the job's fault: graphile-worker releases it for another worker. (On a final
+    // attempt graphile-worker counts it as exhausted and the sweeper dead-letters it.)
+    runtimeEvents.emit("job:retry", event);
+    log.info({ error: message }, "job aborted by shutdown; released to run again");
+    throw error;
+  }
+  const kind = classifyError(error);
 
   if (kind === "transient" && job.attempts < job.max_attempts) {
     await recordFailure(options.pool, job, message).catch((recordError) =>

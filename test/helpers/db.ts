@@ -53,9 +53,9 @@ export async function createTestDatabase(t: Teardown, options: { migrate?: boole
   await admin.query(`create database ${name}`);
   await admin.end();
   const url = withDatabase(adminUrl, name);
-  const pool = createQueuePool(url, options.concurrency ?? 8);
+  const pool = createQueuePool(url, options.concurrency ?? 4);
   if (options.migrate !== false) await migrate(pool, testLog);
-  const appPool = await createAppPool(url, options.concurrency ?? 8, { statementTimeoutMs: 30_000 });
+  const appPool = await createAppPool(url, options.concurrency ?? 4, { statementTimeoutMs: 30_000 });
   t.teardown(async () => {
     await appPool.end();
     await pool.end();

@@ -19,7 +19,7 @@ t.test("workers SIGKILLed at random moments: every job has exactly one effect an
   );
   const workers: WorkerProcess[] = [];
   const spawnOne = () => {
-    const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "6" });
+    const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "4" });
     workers.push(worker);
     return worker;
   };
