@@ -74,3 +74,32 @@ t.test("a frozen worker whose job was taken over cannot commit it when it wakes"
   t.equal(await queuedJobs(db), 0, "and did not resurrect the job");
   t.equal((await db.query("select 1 from dead_letters")).length, 0);
 });
+
+t.test("a worker killed during a job's final attempt: the job is dead-lettered, not stranded", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const victim = spawnWorker(t, db);
+  await waitForRegistration(db, victim.child.pid!);
+  await addJobs(db, "effect", [{ n: 1, prepareMs: 60_000 }], { maxAttempts: 1 });
+  await waitForLockedJob(db);
+  const survivor = spawnWorker(t, db);
+  await waitForRegistration(db, survivor.child.pid!);
+  victim.child.kill("SIGKILL");
+  await waitFor("the job to leave the queue", async () => (await queuedJobs(db)) === 0, { timeoutMs: DEAD_AFTER_MS + 15_000 });
+  const dead = await db.query<{ reason: string; attempts: number; payload: { n: number } }>("select reason, attempts, payload from dead_letters");
+  t.same(dead, [{ reason: "exhausted", attempts: 1, payload: { n: 1, prepareMs: 60_000 } }]);
+  t.same(await effectCounts(db), { rows: 0, distinct: 0 });
+});
+
+t.test("a worker killed after committing a job's final attempt: the job completes, no dead letter", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const victim = spawnWorker(t, db, { PGCONVERGE_TEST_CRASH_AFTER_COMMIT: "1" });
+  await waitForRegistration(db, victim.child.pid!);
+  await addJobs(db, "crash_after_commit", [{ n: 1 }], { maxAttempts: 1 });
+  await victim.exited;
+  spawnWorker(t, db);
+  await waitFor("the job to leave the queue", async () => (await queuedJobs(db)) === 0, { timeoutMs: DEAD_AFTER_MS + 15_000 });
+  t.same(await effectCounts(db), { rows: 1, distinct: 1 });
+  t.same(await db.query("select * from dead_letters"), [], "its effects committed, so it is not dead");
+});
