@@ -66,7 +66,8 @@ export function classifyError(error: unknown): ErrorClass {
     if (current instanceof PermanentError || current instanceof ZodError) return "permanent";
     if (current instanceof TaskTimeoutError || current instanceof TimeoutError) return "transient";
     const record = current as Record<string, unknown>;
-    if (record.name === "AbortError" || record.name === "TimeoutError") return "transient";
+    if (record.name === "AbortError" || (typeof record.name === "string" && record.name.endsWith("TimeoutError"))) return "transient";
+    if (typeof record.retry_after === "number") return "transient";
     const status = httpStatusOf(record);
     if (status !== undefined) return status === 408 || status === 429 || status >= 500 ? "transient" : "permanent";
     const code = record.code;

@@ -1,0 +1,76 @@
+import { QdrantClient } from "@qdrant/js-client-rest";
+import { ConfigError } from "../config.ts";
+
+export type { QdrantClient };
+
+export interface QdrantSettings {
+  url: string;
+  apiKey?: string | undefined;
+  /** Deadline of every request, ms; enforced by the client with an AbortSignal. */
+  timeoutMs: number;
+}
+
+/** One client per process: it keeps a pool of keep-alive sockets (undici). */
+export function createQdrantClient(settings: QdrantSettings): QdrantClient {
+  return new QdrantClient({
+    url: settings.url,
+    ...(settings.apiKey ? { apiKey: settings.apiKey } : {}),
+    timeout: settings.timeoutMs,
+    // The version probe is a request at construction that nobody awaits; we check by using it.
+    checkCompatibility: false,
+  });
+}
+
+export interface CollectionSpec {
+  name: string;
+  size: number;
+  distance: "Cosine" | "Dot" | "Euclid";
+}
+
+/**
+ * Creates the collection when missing. An existing collection with another vector size or
+ * distance is a configuration error: writing into it would fail every point.
+ */
+export async function ensureCollection(client: QdrantClient, spec: CollectionSpec): Promise<"created" | "exists"> {
+  const { exists } = await client.collectionExists(spec.name);
+  if (!exists) {
+    try {
+      await client.createCollection(spec.name, { vectors: { size: spec.size, distance: spec.distance } });
+      return "created";
+    } catch (error) {
+      // Another worker created it between our check and our create.
+      if (statusOf(error) !== 409) throw error;
+    }
+  }
+  const info = await client.getCollection(spec.name);
+  const vectors = info.config.params.vectors as { size?: number; distance?: string } | undefined;
+  if (vectors?.size !== spec.size || vectors?.distance !== spec.distance) {
+    throw new ConfigError(
+      `Qdrant collection "${spec.name}" has ${vectors?.size ?? "unnamed/multiple"}-dimensional ${vectors?.distance ?? "?"} vectors, ` +
+        `but the embeddings are ${spec.size}-dimensional ${spec.distance}; set QDRANT_COLLECTION to another name or recreate the collection`,
+    );
+  }
+  return "exists";
+}
+
+export function statusOf(error: unknown): number | undefined {
+  const status = (error as { status?: unknown } | null)?.status;
+  return typeof status === "number" ? status : undefined;
+}
+
+/** Seconds to wait from a 429's Retry-After, as the client surfaces it. */
+export function retryAfterMs(error: unknown): number | undefined {
+  const seconds = (error as { retry_after?: unknown } | null)?.retry_after;
+  return typeof seconds === "number" && Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
+}
+
+/** One line naming what Qdrant said, e.g. `Qdrant 400: Wrong input: Vector dimension error: expected dim: 768, got 3`. */
+export function describeQdrantError(error: unknown): string {
+  const status = statusOf(error);
+  const data = (error as { data?: { status?: { error?: unknown } } } | null)?.data;
+  const said = typeof data?.status?.error === "string" ? data.status.error : undefined;
+  if (status !== undefined) return `Qdrant ${status}: ${said ?? (error as Error).message}`.replace(/\s+/g, " ");
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
+  const detail = typeof cause?.code === "string" ? `${(error as Error).message} (${cause.code})` : (error as Error)?.message;
+  return `Qdrant unreachable: ${detail ?? String(error)}`.replace(/\s+/g, " ");
+}

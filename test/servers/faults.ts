@@ -1,0 +1,85 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+/** A fault the test servers can inject into requests. */
+export type Fault =
+  | { kind: "status"; status: number; retryAfterSeconds?: number; message?: string }
+  | { kind: "reset" }
+  | { kind: "delay"; ms: number };
+
+export interface RandomFaults {
+  /** Probability, 0..1, that a request gets a fault. */
+  rate: number;
+  faults: Fault[];
+}
+
+/**
+ * Fault schedule shared by the Qdrant and Ollama test servers: queued faults hit the next
+ * requests in order; random faults hit any request with the given probability.
+ */
+export class FaultInjector {
+  private queued: Fault[] = [];
+  private random: RandomFaults | null = null;
+  injected = 0;
+
+  /** The next `times` requests (matching nothing else) get `fault`. */
+  next(fault: Fault, times = 1): void {
+    for (let i = 0; i < times; i++) this.queued.push(fault);
+  }
+
+  setRandom(random: RandomFaults | null): void {
+    this.random = random;
+  }
+
+  clear(): void {
+    this.queued = [];
+    this.random = null;
+  }
+
+  take(): Fault | undefined {
+    const queued = this.queued.shift();
+    if (queued) return queued;
+    if (this.random && this.random.faults.length > 0 && Math.random() < this.random.rate) {
+      return this.random.faults[Math.floor(Math.random() * this.random.faults.length)];
+    }
+    return undefined;
+  }
+
+  /**
+   * Applies the fault to the exchange. Returns true when the response has been dealt with
+   * (an error status or a reset); a delay returns false after waiting, so the request proceeds.
+   */
+  async apply(
+    fault: Fault,
+    request: IncomingMessage,
+    response: ServerResponse,
+    errorBody: (status: number, message: string) => unknown,
+  ): Promise<boolean> {
+    this.injected++;
+    if (fault.kind === "reset") {
+      request.socket.destroy();
+      return true;
+    }
+    if (fault.kind === "delay") {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, fault.ms);
+        request.socket.once("close", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      return request.socket.destroyed;
+    }
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (fault.retryAfterSeconds !== undefined) headers["retry-after"] = String(fault.retryAfterSeconds);
+    response.writeHead(fault.status, headers);
+    response.end(JSON.stringify(errorBody(fault.status, fault.message ?? `injected fault ${fault.status}`)));
+    return true;
+  }
+}
+
+export async function readJson(request: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of request) chunks.push(chunk as Buffer);
+  if (chunks.length === 0) return {};
+  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+}

@@ -1,0 +1,278 @@
+// A Qdrant-compatible HTTP server for tests: the REST endpoints pgconverge calls, with
+// Qdrant's JSON envelope, status codes and id rules, plus fault injection. Talk to it with
+// the official @qdrant/js-client-rest, exactly as the project talks to a real Qdrant.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { FaultInjector, readJson } from "./faults.ts";
+
+export interface StoredPoint {
+  id: string | number;
+  vector: number[];
+  payload: Record<string, unknown>;
+  /** Date.now() when the point was last written, for lag measurements. */
+  writtenAt: number;
+}
+
+interface Collection {
+  size: number;
+  distance: string;
+  points: Map<string, StoredPoint>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
+
+/** Qdrant accepts an unsigned integer or a UUID (any case, with or without hyphens). */
+function pointKey(id: unknown): { key: string; id: string | number } {
+  if (typeof id === "number" && Number.isSafeInteger(id) && id >= 0) return { key: `n:${id}`, id };
+  if (typeof id === "string" && UUID.test(id)) {
+    const hex = id.replace(/-/g, "").toLowerCase();
+    const canonical = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+    return { key: `u:${canonical}`, id: canonical };
+  }
+  throw new HttpError(400, `Format error in JSON body: value ${JSON.stringify(id)} is not a valid point ID, valid values are either an unsigned integer or a UUID`);
+}
+
+function selectPayload(payload: Record<string, unknown>, withPayload: unknown): Record<string, unknown> | undefined {
+  if (withPayload === false || withPayload === undefined || withPayload === null) return undefined;
+  if (withPayload === true) return payload;
+  const include = Array.isArray(withPayload) ? withPayload : (withPayload as { include?: string[] }).include;
+  if (!include) return payload;
+  return Object.fromEntries(include.filter((key) => key in payload).map((key) => [key, payload[key]]));
+}
+
+function cosine(a: number[], b: number[]): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i]! * b[i]!;
+    na += a[i]! * a[i]!;
+    nb += b[i]! * b[i]!;
+  }
+  return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
+}
+
+export class FakeQdrant {
+  readonly collections = new Map<string, Collection>();
+  readonly faults = new FaultInjector();
+  /** Requests served per "METHOD /path-pattern". */
+  readonly requests = new Map<string, number>();
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private port = 0;
+  private readonly started = Date.now();
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(port = 0): Promise<string> {
+    this.server = createServer((request, response) => void this.handle(request, response));
+    this.server.on("connection", (socket) => {
+      this.sockets.add(socket);
+      socket.on("close", () => this.sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const socket of this.sockets) socket.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Stops listening (clients get ECONNREFUSED) until `up()`; the data is kept. */
+  async down(): Promise<void> {
+    await this.stop();
+  }
+
+  async up(): Promise<void> {
+    if (!this.server) await this.start(this.port);
+  }
+
+  collection(name: string): Collection {
+    const collection = this.collections.get(name);
+    if (!collection) throw new HttpError(404, `Not found: Collection \`${name}\` doesn't exist!`);
+    return collection;
+  }
+
+  /** Points of a collection, for assertions. */
+  points(name: string): StoredPoint[] {
+    return [...(this.collections.get(name)?.points.values() ?? [])];
+  }
+
+  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
+    const send = (status: number, body: Record<string, unknown>) => {
+      const time = Number(process.hrtime.bigint() - started) / 1e9;
+      response.writeHead(status, { "content-type": "application/json" });
+      response.end(JSON.stringify({ ...body, time }));
+    };
+    try {
+      const fault = this.faults.take();
+      if (fault && (await this.faults.apply(fault, request, response, (_status, message) => ({ status: { error: message }, time: 0 })))) return;
+      const url = new URL(request.url ?? "/", "http://localhost");
+      const body = request.method === "GET" || request.method === "DELETE" ? {} : await readJson(request);
+      const result = this.route(request.method ?? "GET", url, body as Record<string, unknown>);
+      send(200, { result, status: "ok" });
+    } catch (error) {
+      if (response.headersSent || request.socket.destroyed) return;
+      if (error instanceof HttpError) send(error.status, { status: { error: error.message } });
+      else if (error instanceof SyntaxError) send(400, { status: { error: `Format error in JSON body: ${error.message}` } });
+      else send(500, { status: { error: `Service internal error: ${String(error)}` } });
+    }
+  }
+
+  private count(route: string): void {
+    this.requests.set(route, (this.requests.get(route) ?? 0) + 1);
+  }
+
+  private route(method: string, url: URL, body: Record<string, unknown>): unknown {
+    const parts = url.pathname.split("/").filter(Boolean);
+    if (method === "GET" && parts.length === 0) {
+      this.count("GET /");
+      return { title: "qdrant - vector search engine", version: "1.12.0" };
+    }
+    if (parts[0] !== "collections" || !parts[1]) throw new HttpError(404, `Not found: ${url.pathname}`);
+    const name = decodeURIComponent(parts[1]);
+    const rest = parts.slice(2).join("/");
+    const route = `${method} /collections/{name}${rest ? `/${rest}` : ""}`;
+    this.count(route);
+    switch (route) {
+      case "GET /collections/{name}":
+        return this.describe(name);
+      case "GET /collections/{name}/exists":
+        return { exists: this.collections.has(name) };
+      case "PUT /collections/{name}":
+        return this.create(name, body);
+      case "DELETE /collections/{name}":
+        return this.collections.delete(name);
+      case "PUT /collections/{name}/points":
+        return this.upsert(name, body);
+      case "POST /collections/{name}/points/delete":
+        return this.deletePoints(name, body);
+      case "POST /collections/{name}/points":
+        return this.retrieve(name, body);
+      case "POST /collections/{name}/points/scroll":
+        return this.scroll(name, body);
+      case "POST /collections/{name}/points/count":
+        return { count: this.collection(name).points.size };
+      case "POST /collections/{name}/points/search":
+        return this.search(name, body.vector, body);
+      case "POST /collections/{name}/points/query":
+        return { points: this.search(name, body.query, body) };
+      default:
+        throw new HttpError(404, `Not found: ${method} ${url.pathname}`);
+    }
+  }
+
+  private describe(name: string): unknown {
+    const collection = this.collection(name);
+    return {
+      status: "green",
+      optimizer_status: "ok",
+      points_count: collection.points.size,
+      indexed_vectors_count: collection.points.size,
+      segments_count: 1,
+      config: { params: { vectors: { size: collection.size, distance: collection.distance } } },
+      payload_schema: {},
+    };
+  }
+
+  private create(name: string, body: Record<string, unknown>): boolean {
+    if (this.collections.has(name)) throw new HttpError(409, `Wrong input: Collection \`${name}\` already exists!`);
+    const vectors = body.vectors as { size?: unknown; distance?: unknown } | undefined;
+    if (!vectors || typeof vectors.size !== "number" || !Number.isInteger(vectors.size) || vectors.size < 1) {
+      throw new HttpError(400, "Format error in JSON body: missing field `vectors.size`");
+    }
+    if (!["Cosine", "Dot", "Euclid", "Manhattan"].includes(String(vectors.distance))) {
+      throw new HttpError(400, `Format error in JSON body: unknown variant \`${String(vectors.distance)}\``);
+    }
+    this.collections.set(name, { size: vectors.size, distance: String(vectors.distance), points: new Map() });
+    return true;
+  }
+
+  private upsert(name: string, body: Record<string, unknown>): unknown {
+    const collection = this.collection(name);
+    const points = body.points;
+    if (!Array.isArray(points)) throw new HttpError(400, "Format error in JSON body: missing field `points`");
+    // Validate the whole batch first: Qdrant applies a batch all or nothing.
+    const valid = points.map((point: { id?: unknown; vector?: unknown; payload?: unknown }) => {
+      const { key, id } = pointKey(point.id);
+      const vector = point.vector;
+      if (!Array.isArray(vector) || !vector.every((value) => typeof value === "number")) {
+        throw new HttpError(400, "Format error in JSON body: vector must be an array of numbers");
+      }
+      if (vector.length !== collection.size) {
+        throw new HttpError(400, `Wrong input: Vector dimension error: expected dim: ${collection.size}, got ${vector.length}`);
+      }
+      return { key, id, vector, payload: (point.payload ?? {}) as Record<string, unknown> };
+    });
+    const now = Date.now();
+    for (const point of valid) collection.points.set(point.key, { id: point.id, vector: point.vector, payload: point.payload, writtenAt: now });
+    return { operation_id: now - this.started, status: "completed" };
+  }
+
+  private deletePoints(name: string, body: Record<string, unknown>): unknown {
+    const collection = this.collection(name);
+    if (!Array.isArray(body.points)) throw new HttpError(400, "Format error in JSON body: expected `points` or `filter`");
+    for (const id of body.points) collection.points.delete(pointKey(id).key);
+    return { operation_id: Date.now() - this.started, status: "completed" };
+  }
+
+  private present(point: StoredPoint, withPayload: unknown, withVector: unknown): Record<string, unknown> {
+    const shown: Record<string, unknown> = { id: point.id };
+    const payload = selectPayload(point.payload, withPayload);
+    shown.payload = payload ?? null;
+    shown.vector = withVector === true ? point.vector : null;
+    return shown;
+  }
+
+  private retrieve(name: string, body: Record<string, unknown>): unknown {
+    const collection = this.collection(name);
+    if (!Array.isArray(body.ids)) throw new HttpError(400, "Format error in JSON body: missing field `ids`");
+    return body.ids
+      .map((id) => collection.points.get(pointKey(id).key))
+      .filter((point): point is StoredPoint => point !== undefined)
+      .map((point) => this.present(point, body.with_payload ?? true, body.with_vector ?? false));
+  }
+
+  private scroll(name: string, body: Record<string, unknown>): unknown {
+    const collection = this.collection(name);
+    const limit = typeof body.limit === "number" ? body.limit : 10;
+    const sorted = [...collection.points.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const start = body.offset === undefined || body.offset === null ? 0 : sorted.findIndex(([key]) => key >= pointKey(body.offset).key);
+    const page = start < 0 ? [] : sorted.slice(start, start + limit);
+    const next = start < 0 ? undefined : sorted[start + limit];
+    return {
+      points: page.map(([, point]) => this.present(point, body.with_payload ?? true, body.with_vector ?? false)),
+      next_page_offset: next ? next[1].id : null,
+    };
+  }
+
+  private search(name: string, query: unknown, body: Record<string, unknown>): unknown[] {
+    const collection = this.collection(name);
+    if (!Array.isArray(query)) throw new HttpError(400, "Format error in JSON body: missing query vector");
+    if (query.length !== collection.size) {
+      throw new HttpError(400, `Wrong input: Vector dimension error: expected dim: ${collection.size}, got ${query.length}`);
+    }
+    const limit = typeof body.limit === "number" ? body.limit : 10;
+    return [...collection.points.values()]
+      .map((point) => ({ point, score: cosine(query as number[], point.vector) }))
+      .sort((a, b) => b.score - a.score)
+      .slice(0, limit)
+      .map(({ point, score }) => ({ ...this.present(point, body.with_payload ?? false, body.with_vector ?? false), version: 0, score }));
+  }
+}
