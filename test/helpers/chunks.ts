@@ -27,11 +27,20 @@ export async function insertDocument(db: TestDatabase, source = `doc-${randomUUI
 }
 
 /** Writes a chunk with its embedding and its outbox change in one transaction, as tasks do. */
-export async function putChunk(db: TestDatabase, documentId: string, id: string, content: string, vector = vectorFor(content)): Promise<void> {
+export async function putChunk(
+  db: TestDatabase,
+  documentId: string,
+  id: string,
+  content: string,
+  vector = vectorFor(content),
+  index?: number,
+): Promise<void> {
   await db.appPool.transaction(async (tx) => {
     await tx.query(sql.unsafe`
       insert into chunks (id, document_id, chunk_index, content, content_sha256, embedding, embedding_model, embedded_at)
-      values (${id}, ${documentId}, (select coalesce(max(chunk_index) + 1, 0) from chunks where document_id = ${documentId}), ${content}, ${sha256(content)}, ${sql.array(vector, "float4")}, 'test', now())
+      values (${id}, ${documentId},
+        coalesce(${index ?? null}::int4, (select coalesce(max(chunk_index) + 1, 0) from chunks where document_id = ${documentId})),
+        ${content}, ${sha256(content)}, ${sql.array(vector, "float4")}, 'test', now())
       on conflict (id) do update set content = excluded.content, content_sha256 = excluded.content_sha256,
         embedding = excluded.embedding, embedded_at = now(), updated_at = now()
     `);
