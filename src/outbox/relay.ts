@@ -8,7 +8,8 @@ import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
 import { acknowledge, claimChanges, markDead, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import type { PointState } from "./chunkPoints.ts";
-import { describeQdrantError, retryAfterMs, type QdrantClient } from "./qdrant.ts";
+import { ConfigError } from "../config.ts";
+import { describeQdrantError, ensureCollection, retryAfterMs, statusOf, type QdrantClient } from "./qdrant.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
 
@@ -64,6 +65,8 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   private wake: (() => void) | null = null;
   private woken = false;
   private unreachableSince: number | null = null;
+  /** Whether the collection is known to exist with the right vector size. */
+  private collectionReady = false;
 
   constructor(private readonly config: RelayConfig) {
     super();
@@ -92,10 +95,29 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     this.wake?.();
   }
 
+  /**
+   * Creates the collection if missing. Throws ConfigError if it exists with another vector
+   * size; a transient failure leaves the relay waiting (changes stay pending, nothing dies).
+   */
+  async prepareCollection(): Promise<boolean> {
+    if (this.collectionReady) return true;
+    try {
+      const outcome = await ensureCollection(this.config.qdrant, { name: this.config.collection, size: this.config.dimensions, distance: "Cosine" });
+      if (outcome === "created") this.config.log.info({ collection: this.config.collection, size: this.config.dimensions }, "Qdrant collection created");
+      this.collectionReady = true;
+      this.reachable();
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      this.unreachable(describeQdrantError(error));
+    }
+    return this.collectionReady;
+  }
+
   /** Claims and syncs one batch. */
   async syncBatch(): Promise<BatchReport> {
     const { pool, collection, batchSize, leaseMs } = this.config;
     const started = performance.now();
+    if (!(await this.prepareCollection())) return { claimed: 0, synced: 0, retried: 0, dead: 0, durationMs: 0 };
     const claimed = await claimChanges(pool, this.id, collection, batchSize, leaseMs);
     const report: BatchReport = { claimed: claimed.length, synced: 0, retried: 0, dead: 0, durationMs: 0 };
     if (claimed.length > 0) {
@@ -129,7 +151,10 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
       return;
     } catch (error) {
       const reason = describeQdrantError(error);
-      if (classifyError(error) === "transient") {
+      // The collection vanished (deleted behind our back): recreate it, then retry.
+      const collectionGone = statusOf(error) === 404;
+      if (collectionGone) this.collectionReady = false;
+      if (collectionGone || classifyError(error) === "transient") {
         this.unreachable(reason);
         const attempts = Math.max(...group.map((change) => change.attempts));
         const delay = Math.max(backoffMs(attempts, this.config.maxBackoffMs), retryAfterMs(error) ?? 0);
@@ -169,7 +194,8 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
         this.woken = false;
         report = await this.syncBatch();
       } catch (error) {
-        log.warn({ error: describeError(error) }, "relay pass failed; retrying after the poll interval");
+        if (error instanceof ConfigError) log.error({ error: error.message }, "relay cannot sync; fix the collection, the relay keeps checking");
+        else log.warn({ error: describeError(error) }, "relay pass failed; retrying after the poll interval");
       }
       if (report && report.claimed === batchSize) continue;
       if (report && report.claimed === 0) this.emit("idle");

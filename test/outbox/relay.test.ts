@@ -55,8 +55,9 @@ t.test("a change written while its sync is in flight is synced again, not acknow
   const documentId = await insertDocument(db);
   const id = randomUUID();
   await putChunk(db, documentId, id, "first");
-  fake.faults.next({ kind: "delay", ms: 500 });
   const relay = relayFor(db, fake);
+  await relay.prepareCollection();
+  fake.faults.next({ kind: "delay", ms: 500 });
   const inFlight = relay.syncBatch();
   await new Promise((resolve) => setTimeout(resolve, 150));
   await putChunk(db, documentId, id, "second");
@@ -71,6 +72,7 @@ t.test("a change written while its sync is in flight is synced again, not acknow
 t.test("Qdrant down for a while, then back: the relay catches up on its own", async (t) => {
   const { db, fake } = await setup(t);
   const relay = relayFor(db, fake);
+  await relay.prepareCollection();
   await relay.start();
   t.teardown(() => relay.stop());
   await fake.down();
@@ -93,8 +95,10 @@ t.test("429 with Retry-After is honoured", async (t) => {
   const { db, fake } = await setup(t);
   const documentId = await insertDocument(db);
   await putChunk(db, documentId, randomUUID(), "x");
+  const relay = relayFor(db, fake);
+  await relay.prepareCollection();
   fake.faults.next({ kind: "status", status: 429, retryAfterSeconds: 2, message: "Too many requests" });
-  await relayFor(db, fake).syncBatch();
+  await relay.syncBatch();
   const [row] = await db.query<{ wait_s: number; attempts: number }>(
     "select extract(epoch from next_attempt_at - updated_at)::float8 as wait_s, attempts from outbox",
   );
@@ -115,12 +119,16 @@ t.test("a wrong vector size ends dead with a clear reason, not in an endless ret
 });
 
 t.test("Qdrant rejecting a batch (400) kills only the offending points; after the fix, outbox retry converges", async (t) => {
-  // The collection was created by someone else with another size: Qdrant rejects every point.
-  const { db, fake } = await setup(t, DIMENSIONS + 1);
+  const { db, fake } = await setup(t);
+  const relay = relayFor(db, fake);
+  t.ok(await relay.prepareCollection());
+  // Someone recreates the collection with another size behind the relay's back.
+  const client = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  await client.deleteCollection(COLLECTION);
+  await client.createCollection(COLLECTION, { vectors: { size: DIMENSIONS + 1, distance: "Cosine" } });
   const documentId = await insertDocument(db);
   const ids = [randomUUID(), randomUUID(), randomUUID()];
   for (const id of ids) await putChunk(db, documentId, id, `text ${id}`);
-  const relay = relayFor(db, fake);
   const report = await relay.syncBatch();
   t.equal(report.dead, 3);
   const dead = await db.query<{ last_error: string }>("select distinct last_error from outbox where state = 'dead'");
@@ -128,13 +136,40 @@ t.test("Qdrant rejecting a batch (400) kills only the offending points; after th
   await relay.syncBatch();
   t.equal((await db.query("select 1 from outbox where state = 'dead'")).length, 3, "dead rows stay visible, untouched");
 
-  const client = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
   await client.deleteCollection(COLLECTION);
   await ensureCollection(client, { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   t.equal(await retryDead(db.appPool), 3);
   await relay.syncBatch();
   t.same(qdrantPoints(fake), await postgresPoints(db));
   t.equal((await db.query("select 1 from outbox")).length, 0);
+});
+
+t.test("a collection with another vector size is refused with one clear line", async (t) => {
+  const { db, fake } = await setup(t, DIMENSIONS + 4);
+  await t.rejects(relayFor(db, fake).prepareCollection(), {
+    name: "ConfigError",
+    message: `Qdrant collection "${COLLECTION}" has ${DIMENSIONS + 4}-dimensional Cosine vectors, but the embeddings are ${DIMENSIONS}-dimensional Cosine; set QDRANT_COLLECTION to another name or recreate the collection`,
+  });
+});
+
+t.test("a missing collection is created; one deleted behind the relay's back is recreated and refilled", async (t) => {
+  const db = await createTestDatabase(t);
+  const fake = new FakeQdrant();
+  await fake.start();
+  t.teardown(() => fake.stop());
+  const relay = relayFor(db, fake);
+  const documentId = await insertDocument(db);
+  const id = randomUUID();
+  await putChunk(db, documentId, id, "one");
+  await relay.syncBatch();
+  t.same(fake.collections.get(COLLECTION)?.size, DIMENSIONS, "created with the embedding size");
+  fake.collections.delete(COLLECTION);
+  await putChunk(db, documentId, id, "two");
+  await relay.syncBatch();
+  t.equal((await db.query("select 1 from outbox where state = 'dead'")).length, 0, "a vanished collection kills nothing");
+  await db.query("update outbox set next_attempt_at = now()");
+  await relay.syncBatch();
+  t.same(qdrantPoints(fake), new Map([[id, sha256("two")]]));
 });
 
 t.test("a new write to a dead key makes it pending again", async (t) => {
