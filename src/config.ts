@@ -43,13 +43,34 @@ const EnvShape = z.object({
     SWEEP_INTERVAL_MS: int(100, 600_000).default(5_000),
     /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
     SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
+
+    QDRANT_URL: z.string().regex(/^https?:\/\/[^\s]+$/, "must be an http:// or https:// URL").default("http://127.0.0.1:6333"),
+    QDRANT_API_KEY: z.string().min(1).optional(),
+    /** The collection chunks are mirrored into; created on first use with EMBED_DIMENSIONS. */
+    QDRANT_COLLECTION: z.string().regex(/^[A-Za-z0-9_-]{1,255}$/, "must be letters, digits, _ or -").default("chunks"),
+    /** Deadline of each Qdrant request, ms. */
+    QDRANT_TIMEOUT_MS: int(100, 600_000).default(10_000),
+    /** Vector size of the embeddings (and of the Qdrant collection). */
+    EMBED_DIMENSIONS: int(1, 65_536).default(768),
+    /** Outbox changes per Qdrant request. */
+    RELAY_BATCH_SIZE: int(1, 1000).default(128),
+    /** Relay's fallback poll, ms; commits wake it by LISTEN/NOTIFY at once. */
+    RELAY_POLL_INTERVAL_MS: int(50, 600_000).default(5_000),
+    /** How long a claimed change stays one relay's; must exceed 2 x QDRANT_TIMEOUT_MS. */
+    RELAY_LEASE_MS: int(1_000, 3_600_000).default(60_000),
+    /** Cap of the relay's exponential backoff after transient Qdrant failures, ms. */
+    RELAY_MAX_BACKOFF_MS: int(100, 3_600_000).default(60_000),
+    /** When the worker compares Qdrant with Postgres and repairs drift (cron syntax), or "off". */
+    RECONCILE_CRON: z.string().min(1).default("0 * * * *"),
 });
 
 const EnvSchema = EnvShape.refine((env) => env.WORKER_DEAD_AFTER_MS >= 3 * env.HEARTBEAT_INTERVAL_MS, {
-    path: ["WORKER_DEAD_AFTER_MS"],
-    message:
-      "must be at least 3 x HEARTBEAT_INTERVAL_MS, or a live worker that misses one beat is declared dead",
-  });
+  path: ["WORKER_DEAD_AFTER_MS"],
+  message: "must be at least 3 x HEARTBEAT_INTERVAL_MS, or a live worker that misses one beat is declared dead",
+}).refine((env) => env.RELAY_LEASE_MS >= 2 * env.QDRANT_TIMEOUT_MS, {
+  path: ["RELAY_LEASE_MS"],
+  message: "must be at least 2 x QDRANT_TIMEOUT_MS, or a slow request could outlive its lease",
+});
 
 export type Config = z.infer<typeof EnvSchema>;
 

@@ -8,8 +8,8 @@ export type { Logger };
  * One JSON line per event on stdout (pipe it through `pino-pretty` to read it by eye).
  * Expected failures are logged as one line with the reason, never a stack.
  */
-export function createLogger(level: string): Logger {
-  return pino({ level, base: { pid: process.pid } });
+export function createLogger(level: string, fd: 1 | 2 = 1): Logger {
+  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd, sync: true }));
 }
 
 /** graphile-worker's per-job lines, which the executor already logs with job id, task and attempt. */

@@ -1,4 +1,4 @@
-import { parseCronItems, run, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
+import { parseCronItems, run, type CronItem, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import { EventEmitter } from "node:events";
 import type pg from "pg";
 import type { DatabasePool } from "slonik";
@@ -23,6 +23,8 @@ export interface WorkerConfig {
   shutdownTimeoutMs: number;
   /** Fallback poll for due jobs, ms; new jobs arrive by LISTEN/NOTIFY without waiting for it. */
   pollIntervalMs: number;
+  /** Recurring jobs (graphile-worker cron); none by default. */
+  cronItems?: CronItem[];
 }
 
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
@@ -82,7 +84,7 @@ export class Worker {
       pollInterval: config.pollIntervalMs,
       taskList,
       // Schedules come from code, not from a crontab file in the working directory.
-      parsedCronItems: parseCronItems([]),
+      parsedCronItems: parseCronItems(config.cronItems ?? []),
       events,
       logger: graphileLogger(config.log),
       noHandleSignals: true,

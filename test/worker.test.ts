@@ -7,11 +7,12 @@ import { spawnWorker, waitForRegistration } from "./helpers/worker.ts";
 t.test("SIGTERM lets an in-flight job finish, then deregisters and exits 0", async (t) => {
   const db = await createTestDatabase(t);
   await createEffectsTable(db);
-  const worker = spawnWorker(t, db, { SHUTDOWN_TIMEOUT_MS: "10000" });
+  const worker = spawnWorker(t, db, { SHUTDOWN_TIMEOUT_MS: "10000", LOG_LEVEL: "info" });
   await waitForRegistration(db, worker.child.pid!);
   await addJobs(db, "effect", [{ n: 1, prepareMs: 1_500 }]);
   await waitFor("the job to start", async () => (await db.query("select 1 from graphile_worker.jobs where locked_by is not null")).length > 0);
   worker.child.kill("SIGTERM");
+  await waitFor("the worker to begin shutting down", async () => worker.output().includes("shutting down"));
   await addJobs(db, "effect", [{ n: 2 }]);
   const exit = await worker.exited;
   t.equal(exit.code, 0, worker.output());

@@ -1,22 +1,27 @@
 import { parseArgs } from "node:util";
-import { ConfigError, loadConfig, type Config } from "../config.ts";
-import { openDatabase } from "../db/database.ts";
+import { ConfigError, loadConfig } from "../config.ts";
 import { migrate } from "../db/migrate.ts";
-import { createAppPool, createQueuePool } from "../db/pools.ts";
-import { createLogger, type Logger } from "../log.ts";
+import { createLogger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
-import { loadTasks, TaskLoadError } from "../runtime/loadTasks.ts";
-import { Worker } from "../worker.ts";
+import { TaskLoadError } from "../runtime/loadTasks.ts";
+import { outboxListCommand, outboxRetryCommand, UsageError } from "./commands/outbox.ts";
+import { reconcileCommand } from "./commands/reconcile.ts";
+import { relayCommand } from "./commands/relay.ts";
+import { workerCommand } from "./commands/worker.ts";
+import { withContext } from "./context.ts";
 
-const USAGE = `usage: pgconverge <command>
+const USAGE = `usage: pgconverge <command> [options]
 
 commands:
-  worker    migrate if needed, then run jobs until SIGTERM/SIGINT
-  migrate   apply graphile-worker's schema and the sql/ migrations
+  worker                        migrate if needed, then run jobs, relay and reconcile cron until SIGTERM/SIGINT
+  migrate                       apply graphile-worker's schema and the sql/ migrations
+  relay                         run only the outbox relay (Postgres -> Qdrant) until SIGTERM/SIGINT
+  reconcile [--repair] [--json] count drift between Qdrant and Postgres; --repair queues the fixes
+  outbox list [--dead] [--limit N] [--json]
+                                changes not yet in Qdrant, dead ones first
+  outbox retry <id>... | --all  put dead changes back in line once their cause is fixed
 
 configuration comes from the environment; see .env.example`;
-
-class UsageError extends Error {}
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
@@ -26,7 +31,14 @@ async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     strict: true,
-    options: { help: { type: "boolean", short: "h" } },
+    options: {
+      help: { type: "boolean", short: "h" },
+      json: { type: "boolean", default: false },
+      repair: { type: "boolean", default: false },
+      dead: { type: "boolean", default: false },
+      all: { type: "boolean", default: false },
+      limit: { type: "string", default: "50" },
+    },
   });
   const [command, ...rest] = positionals;
   if (values.help || command === "help") {
@@ -34,107 +46,53 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (!command) throw new UsageError("a command is required");
-  if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
+  const noArguments = () => {
+    if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
+  };
+  const limit = Number(values.limit);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new UsageError(`--limit must be a whole number from 1 to 100000 (got ${JSON.stringify(values.limit)})`);
   const config = loadConfig();
-  const log = createLogger(config.LOG_LEVEL);
+  // Commands that print results keep stdout for them; logs go to stderr.
+  const log = createLogger(config.LOG_LEVEL, command === "worker" || command === "relay" ? 1 : 2);
   switch (command) {
-    case "migrate":
-      return runMigrate(config, log);
     case "worker":
-      return runWorker(config, log);
+      noArguments();
+      return workerCommand(config, log);
+    case "relay":
+      noArguments();
+      return relayCommand(config, log);
+    case "migrate":
+      noArguments();
+      return withContext(config, log, 1, async (context) => {
+        const applied = await migrate(context.queuePool, log);
+        console.log(applied.length ? `applied ${applied.join(", ")}` : "schema is up to date");
+        return 0;
+      });
+    case "reconcile":
+      noArguments();
+      return reconcileCommand(config, log, { repair: values.repair, json: values.json });
+    case "outbox": {
+      const [sub, ...ids] = rest;
+      if (sub === "list" && ids.length === 0) return outboxListCommand(config, log, { dead: values.dead, limit, json: values.json });
+      if (sub === "retry") return outboxRetryCommand(config, log, ids, values.all);
+      throw new UsageError(sub ? `unknown outbox command ${JSON.stringify(sub)}` : "outbox needs list or retry");
+    }
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   }
 }
 
-async function runMigrate(config: Config, log: Logger): Promise<number> {
-  const database = await openDatabase(config, log);
-  const pool = createQueuePool(database.url, 1);
-  try {
-    const applied = await migrate(pool, log);
-    log.info({ applied: applied.length }, applied.length ? "migrations applied" : "schema is up to date");
-    return 0;
-  } finally {
-    await pool.end();
-    await database.close();
-  }
-}
-
-async function runWorker(config: Config, log: Logger): Promise<number> {
-  const tasks = await loadTasks(config.PGCONVERGE_TASKS_DIR);
-  if (tasks.size === 0) log.warn({ directory: config.PGCONVERGE_TASKS_DIR }, "no task files found; no jobs will run");
-  const database = await openDatabase(config, log);
-  const queuePool = createQueuePool(database.url, config.WORKER_CONCURRENCY);
-  const appPool = await createAppPool(database.url, config.WORKER_CONCURRENCY, {
-    statementTimeoutMs: config.APPLY_TIMEOUT_MS,
-  });
-  const closeAll = async () => {
-    await appPool.end();
-    await queuePool.end();
-    await database.close();
-  };
-  let worker: Worker;
-  try {
-    await migrate(queuePool, log);
-    worker = new Worker({
-      queuePool,
-      appPool,
-      log,
-      tasks,
-      concurrency: config.WORKER_CONCURRENCY,
-      taskTimeoutMs: config.TASK_TIMEOUT_MS,
-      applyTimeoutMs: config.APPLY_TIMEOUT_MS,
-      heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
-      deadAfterMs: config.WORKER_DEAD_AFTER_MS,
-      sweepIntervalMs: config.SWEEP_INTERVAL_MS,
-      shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
-      pollIntervalMs: config.POLL_INTERVAL_MS,
-    });
-    await worker.start();
-  } catch (error) {
-    await closeAll();
-    throw error;
-  }
-
-  const stopped = new Promise<number>((resolve) => {
-    let signalled = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (signalled) {
-        log.warn({ signal }, "second signal; exiting now (in-flight jobs are released by the sweeper)");
-        process.exit(EXIT_RUNTIME);
-      }
-      signalled = true;
-      log.info({ signal }, "shutting down: no new jobs; waiting for in-flight ones");
-      void worker.stop().then(() => resolve(0));
-    };
-    process.on("SIGTERM", onSignal);
-    process.on("SIGINT", onSignal);
-    worker.done.catch((error) => {
-      log.error({ error: describeError(error) }, "worker failed");
-      void worker.stop().then(() => resolve(EXIT_RUNTIME));
-    });
-  });
-  const code = await stopped;
-  await closeAll();
-  return code;
-}
-
-function exitCodeOf(error: unknown): number {
-  if (error instanceof UsageError || error instanceof ConfigError || error instanceof TaskLoadError) return EXIT_USAGE;
-  if ((error as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) return EXIT_USAGE;
-  return EXIT_RUNTIME;
+function isUsageError(error: unknown): boolean {
+  return error instanceof UsageError || Boolean((error as NodeJS.ErrnoException | null)?.code?.startsWith("ERR_PARSE_ARGS"));
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    const code = exitCodeOf(error);
-    const line = error instanceof Error && code === EXIT_USAGE ? error.message : describeError(error);
-    const hint =
-      error instanceof UsageError || (error as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")
-        ? " (see pgconverge --help)"
-        : "";
-    console.error(`pgconverge: ${line}${hint}`);
+    const usage = isUsageError(error);
+    const code = usage || error instanceof ConfigError || error instanceof TaskLoadError ? EXIT_USAGE : EXIT_RUNTIME;
+    const line = code === EXIT_USAGE ? (error as Error).message : describeError(error);
+    console.error(`pgconverge: ${line}${usage ? " (see pgconverge --help)" : ""}`);
     process.exit(code);
   },
 );

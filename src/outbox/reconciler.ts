@@ -1,4 +1,4 @@
-import { sql, type DatabasePool } from "slonik";
+import { sql, type CommonQueryMethods, type DatabasePool } from "slonik";
 import { z } from "zod";
 import { enqueuePointChanges } from "./outbox.ts";
 import type { QdrantClient } from "./qdrant.ts";
@@ -12,6 +12,8 @@ export interface ReconcileOptions {
   /** Points per Qdrant page and Postgres page; memory stays O(pageSize). */
   pageSize?: number;
   onProgress?: (progress: { phase: "qdrant" | "postgres"; done: number; total: number }) => void;
+  /** Checked between pages: an aborted run stops early. */
+  signal?: AbortSignal;
 }
 
 export interface DriftReport {
@@ -27,6 +29,8 @@ export interface DriftReport {
   /** Differences not counted because an outbox change for the key is already pending. */
   inFlight: number;
   repaired: boolean;
+  /** Database time the comparison started. */
+  startedAt: string;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -43,11 +47,12 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
   const pageSize = options.pageSize ?? 1000;
   // The database clock, like finished_at's default.
   const startedAt = await pool.oneFirst(sql.type(z.object({ now: z.string() }))`select clock_timestamp()::text as now`);
-  const report: DriftReport = { collection, qdrantPoints: 0, postgresPoints: 0, missing: 0, extra: 0, stale: 0, inFlight: 0, repaired: repair };
+  const report: DriftReport = { collection, qdrantPoints: 0, postgresPoints: 0, missing: 0, extra: 0, stale: 0, inFlight: 0, repaired: repair, startedAt };
 
   const qdrantTotal = (await qdrant.count(collection, { exact: true })).count;
   let offset: string | number | undefined;
   do {
+    options.signal?.throwIfAborted();
     const page = await qdrant.scroll(collection, {
       limit: pageSize,
       ...(offset === undefined ? {} : { offset }),
@@ -83,6 +88,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
   `);
   let after = "00000000-0000-0000-0000-000000000000";
   for (;;) {
+    options.signal?.throwIfAborted();
     const ids = await pool.anyFirst(sql.type(z.object({ id: z.string() }))`
       select id from chunks where embedding is not null and id > ${after} order by id limit ${pageSize}
     `);
@@ -99,12 +105,16 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
     options.onProgress?.({ phase: "postgres", done: report.postgresPoints, total: postgresTotal });
   }
 
-  await pool.query(sql.unsafe`
-    insert into reconcile_runs (collection, started_at, qdrant_points, postgres_points, missing, extra, stale, repaired)
-    values (${collection}, ${startedAt}, ${report.qdrantPoints}, ${report.postgresPoints},
-            ${report.missing}, ${report.extra}, ${report.stale}, ${repair})
-  `);
   return report;
+}
+
+/** Records a run, so `status` can show the drift found last. */
+export async function recordReconcileRun(db: CommonQueryMethods, report: DriftReport): Promise<void> {
+  await db.query(sql.unsafe`
+    insert into reconcile_runs (collection, started_at, qdrant_points, postgres_points, missing, extra, stale, repaired)
+    values (${report.collection}, ${report.startedAt}, ${report.qdrantPoints}, ${report.postgresPoints},
+            ${report.missing}, ${report.extra}, ${report.stale}, ${report.repaired})
+  `);
 }
 
 async function pendingKeys(pool: DatabasePool, collection: string, ids: readonly string[]): Promise<Set<string>> {

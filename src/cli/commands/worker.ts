@@ -1,0 +1,62 @@
+import { parseCronItems, type CronItem } from "graphile-worker";
+import { ConfigError, type Config } from "../../config.ts";
+import { migrate } from "../../db/migrate.ts";
+import type { Logger } from "../../log.ts";
+import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
+import { loadTasks } from "../../runtime/loadTasks.ts";
+import { Worker } from "../../worker.ts";
+import { createRelay, openContext, untilSignal } from "../context.ts";
+
+function reconcileCron(config: Config): CronItem[] {
+  if (config.RECONCILE_CRON === "off") return [];
+  const item: CronItem = { task: RECONCILE_TASK, match: config.RECONCILE_CRON, identifier: RECONCILE_TASK, options: { backfillPeriod: 0, maxAttempts: 3 } };
+  try {
+    parseCronItems([item]);
+  } catch (error) {
+    throw new ConfigError(`RECONCILE_CRON: ${(error as Error).message.split("\n", 1)[0]} (got ${JSON.stringify(config.RECONCILE_CRON)})`);
+  }
+  return [item];
+}
+
+/** `pgconverge worker`: migrations, then jobs, heartbeat, sweeper, relay and the reconcile cron until a signal. */
+export async function workerCommand(config: Config, log: Logger): Promise<number> {
+  const tasks = await loadTasks(config.PGCONVERGE_TASKS_DIR);
+  if (tasks.size === 0) log.warn({ directory: config.PGCONVERGE_TASKS_DIR }, "no task files found; only pgconverge's own jobs will run");
+  const cronItems = reconcileCron(config);
+  const context = await openContext(config, log, config.WORKER_CONCURRENCY);
+  let stopAll = async () => {};
+  try {
+    await migrate(context.queuePool, log);
+    const relay = createRelay(context);
+    // A collection of the wrong size is fatal now; an unreachable Qdrant is only waited for.
+    await relay.prepareCollection();
+    tasks.set(RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, collection: config.QDRANT_COLLECTION }));
+    const worker = new Worker({
+      queuePool: context.queuePool,
+      appPool: context.appPool,
+      log,
+      tasks,
+      cronItems,
+      concurrency: config.WORKER_CONCURRENCY,
+      taskTimeoutMs: config.TASK_TIMEOUT_MS,
+      applyTimeoutMs: config.APPLY_TIMEOUT_MS,
+      heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
+      deadAfterMs: config.WORKER_DEAD_AFTER_MS,
+      sweepIntervalMs: config.SWEEP_INTERVAL_MS,
+      shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
+      pollIntervalMs: config.POLL_INTERVAL_MS,
+    });
+    stopAll = async () => {
+      await worker.stop();
+      await relay.stop();
+    };
+    await worker.start();
+    await relay.start();
+    return await untilSignal(log, stopAll, worker.done);
+  } catch (error) {
+    await stopAll();
+    throw error;
+  } finally {
+    await context.close();
+  }
+}

@@ -1,0 +1,99 @@
+import type pg from "pg";
+import type { DatabasePool } from "slonik";
+import type { Config } from "../config.ts";
+import { openDatabase, type Database } from "../db/database.ts";
+import { createAppPool, createQueuePool } from "../db/pools.ts";
+import type { Logger } from "../log.ts";
+import { loadChunkPoints } from "../outbox/chunkPoints.ts";
+import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
+import { Relay } from "../outbox/relay.ts";
+
+/** What a command works with: the database, both pools and the Qdrant client. */
+export interface CommandContext {
+  config: Config;
+  log: Logger;
+  database: Database;
+  queuePool: pg.Pool;
+  appPool: DatabasePool;
+  qdrant: QdrantClient;
+  close(): Promise<void>;
+}
+
+export async function openContext(config: Config, log: Logger, concurrency: number): Promise<CommandContext> {
+  const database = await openDatabase(config, log);
+  const queuePool = createQueuePool(database.url, concurrency);
+  let appPool: DatabasePool;
+  try {
+    appPool = await createAppPool(database.url, concurrency, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
+  } catch (error) {
+    await queuePool.end();
+    await database.close();
+    throw error;
+  }
+  const qdrant = createQdrantClient({ url: config.QDRANT_URL, apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS });
+  return {
+    config,
+    log,
+    database,
+    queuePool,
+    appPool,
+    qdrant,
+    async close() {
+      await appPool.end();
+      await queuePool.end();
+      await database.close();
+    },
+  };
+}
+
+/** Runs `fn` with a context and closes it on every path. */
+export async function withContext<T>(config: Config, log: Logger, concurrency: number, fn: (context: CommandContext) => Promise<T>): Promise<T> {
+  const context = await openContext(config, log, concurrency);
+  try {
+    return await fn(context);
+  } finally {
+    await context.close();
+  }
+}
+
+export function createRelay(context: CommandContext): Relay {
+  const { config } = context;
+  return new Relay({
+    pool: context.appPool,
+    databaseUrl: context.database.url,
+    qdrant: context.qdrant,
+    collection: config.QDRANT_COLLECTION,
+    dimensions: config.EMBED_DIMENSIONS,
+    loadPoints: loadChunkPoints,
+    log: context.log.child({ component: "relay" }),
+    batchSize: config.RELAY_BATCH_SIZE,
+    pollIntervalMs: config.RELAY_POLL_INTERVAL_MS,
+    leaseMs: config.RELAY_LEASE_MS,
+    maxBackoffMs: config.RELAY_MAX_BACKOFF_MS,
+  });
+}
+
+/**
+ * Resolves with the exit code once SIGTERM/SIGINT has stopped the services (0), or once
+ * `failed` rejects (1). A second signal exits at once.
+ */
+export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Promise<unknown> = new Promise(() => {})): Promise<number> {
+  return new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (signalled) {
+        log.warn({ signal }, "second signal; exiting now (in-flight jobs are released by the sweeper)");
+        process.exit(1);
+      }
+      signalled = true;
+      log.info({ signal }, "shutting down: no new work; waiting for in-flight work");
+      void stop().then(() => resolve(0));
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    failed.catch((error: unknown) => {
+      log.error({ error: error instanceof Error ? error.message : String(error) }, "stopped by a failure");
+      void stop().then(() => resolve(1));
+    });
+  });
+}
