@@ -1,0 +1,80 @@
+import { randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import t, { type Test } from "tap";
+
+type Tap = Test;
+import { createQdrantClient, ensureCollection } from "../../src/outbox/qdrant.ts";
+import { reconcile } from "../../src/outbox/reconciler.ts";
+import { COLLECTION, DIMENSIONS, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor } from "../helpers/chunks.ts";
+import { createTestDatabase, waitFor } from "../helpers/db.ts";
+import { FakeQdrant } from "../servers/qdrant.ts";
+
+const CLI = fileURLToPath(new URL("../../bin/pgconverge.js", import.meta.url));
+
+async function converged(t: Tap) {
+  const db = await createTestDatabase(t);
+  const fake = new FakeQdrant();
+  await fake.start();
+  t.teardown(() => fake.stop());
+  const qdrant = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  await ensureCollection(qdrant, { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
+  const documentId = await insertDocument(db);
+  const ids = Array.from({ length: 25 }, () => randomUUID());
+  for (const id of ids) await putChunk(db, documentId, id, `text ${id}`);
+  const relay = relayFor(db, fake);
+  while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
+  t.same(qdrantPoints(fake), await postgresPoints(db), "in sync before the tampering");
+  return { db, fake, qdrant, relay, ids };
+}
+
+t.test("points deleted, altered or added behind the project's back are found, and --repair fixes them", async (t) => {
+  const { db, fake, qdrant, relay, ids } = await converged(t);
+  const points = fake.collections.get(COLLECTION)!.points;
+  points.delete(`u:${ids[0]}`);
+  points.delete(`u:${ids[1]}`);
+  points.get(`u:${ids[2]}`)!.payload.content_sha256 = "0".repeat(64);
+  await qdrant.upsert(COLLECTION, { wait: true, points: [{ id: randomUUID(), vector: [1, 1, 1, 1], payload: { content_sha256: "x" } }, { id: 42, vector: [1, 0, 0, 0], payload: {} }] });
+
+  const found = await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: false, pageSize: 7 });
+  t.match(found, { missing: 2, extra: 2, stale: 1, qdrantPoints: 25, postgresPoints: 25, repaired: false });
+  t.equal(await pendingOutbox(db), 0, "without --repair nothing is queued");
+
+  const repaired = await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: true, pageSize: 7 });
+  t.match(repaired, { missing: 2, extra: 2, stale: 1 });
+  while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
+  t.same(qdrantPoints(fake), await postgresPoints(db), "converged after the relay ran");
+  t.match(await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: false }), { missing: 0, extra: 0, stale: 0 });
+});
+
+t.test("differences whose fix is already in the outbox count as in flight, not drift", async (t) => {
+  const { db, qdrant, ids } = await converged(t);
+  await putChunk(db, (await db.query<{ document_id: string }>("select document_id from chunks limit 1"))[0]!.document_id, ids[0]!, "edited, not yet synced");
+  const report = await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: false });
+  t.match(report, { missing: 0, extra: 0, stale: 0, inFlight: 1 });
+});
+
+t.test("pgconverge reconcile --repair --json reports the counts, and the worker's relay converges", async (t) => {
+  const { db, fake, ids } = await converged(t);
+  fake.collections.get(COLLECTION)!.points.delete(`u:${ids[3]}`);
+  const env = { ...process.env, DATABASE_URL: db.url, QDRANT_URL: fake.url, QDRANT_COLLECTION: COLLECTION, EMBED_DIMENSIONS: String(DIMENSIONS), LOG_LEVEL: "warn" };
+  const run = (args: string[]) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      // Asynchronous: the fake Qdrant lives in this process and must keep answering.
+      import("node:child_process").then(({ execFile }) =>
+        execFile(process.execPath, [CLI, ...args], { env }, (error, stdout, stderr) =>
+          resolve({ status: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+    });
+  const result = await run(["reconcile", "--repair", "--json"]);
+  t.equal(result.status, 0, result.stderr);
+  t.match(JSON.parse(result.stdout), { collection: COLLECTION, missing: 1, extra: 0, stale: 0, repaired: true });
+  t.equal(await pendingOutbox(db), 1);
+  const [run1] = await db.query<{ missing: string }>("select missing from reconcile_runs");
+  t.equal(Number(run1?.missing), 1, "the run is recorded for status");
+  const relay = relayFor(db, fake);
+  await relay.start();
+  t.teardown(() => relay.stop());
+  await waitFor("the repair to land", async () => (await pendingOutbox(db)) === 0);
+  t.same(qdrantPoints(fake), await postgresPoints(db));
+});
