@@ -1,0 +1,65 @@
+// The Qdrant behaviour pgconverge relies on, checked against the in-repo test server always,
+// and against a real Qdrant when QDRANT_URL points at one. If the two ever disagree, the test
+// server is wrong and the other tests prove nothing.
+import { randomUUID } from "node:crypto";
+import t, { type Test } from "tap";
+import { createQdrantClient, describeQdrantError, statusOf, type QdrantClient } from "../../src/outbox/qdrant.ts";
+import { FakeQdrant } from "../servers/qdrant.ts";
+
+async function contract(t: Test, client: QdrantClient) {
+  const name = `pgconverge_contract_${randomUUID().slice(0, 8)}`;
+  t.teardown(() => client.deleteCollection(name).catch(() => {}));
+  const failure = async (promise: Promise<unknown>) => {
+    try {
+      await promise;
+    } catch (error) {
+      return { status: statusOf(error), message: describeQdrantError(error) };
+    }
+    return { status: 200, message: "" };
+  };
+
+  t.match(await failure(client.getCollection(name)), { status: 404, message: /^Qdrant 404: Not found: Collection `.*` doesn't exist!$/ });
+  t.same(await client.collectionExists(name), { exists: false });
+  await client.createCollection(name, { vectors: { size: 4, distance: "Cosine" } });
+  t.match(await failure(client.createCollection(name, { vectors: { size: 4, distance: "Cosine" } })), { status: 409, message: /already exists/ });
+  const info = await client.getCollection(name);
+  t.match(info.config.params.vectors, { size: 4, distance: "Cosine" });
+
+  const ids = Array.from({ length: 5 }, () => randomUUID());
+  await client.upsert(name, { wait: true, points: ids.map((id, i) => ({ id, vector: [1, i, 0, 0.5], payload: { content_sha256: `h${i}`, chunk_index: i } })) });
+  t.match(await failure(client.upsert(name, { wait: true, points: [{ id: randomUUID(), vector: [1, 2, 3], payload: {} }] })), {
+    status: 400,
+    message: /Vector dimension error: expected dim: 4, got 3/,
+  });
+  t.match(await failure(client.upsert(name, { wait: true, points: [{ id: "not-a-uuid", vector: [1, 2, 3, 4], payload: {} }] })), { status: 400 });
+  t.equal((await client.count(name, { exact: true })).count, 5, "a rejected batch wrote nothing");
+
+  const retrieved = await client.retrieve(name, { ids: [ids[0]!, randomUUID()], with_payload: false, with_vector: false });
+  t.same(retrieved.map((point) => point.id), [ids[0]], "retrieve returns only the points that exist");
+
+  const seen: string[] = [];
+  let offset: string | number | undefined | null;
+  do {
+    const page = await client.scroll(name, { limit: 2, ...(offset ? { offset } : {}), with_payload: ["content_sha256"], with_vector: false });
+    for (const point of page.points) {
+      seen.push(String(point.id));
+      t.same(Object.keys(point.payload ?? {}), ["content_sha256"], "only the requested payload field");
+    }
+    offset = page.next_page_offset as string | number | null | undefined;
+  } while (offset);
+  t.same([...seen].sort(), [...ids].sort(), "scroll pages through every point once");
+
+  await client.delete(name, { wait: true, points: [ids[0]!, randomUUID()] });
+  t.equal((await client.count(name, { exact: true })).count, 4, "deleting an absent id is not an error");
+}
+
+t.test("the in-repo Qdrant test server", async (t) => {
+  const fake = new FakeQdrant();
+  await fake.start();
+  t.teardown(() => fake.stop());
+  await contract(t, createQdrantClient({ url: fake.url, timeoutMs: 5_000 }));
+});
+
+t.test("a real Qdrant", { skip: process.env.QDRANT_URL ? false : "QDRANT_URL is not set" }, async (t) => {
+  await contract(t, createQdrantClient({ url: process.env.QDRANT_URL!, apiKey: process.env.QDRANT_API_KEY, timeoutMs: 10_000 }));
+});
