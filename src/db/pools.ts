@@ -1,5 +1,5 @@
 import pg from "pg";
-import { createPool, type DatabasePool } from "slonik";
+import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
 
 /** Connections beyond the job slots: graphile-worker's LISTEN client and its completion/fail batches. */
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
@@ -20,6 +20,21 @@ export function createQueuePool(url: string, concurrency: number): pg.Pool {
   return pool;
 }
 
+/**
+ * Makes `sql.type(schema)` validate and transform every row (slonik leaves that to an
+ * interceptor): a query's declared shape is then what the code receives, or an error.
+ */
+const resultParser: Interceptor = {
+  name: "pgconverge-result-parser",
+  transformRow(context, query, row) {
+    const parser = context.resultParser;
+    if (!parser) return row;
+    const parsed = parser.safeParse(row);
+    if (!parsed.success) throw new SchemaValidationError(query, row, parsed.error.issues);
+    return parsed.data as typeof row;
+  },
+};
+
 export interface AppPoolOptions {
   /** statement_timeout for every statement, ms. */
   statementTimeoutMs: number;
@@ -37,5 +52,6 @@ export function createAppPool(url: string, concurrency: number, options: AppPool
     statementTimeout: options.statementTimeoutMs,
     idleInTransactionSessionTimeout: options.statementTimeoutMs,
     captureStackTrace: false,
+    interceptors: [resultParser],
   });
 }

@@ -5,6 +5,7 @@ import { addJobs, createEffectsTable, effectCounts, queuedJobs } from "../helper
 import { FAST_LIVENESS, spawnWorker, waitForRegistration } from "../helpers/worker.ts";
 
 const DEAD_AFTER_MS = Number(FAST_LIVENESS.WORKER_DEAD_AFTER_MS);
+const JOB_MS = 6_000;
 
 async function waitForLockedJob(db: Awaited<ReturnType<typeof createTestDatabase>>): Promise<string> {
   return waitFor("a worker to lock the job", async () => {
@@ -18,7 +19,8 @@ t.test("a SIGKILLed worker's in-flight job completes on another worker within th
   await createEffectsTable(db);
   const victim = spawnWorker(t, db);
   await waitForRegistration(db, victim.child.pid!);
-  await addJobs(db, "effect", [{ n: 1, prepareMs: 1_000 }]);
+  // Long enough that the victim cannot finish it while the survivor starts up.
+  await addJobs(db, "effect", [{ n: 1, prepareMs: JOB_MS }]);
   await waitForLockedJob(db);
   const survivor = spawnWorker(t, db);
   await waitForRegistration(db, survivor.child.pid!);
@@ -30,8 +32,8 @@ t.test("a SIGKILLed worker's in-flight job completes on another worker within th
   const recoveryMs = Date.now() - killedAt;
   const effects = await db.query<{ attempt: number; pid: number }>("select attempt, pid from test_effects");
   t.same(effects, [{ attempt: 2, pid: survivor.child.pid }], "applied once, by the survivor, on the second attempt");
-  // Threshold + sweep interval + the job's own second, with a few seconds to spare.
-  t.ok(recoveryMs < DEAD_AFTER_MS + 1_000 + 4_000, `completed ${recoveryMs} ms after the kill (threshold ${DEAD_AFTER_MS} ms)`);
+  // Threshold + sweep interval + the job's own run, with a few seconds to spare.
+  t.ok(recoveryMs < DEAD_AFTER_MS + JOB_MS + 4_000, `completed ${recoveryMs} ms after the kill (threshold ${DEAD_AFTER_MS} ms)`);
   t.equal((await db.query("select 1 from workers where pid = $1", [victim.child.pid])).length, 0, "the dead worker was deregistered");
 });
 

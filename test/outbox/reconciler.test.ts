@@ -78,3 +78,33 @@ t.test("pgconverge reconcile --repair --json reports the counts, and the worker'
   await waitFor("the repair to land", async () => (await pendingOutbox(db)) === 0);
   t.same(qdrantPoints(fake), await postgresPoints(db));
 });
+
+t.test("pgconverge outbox list shows dead changes with their reason; outbox retry puts them back", async (t) => {
+  const { db, fake } = await converged(t);
+  const documentId = (await db.query<{ document_id: string }>("select document_id from chunks limit 1"))[0]!.document_id;
+  const bad = randomUUID();
+  await putChunk(db, documentId, bad, "wrong size", [1, 2]);
+  await relayFor(db, fake).syncBatch();
+  const env = { ...process.env, DATABASE_URL: db.url, QDRANT_URL: fake.url, QDRANT_COLLECTION: COLLECTION, EMBED_DIMENSIONS: String(DIMENSIONS), LOG_LEVEL: "warn" };
+  const { execFile } = await import("node:child_process");
+  const run = (args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [CLI, ...args], { env }, (error, stdout, stderr) =>
+        resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+  const listed = await run(["outbox", "list", "--dead", "--json"]);
+  t.equal(listed.code, 0, listed.stderr);
+  const rows = JSON.parse(listed.stdout) as Array<{ id: string; point_id: string; state: string; last_error: string }>;
+  t.match(rows, [{ point_id: bad, state: "dead", last_error: /vector has 2 dimensions/ }]);
+  const human = await run(["outbox", "list"]);
+  t.match(human.stdout, /^id\s+state\s+point\s+attempts\s+age\s+next try\s+last error\n/);
+  t.match(human.stdout, /dead\s+[0-9a-f-]{36}\s+1\s+/);
+
+  t.equal((await run(["outbox", "retry"])).code, 2, "ids or --all are required");
+  t.equal((await run(["outbox", "retry", "abc"])).code, 2);
+  const retried = await run(["outbox", "retry", rows[0]!.id]);
+  t.equal(retried.code, 0, retried.stderr);
+  t.match(retried.stdout, /^1 dead change put back in line for the relay\n$/);
+  t.same(await db.query("select state from outbox"), [{ state: "pending" }]);
+});
