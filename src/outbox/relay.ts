@@ -182,7 +182,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   private unreachable(reason: string): void {
     if (this.unreachableSince === null) {
       this.unreachableSince = Date.now();
-      this.config.log.warn({ error: reason }, "Qdrant write failed; retrying with backoff");
+      this.config.log.warn({ error: reason }, "Qdrant request failed; changes wait in the outbox and are retried with backoff");
     }
   }
 
