@@ -1,0 +1,101 @@
+// An Ollama-compatible HTTP server for tests: /api/embed, /api/version, /api/tags with the real
+// response and error shapes, deterministic embeddings in which shared words score higher, and
+// the same fault injection as the Qdrant test server. Use it through the official `ollama` client.
+import { createHash } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { FaultInjector, readJson } from "./faults.ts";
+
+/** Feature-hashed bag of words, L2-normalised: texts sharing words have a higher cosine. */
+export function embedText(text: string, dimensions: number): number[] {
+  const vector = new Array<number>(dimensions).fill(0);
+  for (const word of text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []) {
+    const digest = createHash("sha256").update(word).digest();
+    const slot = digest.readUInt32BE(0) % dimensions;
+    vector[slot]! += digest[4]! & 1 ? 1 : -1;
+  }
+  const norm = Math.hypot(...vector);
+  return norm === 0 ? vector.map((_, i) => (i === 0 ? 1 : 0)) : vector.map((value) => value / norm);
+}
+
+export class FakeOllama {
+  readonly faults = new FaultInjector();
+  /** Models this server has "pulled", with their embedding size. */
+  readonly models = new Map<string, number>();
+  embedCalls = 0;
+  embeddedInputs = 0;
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private port = 0;
+
+  constructor(models: Record<string, number> = { "nomic-embed-text": 768 }) {
+    for (const [name, size] of Object.entries(models)) this.models.set(name, size);
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(port = 0): Promise<string> {
+    this.server = createServer((request, response) => void this.handle(request, response));
+    this.server.on("connection", (socket) => {
+      this.sockets.add(socket);
+      socket.on("close", () => this.sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const socket of this.sockets) socket.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private model(name: unknown): number {
+    const base = typeof name === "string" ? name.replace(/:latest$/, "") : "";
+    const size = this.models.get(base);
+    if (size === undefined) throw Object.assign(new Error(`model "${String(name)}" not found, try pulling it first`), { status: 404 });
+    return size;
+  }
+
+  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const send = (status: number, body: unknown) => {
+      response.writeHead(status, { "content-type": "application/json; charset=utf-8" });
+      response.end(JSON.stringify(body));
+    };
+    try {
+      const fault = this.faults.take();
+      if (fault && (await this.faults.apply(fault, request, response, (_status, message) => ({ error: message })))) return;
+      const path = new URL(request.url ?? "/", "http://localhost").pathname;
+      if (request.method === "GET" && path === "/api/version") return send(200, { version: "0.5.7" });
+      if (request.method === "GET" && path === "/api/tags") {
+        return send(200, { models: [...this.models.keys()].map((name) => ({ name: `${name}:latest`, model: `${name}:latest`, size: 274302450, digest: "0".repeat(64), details: { family: "nomic-bert" } })) });
+      }
+      if (request.method === "POST" && path === "/api/embed") {
+        const body = (await readJson(request)) as { model?: unknown; input?: unknown };
+        const size = this.model(body.model);
+        const inputs = typeof body.input === "string" ? [body.input] : body.input;
+        if (!Array.isArray(inputs) || !inputs.every((input) => typeof input === "string")) {
+          return send(400, { error: "invalid input type" });
+        }
+        this.embedCalls++;
+        this.embeddedInputs += inputs.length;
+        return send(200, {
+          model: body.model,
+          embeddings: inputs.map((input) => embedText(input, size)),
+          total_duration: 1_000_000,
+          load_duration: 100_000,
+          prompt_eval_count: inputs.length,
+        });
+      }
+      send(404, { error: "404 page not found" });
+    } catch (error) {
+      if (response.headersSent) return;
+      const status = (error as { status?: number }).status ?? (error instanceof SyntaxError ? 400 : 500);
+      send(status, { error: (error as Error).message });
+    }
+  }
+}
