@@ -2,9 +2,9 @@
 // response and error shapes, deterministic embeddings in which shared words score higher, and
 // the same fault injection as the Qdrant test server. Use it through the official `ollama` client.
 import { createHash } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
-import { FaultInjector, readJson } from "./faults.ts";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { readJson } from "./faults.ts";
+import { TestServer } from "./testServer.ts";
 
 /** Feature-hashed bag of words, L2-normalised: texts sharing words have a higher cosine. */
 export function embedText(text: string, dimensions: number): number[] {
@@ -18,40 +18,14 @@ export function embedText(text: string, dimensions: number): number[] {
   return norm === 0 ? vector.map((_, i) => (i === 0 ? 1 : 0)) : vector.map((value) => value / norm);
 }
 
-export class FakeOllama {
-  readonly faults = new FaultInjector();
+export class FakeOllama extends TestServer {
   /** Models this server has "pulled", with their embedding size. */
   readonly models = new Map<string, number>();
   embedCalls = 0;
   embeddedInputs = 0;
-  private server: Server | null = null;
-  private readonly sockets = new Set<Socket>();
-  private port = 0;
-
   constructor(models: Record<string, number> = { "nomic-embed-text": 768 }) {
+    super();
     for (const [name, size] of Object.entries(models)) this.models.set(name, size);
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  async start(port = 0): Promise<string> {
-    this.server = createServer((request, response) => void this.handle(request, response));
-    this.server.on("connection", (socket) => {
-      this.sockets.add(socket);
-      socket.on("close", () => this.sockets.delete(socket));
-    });
-    await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));
-    this.port = (this.server.address() as AddressInfo).port;
-    return this.url;
-  }
-
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = null;
-    for (const socket of this.sockets) socket.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   private model(name: unknown): number {
@@ -61,7 +35,7 @@ export class FakeOllama {
     return size;
   }
 
-  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+  protected async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const send = (status: number, body: unknown) => {
       response.writeHead(status, { "content-type": "application/json; charset=utf-8" });
       response.end(JSON.stringify(body));

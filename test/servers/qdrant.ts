@@ -1,9 +1,9 @@
 // A Qdrant-compatible HTTP server for tests: the REST endpoints pgconverge calls, with
 // Qdrant's JSON envelope, status codes and id rules, plus fault injection. Talk to it with
 // the official @qdrant/js-client-rest, exactly as the project talks to a real Qdrant.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
-import { FaultInjector, readJson } from "./faults.ts";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { readJson } from "./faults.ts";
+import { TestServer } from "./testServer.ts";
 
 export interface StoredPoint {
   id: string | number;
@@ -61,37 +61,11 @@ function cosine(a: number[], b: number[]): number {
   return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
 }
 
-export class FakeQdrant {
+export class FakeQdrant extends TestServer {
   readonly collections = new Map<string, Collection>();
-  readonly faults = new FaultInjector();
   /** Requests served per "METHOD /path-pattern". */
   readonly requests = new Map<string, number>();
-  private server: Server | null = null;
-  private readonly sockets = new Set<Socket>();
-  private port = 0;
   private readonly started = Date.now();
-
-  get url(): string {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  async start(port = 0): Promise<string> {
-    this.server = createServer((request, response) => void this.handle(request, response));
-    this.server.on("connection", (socket) => {
-      this.sockets.add(socket);
-      socket.on("close", () => this.sockets.delete(socket));
-    });
-    await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));
-    this.port = (this.server.address() as AddressInfo).port;
-    return this.url;
-  }
-
-  async stop(): Promise<void> {
-    const server = this.server;
-    this.server = null;
-    for (const socket of this.sockets) socket.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
 
   /** Stops listening (clients get ECONNREFUSED) until `up()`; the data is kept. */
   async down(): Promise<void> {
@@ -99,7 +73,7 @@ export class FakeQdrant {
   }
 
   async up(): Promise<void> {
-    if (!this.server) await this.start(this.port);
+    await this.start();
   }
 
   collection(name: string): Collection {
@@ -113,7 +87,7 @@ export class FakeQdrant {
     return [...(this.collections.get(name)?.points.values() ?? [])];
   }
 
-  private async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+  protected async handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     const send = (status: number, body: Record<string, unknown>) => {
       const time = Number(process.hrtime.bigint() - started) / 1e9;
