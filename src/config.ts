@@ -50,8 +50,18 @@ const EnvShape = z.object({
     QDRANT_COLLECTION: z.string().regex(/^[A-Za-z0-9_-]{1,255}$/, "must be letters, digits, _ or -").default("chunks"),
     /** Deadline of each Qdrant request, ms. */
     QDRANT_TIMEOUT_MS: int(100, 600_000).default(10_000),
-    /** Vector size of the embeddings (and of the Qdrant collection). */
+    /** Ollama server that embeds chunks and search queries (Ollama's own OLLAMA_HOST format). */
+    OLLAMA_HOST: z.string().regex(/^(https?:\/\/)?[^\s]+$/, "must be host[:port] or an http(s):// URL").default("http://127.0.0.1:11434"),
+    /** Embedding model; pull it first (`ollama pull nomic-embed-text`). */
+    EMBED_MODEL: z.string().min(1).default("nomic-embed-text"),
+    /** Vector size of EMBED_MODEL's embeddings and of the Qdrant collection (768 for nomic-embed-text); checked against the model at start. */
     EMBED_DIMENSIONS: int(1, 65_536).default(768),
+    /** Inputs per Ollama embed request. */
+    EMBED_BATCH_SIZE: int(1, 2048).default(32),
+    /** Deadline of each Ollama request, ms. */
+    OLLAMA_TIMEOUT_MS: int(100, 600_000).default(30_000),
+    /** `pgconverge ingest` rejects files larger than this, bytes. */
+    INGEST_MAX_BYTES: int(1, 1_073_741_824).default(5_242_880),
     /** Outbox changes per Qdrant request. */
     RELAY_BATCH_SIZE: int(1, 1000).default(128),
     /** Relay's fallback poll, ms; commits wake it by LISTEN/NOTIFY at once. */

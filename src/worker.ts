@@ -5,7 +5,7 @@ import type { DatabasePool } from "slonik";
 import { Heartbeat } from "./liveness/heartbeat.ts";
 import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
-import type { DefinedTask } from "./runtime/defineTask.ts";
+import type { DefinedTask, TaskServices } from "./runtime/defineTask.ts";
 import { toGraphileTask } from "./runtime/executor.ts";
 
 export interface WorkerConfig {
@@ -13,6 +13,8 @@ export interface WorkerConfig {
   appPool: DatabasePool;
   log: Logger;
   tasks: Map<string, DefinedTask>;
+  /** Clients handed to every task run. */
+  services: TaskServices;
   concurrency: number;
   taskTimeoutMs: number;
   applyTimeoutMs: number;
@@ -76,6 +78,7 @@ export class Worker {
         log: config.log,
         taskTimeoutMs: config.taskTimeoutMs,
         applyTimeoutMs: config.applyTimeoutMs,
+        services: config.services,
       });
     }
     this.runner = await run({

@@ -4,6 +4,9 @@ import { migrate } from "../db/migrate.ts";
 import { createLogger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
+import { deleteCommand } from "./commands/delete.ts";
+import { ingestCommand } from "./commands/ingest.ts";
+import { searchCommand } from "./commands/search.ts";
 import { outboxListCommand, outboxRetryCommand, UsageError } from "./commands/outbox.ts";
 import { reconcileCommand } from "./commands/reconcile.ts";
 import { relayCommand } from "./commands/relay.ts";
@@ -16,6 +19,12 @@ commands:
   worker                        migrate if needed, then run jobs, relay and reconcile cron until SIGTERM/SIGINT
   migrate                       apply graphile-worker's schema and the sql/ migrations
   relay                         run only the outbox relay (Postgres -> Qdrant) until SIGTERM/SIGINT
+  ingest <file|dir|->... [--source NAME]
+                                store text and markdown files (directories recursively, - for stdin
+                                named by --source) and queue them for chunking and embedding
+  delete <id|source>...         delete documents; their points leave Qdrant through the outbox
+  search <text> [--limit N] [--json]
+                                the chunks nearest to the text, read back from Postgres (default 10)
   reconcile [--repair] [--json] count drift between Qdrant and Postgres; --repair queues the fixes
   outbox list [--dead] [--limit N] [--json]
                                 changes not yet in Qdrant, dead ones first
@@ -37,7 +46,8 @@ async function main(argv: string[]): Promise<number> {
       repair: { type: "boolean", default: false },
       dead: { type: "boolean", default: false },
       all: { type: "boolean", default: false },
-      limit: { type: "string", default: "50" },
+      limit: { type: "string" },
+      source: { type: "string" },
     },
   });
   const [command, ...rest] = positionals;
@@ -49,8 +59,10 @@ async function main(argv: string[]): Promise<number> {
   const noArguments = () => {
     if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
   };
-  const limit = Number(values.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new UsageError(`--limit must be a whole number from 1 to 100000 (got ${JSON.stringify(values.limit)})`);
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 100_000)) {
+    throw new UsageError(`--limit must be a whole number from 1 to 100000 (got ${JSON.stringify(values.limit)})`);
+  }
   const config = loadConfig();
   // Commands that print results keep stdout for them; logs go to stderr.
   const log = createLogger(config.LOG_LEVEL, command === "worker" || command === "relay" ? 1 : 2);
@@ -71,9 +83,15 @@ async function main(argv: string[]): Promise<number> {
     case "reconcile":
       noArguments();
       return reconcileCommand(config, log, { repair: values.repair, json: values.json });
+    case "ingest":
+      return ingestCommand(config, log, rest, { source: values.source });
+    case "delete":
+      return deleteCommand(config, log, rest);
+    case "search":
+      return searchCommand(config, log, rest, { limit: limit ?? 10, json: values.json });
     case "outbox": {
       const [sub, ...ids] = rest;
-      if (sub === "list" && ids.length === 0) return outboxListCommand(config, log, { dead: values.dead, limit, json: values.json });
+      if (sub === "list" && ids.length === 0) return outboxListCommand(config, log, { dead: values.dead, limit: limit ?? 50, json: values.json });
       if (sub === "retry") return outboxRetryCommand(config, log, ids, values.all);
       throw new UsageError(sub ? `unknown outbox command ${JSON.stringify(sub)}` : "outbox needs list or retry");
     }

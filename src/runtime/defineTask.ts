@@ -1,5 +1,5 @@
 import type { Job } from "graphile-worker";
-import type { DatabaseTransactionConnection } from "slonik";
+import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import type { z } from "zod";
 import type { Logger } from "../log.ts";
 
@@ -12,11 +12,28 @@ export interface FollowUpJobSpec {
   priority?: number;
 }
 
+/**
+ * Long-lived clients a task uses, created once per worker process and handed to every run
+ * (a client per run would leak sockets). Empty here; an application declares its own
+ * members by declaration merging, as the reference pipeline does in src/pipeline/services.ts:
+ *
+ * ```ts
+ * declare module "../runtime/defineTask.ts" { interface TaskServices { mail: MailClient } }
+ * ```
+ */
+export interface TaskServices {}
+
 export interface PrepareContext<Payload> {
   payload: Payload;
   job: Job;
   /** Fires when the deadline passes or the worker shuts down; pass it to every I/O call. */
   signal: AbortSignal;
+  /**
+   * The pool, for reads that prepare needs (e.g. the texts to embed). Each query runs on its
+   * own; writes belong in apply, where they commit with the job.
+   */
+  db: CommonQueryMethods;
+  services: TaskServices;
   log: Logger;
 }
 
@@ -29,6 +46,7 @@ export interface ApplyContext<Payload, Prepared> {
   tx: DatabaseTransactionConnection;
   /** Enqueues a job in this same transaction (graphile_worker.add_job), so it exists iff this job applied. */
   addJob(identifier: string, payload: unknown, spec?: FollowUpJobSpec): Promise<void>;
+  services: TaskServices;
   log: Logger;
 }
 

@@ -2,7 +2,7 @@ import type { JobHelpers, Task } from "graphile-worker";
 import pTimeout from "p-timeout";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
-import type { DefinedTask } from "./defineTask.ts";
+import type { DefinedTask, TaskServices } from "./defineTask.ts";
 import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import { addJob, claimLedger, holdsJobLock, insertDeadLetter, isRecorded, recordFailure, setApplyTimeout } from "./queries.ts";
@@ -14,6 +14,7 @@ export interface ExecutorOptions {
   taskTimeoutMs: number;
   /** statement_timeout inside the apply transaction, ms. */
   applyTimeoutMs: number;
+  services: TaskServices;
 }
 
 /**
@@ -48,13 +49,21 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
     try {
       const payload = task.payload.parse(rawPayload);
       const prepared = task.prepare
-        ? await runPrepare(task, { payload, helpers, log, timeoutMs: task.timeoutMs ?? options.taskTimeoutMs })
+        ? await runPrepare(task, { payload, helpers, log, options })
         : undefined;
       const outcome = await pool.transaction(async (tx) => {
         await setApplyTimeout(tx, options.applyTimeoutMs);
         if (!(await holdsJobLock(tx, job))) return "taken-over" as const;
         if (!(await claimLedger(tx, job, "applied"))) return "skipped" as const;
-        await task.apply({ payload, job, prepared, tx, log, addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec) });
+        await task.apply({
+          payload,
+          job,
+          prepared,
+          tx,
+          log,
+          services: options.services,
+          addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
+        });
         return "applied" as const;
       });
       if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not committing`);
@@ -77,20 +86,28 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
 
 async function runPrepare(
   task: DefinedTask,
-  run: { payload: unknown; helpers: JobHelpers; log: Logger; timeoutMs: number },
+  run: { payload: unknown; helpers: JobHelpers; log: Logger; options: ExecutorOptions },
 ): Promise<unknown> {
+  const timeoutMs = task.timeoutMs ?? run.options.taskTimeoutMs;
   const controller = new AbortController();
   const shutdown = run.helpers.abortSignal;
   const abortOnShutdown = () => controller.abort(shutdown.reason);
   shutdown.addEventListener("abort", abortOnShutdown, { once: true });
   try {
     return await pTimeout(
-      task.prepare!({ payload: run.payload, job: run.helpers.job, signal: controller.signal, log: run.log }),
+      task.prepare!({
+        payload: run.payload,
+        job: run.helpers.job,
+        signal: controller.signal,
+        db: run.options.pool,
+        services: run.options.services,
+        log: run.log,
+      }),
       {
-        milliseconds: run.timeoutMs,
+        milliseconds: timeoutMs,
         // Rejects at once on shutdown too, even if prepare ignores the signal.
         signal: controller.signal,
-        message: new TaskTimeoutError(`prepare exceeded its ${run.timeoutMs} ms deadline`),
+        message: new TaskTimeoutError(`prepare exceeded its ${timeoutMs} ms deadline`),
       },
     );
   } catch (error) {

@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { loadConfig } from "../../src/config.ts";
+import { createPipeline, type Pipeline } from "../../src/pipeline/services.ts";
 import { loadTasks } from "../../src/runtime/loadTasks.ts";
 import { Worker, type WorkerConfig } from "../../src/worker.ts";
 import { testLog, waitFor, type TestDatabase } from "./db.ts";
@@ -19,6 +21,11 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
+/** Pipeline services for in-process workers; by default nothing answers at OLLAMA_HOST. */
+export function testPipeline(env: Record<string, string> = {}): Pipeline {
+  return createPipeline(loadConfig({ OLLAMA_HOST: "http://127.0.0.1:9", EMBED_DIMENSIONS: "4", ...env }));
+}
+
 /** A Worker in this process running the fixture tasks; stopped when the test ends. */
 export async function startWorker(t: Teardown, db: TestDatabase, overrides: Partial<WorkerConfig> = {}): Promise<Worker> {
   const worker = new Worker({
@@ -26,6 +33,7 @@ export async function startWorker(t: Teardown, db: TestDatabase, overrides: Part
     appPool: db.appPool,
     log: testLog,
     tasks: await loadTasks(FIXTURE_TASKS_DIR),
+    services: { pipeline: testPipeline() },
     concurrency: 4,
     taskTimeoutMs: 10_000,
     applyTimeoutMs: 10_000,

@@ -3,6 +3,7 @@ import { ConfigError, type Config } from "../../config.ts";
 import { migrate } from "../../db/migrate.ts";
 import type { Logger } from "../../log.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
+import { checkModelDimensions, createPipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
 import { Worker } from "../../worker.ts";
 import { createRelay, openContext, untilSignal } from "../context.ts";
@@ -28,7 +29,9 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
   try {
     await migrate(context.queuePool, log);
     const relay = createRelay(context);
-    // A collection of the wrong size is fatal now; an unreachable Qdrant is only waited for.
+    const pipeline = createPipeline(config);
+    // A model or collection of the wrong size is fatal now; an unreachable Qdrant or Ollama is only waited for.
+    await checkModelDimensions(config, pipeline.embedder, log);
     await relay.prepareCollection();
     tasks.set(RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, collection: config.QDRANT_COLLECTION }));
     const worker = new Worker({
@@ -36,6 +39,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
       appPool: context.appPool,
       log,
       tasks,
+      services: { pipeline },
       cronItems,
       concurrency: config.WORKER_CONCURRENCY,
       taskTimeoutMs: config.TASK_TIMEOUT_MS,

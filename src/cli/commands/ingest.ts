@@ -1,0 +1,45 @@
+import type { Config } from "../../config.ts";
+import type { Logger } from "../../log.ts";
+import { expandInputs, readInput, type Rejection } from "../../pipeline/inputs.ts";
+import { upsertDocument, type DocumentChange } from "../../pipeline/queries.ts";
+import { withContext } from "../context.ts";
+import { progressBar } from "../progress.ts";
+import { UsageError } from "./outbox.ts";
+
+/**
+ * `pgconverge ingest <file|dir|->...`: each good file is upserted with its ingest job in one
+ * transaction of its own; each bad one is reported in one line and the rest go on. Exits 1
+ * if any input was rejected.
+ */
+export async function ingestCommand(config: Config, log: Logger, args: readonly string[], flags: { source: string | undefined }): Promise<number> {
+  if (args.length === 0) throw new UsageError("ingest needs at least one file, directory or - (stdin)");
+  if (flags.source !== undefined && !args.includes("-")) throw new UsageError("--source names stdin's document; use it with -");
+  if (args.filter((arg) => arg === "-").length > 1) throw new UsageError("stdin (-) can be read only once");
+  const { inputs, rejected } = await expandInputs(args, flags.source ?? "stdin");
+  const counts: Record<DocumentChange, number> = { created: 0, updated: 0, unchanged: 0 };
+  const reject = (rejection: Rejection) => console.error(`rejected ${rejection.source}: ${rejection.reason}`);
+  rejected.forEach(reject);
+  let rejectedCount = rejected.length;
+  if (inputs.length > 0) {
+    await withContext(config, log, 1, async ({ appPool }) => {
+      const progress = progressBar("ingest");
+      for (const [done, input] of inputs.entries()) {
+        progress.update(done, inputs.length);
+        const result = await readInput(input, config.INGEST_MAX_BYTES);
+        if (!result.ok) {
+          rejectedCount++;
+          reject(result);
+          continue;
+        }
+        const { change } = await appPool.transaction((tx) => upsertDocument(tx, result.document));
+        counts[change]++;
+      }
+      progress.update(inputs.length, inputs.length);
+      progress.end();
+    });
+  }
+  console.log(
+    `ingested ${counts.created + counts.updated} (${counts.created} new, ${counts.updated} changed), unchanged ${counts.unchanged}, rejected ${rejectedCount}`,
+  );
+  return rejectedCount > 0 ? 1 : 0;
+}

@@ -1,0 +1,177 @@
+import { sql, type CommonQueryMethods } from "slonik";
+import { z } from "zod";
+import { enqueuePointChanges } from "../outbox/outbox.ts";
+import { addJob } from "../runtime/queries.ts";
+import type { Chunk } from "./chunker.ts";
+
+/** The pipeline's SQL, one statement (or one step) per function. */
+
+/** Task identifiers: the file names in tasks/. */
+export const INGEST_DOCUMENT = "ingest_document";
+export const EMBED_CHUNKS = "embed_chunks";
+export const DELETE_DOCUMENT = "delete_document";
+
+/**
+ * One pending job per task and document: a second enqueue before the first ran replaces it
+ * (graphile-worker's job_key), so ten edits of a file cost one chunking pass.
+ */
+export const documentJobKey = (task: string, documentId: string) => `${task}:${documentId}`;
+
+const IdRow = z.object({ id: z.string() });
+
+export type DocumentChange = "created" | "updated" | "unchanged";
+
+/**
+ * Upserts a document by source and, when its content changed, enqueues its ingest job in the
+ * same transaction: the job exists if and only if the new content committed.
+ */
+export async function upsertDocument(
+  tx: CommonQueryMethods,
+  document: { source: string; content: string; contentSha256: string },
+): Promise<{ id: string; change: DocumentChange }> {
+  const written = await tx.maybeOne(sql.type(z.object({ id: z.string(), created: z.boolean() }))`
+    insert into documents (source, content, content_sha256)
+    values (${document.source}, ${document.content}, ${document.contentSha256})
+    on conflict (source) do update
+      set content = excluded.content, content_sha256 = excluded.content_sha256, updated_at = now()
+      where documents.content_sha256 <> excluded.content_sha256
+    returning id, (xmax = 0) as created
+  `);
+  if (!written) {
+    const id = await tx.oneFirst(sql.type(IdRow)`select id from documents where source = ${document.source}`);
+    return { id, change: "unchanged" };
+  }
+  await addJob(tx, INGEST_DOCUMENT, { documentId: written.id }, { jobKey: documentJobKey(INGEST_DOCUMENT, written.id) });
+  return { id: written.id, change: written.created ? "created" : "updated" };
+}
+
+/**
+ * Locks a document for the rest of the transaction. Every pipeline step that writes a
+ * document's chunks takes this lock first, so steps on one document run one at a time and
+ * in the same lock order.
+ */
+export function lockDocument(tx: CommonQueryMethods, documentId: string) {
+  return tx.maybeOne(sql.type(z.object({ id: z.string(), content: z.string() }))`
+    select id, content from documents where id = ${documentId} for update
+  `);
+}
+
+export interface ChunkReplacement {
+  /** Chunks no longer in the document: their points must leave Qdrant. */
+  removed: string[];
+  /** Embedded chunks that moved: their points' chunk_index must be rewritten. */
+  moved: string[];
+  /** Whether some chunk of the document still needs an embedding. */
+  needsEmbedding: boolean;
+}
+
+/**
+ * Makes the document's chunk rows equal `chunks`. Ids are derived from the text, so an
+ * unchanged chunk keeps its row and its embedding; only new text is inserted unembedded.
+ */
+export async function replaceChunks(tx: CommonQueryMethods, documentId: string, chunks: readonly Chunk[]): Promise<ChunkReplacement> {
+  const removed = await tx.anyFirst(sql.type(IdRow)`
+    delete from chunks
+    where document_id = ${documentId} and not (id = any(${sql.array(chunks.map((chunk) => chunk.id), "uuid")}))
+    returning id
+  `);
+  const written = await tx.any(sql.type(z.object({ id: z.string(), embedded: z.boolean() }))`
+    insert into chunks (id, document_id, chunk_index, content, content_sha256)
+    select id, ${documentId}, chunk_index, content, content_sha256
+    from ${sql.unnest(
+      chunks.map((chunk) => [chunk.id, chunk.index, chunk.content, chunk.contentSha256]),
+      ["uuid", "int4", "text", "text"],
+    )} as new_chunk (id, chunk_index, content, content_sha256)
+    on conflict (id) do update set chunk_index = excluded.chunk_index, updated_at = now()
+      where chunks.chunk_index <> excluded.chunk_index
+    returning id, embedding is not null as embedded
+  `);
+  const needsEmbedding = await tx.exists(sql.unsafe`
+    select 1 from chunks where document_id = ${documentId} and embedding is null
+  `);
+  return { removed: [...removed], moved: written.filter((row) => row.embedded).map((row) => row.id), needsEmbedding };
+}
+
+export const ChunkToEmbed = z.object({ id: z.string(), content: z.string(), content_sha256: z.string() });
+export type ChunkToEmbed = z.infer<typeof ChunkToEmbed>;
+
+/** The document's first `limit` chunks without an embedding, in document order. */
+export function chunksToEmbed(db: CommonQueryMethods, documentId: string, limit: number) {
+  return db.any(sql.type(ChunkToEmbed)`
+    select id, content, content_sha256 from chunks
+    where document_id = ${documentId} and embedding is null
+    order by chunk_index
+    limit ${limit}
+  `);
+}
+
+export interface Embedding {
+  id: string;
+  contentSha256: string;
+  vector: readonly number[];
+}
+
+/**
+ * Stores embeddings of chunks that still exist unembedded with the same text, and returns
+ * their ids; a chunk removed or already embedded meanwhile is left alone.
+ */
+export async function storeEmbeddings(tx: CommonQueryMethods, model: string, embeddings: readonly Embedding[]): Promise<readonly string[]> {
+  if (embeddings.length === 0) return [];
+  return tx.anyFirst(sql.type(IdRow)`
+    update chunks set embedding = new_embedding.vector::real[], embedding_model = ${model}, embedded_at = now(), updated_at = now()
+    from ${sql.unnest(
+      embeddings.map((embedding) => [embedding.id, embedding.contentSha256, `{${embedding.vector.join(",")}}`]),
+      ["uuid", "text", "text"],
+    )} as new_embedding (id, content_sha256, vector)
+    where chunks.id = new_embedding.id and chunks.content_sha256 = new_embedding.content_sha256 and chunks.embedding is null
+    returning chunks.id
+  `);
+}
+
+export function hasUnembeddedChunks(tx: CommonQueryMethods, documentId: string): Promise<boolean> {
+  return tx.exists(sql.unsafe`select 1 from chunks where document_id = ${documentId} and embedding is null`);
+}
+
+/**
+ * Deletes a document and its chunks and queues the removal of their points, in the caller's
+ * transaction. False if there was no such document.
+ */
+export async function deleteDocument(tx: CommonQueryMethods, collection: string, documentId: string): Promise<boolean> {
+  if (!(await lockDocument(tx, documentId))) return false;
+  const chunkIds = await tx.anyFirst(sql.type(IdRow)`delete from chunks where document_id = ${documentId} returning id`);
+  await tx.query(sql.unsafe`delete from documents where id = ${documentId}`);
+  await enqueuePointChanges(tx, collection, chunkIds);
+  return true;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The document a user named by id or by source (as given, then as one of `alternatives`). */
+export function findDocument(db: CommonQueryMethods, reference: string, alternatives: readonly string[] = []) {
+  const sources = [reference, ...alternatives];
+  return db.maybeOne(sql.type(z.object({ id: z.string(), source: z.string() }))`
+    select id, source from documents
+    where ${UUID.test(reference) ? sql.fragment`id = ${reference} or` : sql.fragment``} source = any(${sql.array(sources, "text")})
+    order by array_position(${sql.array(sources, "text")}, source) nulls first
+    limit 1
+  `);
+}
+
+export const StoredChunk = z.object({
+  id: z.string(),
+  document_id: z.string(),
+  source: z.string(),
+  chunk_index: z.number(),
+  content: z.string(),
+  content_sha256: z.string(),
+});
+export type StoredChunk = z.infer<typeof StoredChunk>;
+
+/** Embedded chunks by id, with their document's source. */
+export function embeddedChunks(db: CommonQueryMethods, ids: readonly string[]) {
+  return db.any(sql.type(StoredChunk)`
+    select c.id, c.document_id, d.source, c.chunk_index, c.content, c.content_sha256
+    from chunks c join documents d on d.id = c.document_id
+    where c.id = any(${sql.array([...ids], "uuid")}) and c.embedding is not null
+  `);
+}

@@ -1,0 +1,53 @@
+import { z } from "zod";
+import { enqueuePointChanges } from "../src/outbox/outbox.ts";
+import { chunksToEmbed, documentJobKey, EMBED_CHUNKS, hasUnembeddedChunks, lockDocument, storeEmbeddings } from "../src/pipeline/queries.ts";
+import { defineTask } from "../src/runtime/defineTask.ts";
+import { PermanentError } from "../src/runtime/errors.ts";
+
+/**
+ * Chunks per job: enough to batch Ollama requests, few enough that one job stays well within
+ * TASK_TIMEOUT_MS on a CPU-only Ollama. A longer document continues in a follow-up job.
+ */
+const CHUNKS_PER_JOB = 64;
+
+/**
+ * Embeds a document's unembedded chunks. prepare calls Ollama with no transaction open;
+ * apply stores the vectors, queues the points for Qdrant and (if chunks remain) the next
+ * job, all in the job's one transaction.
+ */
+export default defineTask({
+  payload: z.object({ documentId: z.string().uuid() }),
+  async prepare({ payload, db, signal, services }) {
+    const { pipeline } = services;
+    const chunks = await chunksToEmbed(db, payload.documentId, CHUNKS_PER_JOB);
+    if (chunks.length === 0) return [];
+    const vectors = await pipeline.embedder.embed(
+      chunks.map((chunk) => chunk.content),
+      signal,
+    );
+    return chunks.map((chunk, i) => {
+      const vector = vectors[i]!;
+      if (vector.length !== pipeline.dimensions) {
+        throw new PermanentError(
+          `model "${pipeline.embedder.settings.model}" returned ${vector.length}-dimensional vectors; EMBED_DIMENSIONS is ${pipeline.dimensions}`,
+        );
+      }
+      if (!vector.every(Number.isFinite)) throw new PermanentError(`model "${pipeline.embedder.settings.model}" returned a vector with non-finite values`);
+      return { id: chunk.id, contentSha256: chunk.content_sha256, vector };
+    });
+  },
+  async apply({ payload, prepared, tx, addJob, services, log }) {
+    // Same lock order as ingest_document, which may be replacing these chunks right now.
+    if (!(await lockDocument(tx, payload.documentId))) {
+      log.info("document was deleted; embeddings discarded");
+      return;
+    }
+    const { pipeline } = services;
+    const stored = await storeEmbeddings(tx, pipeline.embedder.settings.model, prepared);
+    await enqueuePointChanges(tx, pipeline.collection, stored);
+    if (await hasUnembeddedChunks(tx, payload.documentId)) {
+      await addJob(EMBED_CHUNKS, payload, { jobKey: documentJobKey(EMBED_CHUNKS, payload.documentId) });
+    }
+    log.debug({ embedded: stored.length, discarded: prepared.length - stored.length }, "chunks embedded");
+  },
+});
