@@ -90,7 +90,8 @@ export function decodeText(bytes: Buffer): string | { reason: string } {
     // C0 controls other than tab, newline, vertical tab, form feed, carriage return and escape.
     if ((byte < 0x20 && ![0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1b].includes(byte)) || byte === 0x7f) control++;
   }
-  if (control / head.length > BINARY_CONTROL_SHARE) return { reason: "binary file, not text" };
+  // At least two such bytes: one stray byte in a tiny file is reported for what it is below.
+  if (control > Math.max(1, head.length * BINARY_CONTROL_SHARE)) return { reason: "binary file, not text" };
   const nul = bytes.indexOf(0);
   if (nul >= 0) return { reason: `contains a NUL byte at offset ${nul}, which Postgres text cannot store` };
   let text: string;
