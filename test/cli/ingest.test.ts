@@ -105,3 +105,11 @@ t.test("search when Ollama is down fails with one line", async (t) => {
   t.equal(result.code, 1);
   t.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
 });
+
+t.test("the worker refuses an EMBED_DIMENSIONS the model does not produce, in one line", async (t) => {
+  const db = await createTestDatabase(t);
+  const servers = await startServers(t);
+  const result = await runCli(["worker"], { env: { ...pipelineEnv(db, servers), EMBED_DIMENSIONS: "100" } });
+  t.equal(result.code, 2);
+  t.equal(result.stderr, 'pgconverge: EMBED_DIMENSIONS: model "test-embed" returns 256-dimensional vectors; set EMBED_DIMENSIONS=256 (got "100")\n');
+});

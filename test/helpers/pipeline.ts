@@ -14,7 +14,7 @@ import { startWorker } from "./worker.ts";
 export const PIPELINE_TASKS_DIR = fileURLToPath(new URL("../../tasks/", import.meta.url));
 /** The test model: big enough for bag-of-words embeddings to rank texts by shared words. */
 export const MODEL = "test-embed";
-export const MODEL_DIMENSIONS = 64;
+export const MODEL_DIMENSIONS = 256;
 
 interface Teardown {
   teardown(fn: () => unknown): void;
