@@ -84,11 +84,13 @@ const EnvSchema = EnvShape.refine((env) => env.WORKER_DEAD_AFTER_MS >= 3 * env.H
 
 export type Config = z.infer<typeof EnvSchema>;
 
+/** The names of every variable loadConfig reads. */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvShape.shape);
+
 /** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const known = Object.keys(EnvShape.shape);
   const present = Object.fromEntries(
-    known.filter((key) => env[key] !== undefined && env[key] !== "").map((key) => [key, env[key]]),
+    CONFIG_VARIABLES.filter((key) => env[key] !== undefined && env[key] !== "").map((key) => [key, env[key]]),
   );
   const parsed = EnvSchema.safeParse(present);
   if (parsed.success) return parsed.data;
