@@ -7,6 +7,7 @@ import { TaskLoadError } from "../runtime/loadTasks.ts";
 import { outboxListCommand, outboxRetryCommand, UsageError } from "./commands/outbox.ts";
 import { reconcileCommand } from "./commands/reconcile.ts";
 import { relayCommand } from "./commands/relay.ts";
+import { statusCommand } from "./commands/status.ts";
 import { workerCommand } from "./commands/worker.ts";
 import { withContext } from "./context.ts";
 
@@ -20,6 +21,7 @@ commands:
   outbox list [--dead] [--limit N] [--json]
                                 changes not yet in Qdrant, dead ones first
   outbox retry <id>... | --all  put dead changes back in line once their cause is fixed
+  status [--json]               jobs per task and state, dead letters, outbox lag, workers, last reconcile drift
 
 configuration comes from the environment; see .env.example`;
 
@@ -77,6 +79,9 @@ async function main(argv: string[]): Promise<number> {
       if (sub === "retry") return outboxRetryCommand(config, log, ids, values.all);
       throw new UsageError(sub ? `unknown outbox command ${JSON.stringify(sub)}` : "outbox needs list or retry");
     }
+    case "status":
+      noArguments();
+      return statusCommand(config, log, { json: values.json });
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   }
