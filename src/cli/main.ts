@@ -5,11 +5,13 @@ import { createLogger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
 import { deleteCommand } from "./commands/delete.ts";
+import { dlqDiscardCommand, dlqListCommand, dlqRetryCommand } from "./commands/dlq.ts";
 import { ingestCommand } from "./commands/ingest.ts";
 import { searchCommand } from "./commands/search.ts";
 import { outboxListCommand, outboxRetryCommand, UsageError } from "./commands/outbox.ts";
 import { reconcileCommand } from "./commands/reconcile.ts";
 import { relayCommand } from "./commands/relay.ts";
+import { statusCommand } from "./commands/status.ts";
 import { workerCommand } from "./commands/worker.ts";
 import { withContext } from "./context.ts";
 
@@ -29,6 +31,12 @@ commands:
   outbox list [--dead] [--limit N] [--json]
                                 changes not yet in Qdrant, dead ones first
   outbox retry <id>... | --all  put dead changes back in line once their cause is fixed
+  status [--json]               jobs per task and state, dead letters, outbox lag, workers, last reconcile drift
+  dlq list [--task T] [--limit N] [--json]
+                                dead letters (failed jobs), newest first
+  dlq retry <id>... | --all [--task T]
+                                re-enqueue dead letters as new jobs once their cause is fixed
+  dlq discard <id>...           delete dead letters for good
 
 configuration comes from the environment; see .env.example`;
 
@@ -48,6 +56,7 @@ async function main(argv: string[]): Promise<number> {
       all: { type: "boolean", default: false },
       limit: { type: "string" },
       source: { type: "string" },
+      task: { type: "string" },
     },
   });
   const [command, ...rest] = positionals;
@@ -94,6 +103,21 @@ async function main(argv: string[]): Promise<number> {
       if (sub === "list" && ids.length === 0) return outboxListCommand(config, log, { dead: values.dead, limit: limit ?? 50, json: values.json });
       if (sub === "retry") return outboxRetryCommand(config, log, ids, values.all);
       throw new UsageError(sub ? `unknown outbox command ${JSON.stringify(sub)}` : "outbox needs list or retry");
+    }
+    case "status":
+      noArguments();
+      return statusCommand(config, log, { json: values.json });
+    case "dlq": {
+      const [sub, ...ids] = rest;
+      const task = values.task;
+      if (sub === "list") {
+        if (ids.length > 0) throw new UsageError(`dlq list: unexpected argument ${JSON.stringify(ids[0])}`);
+        return dlqListCommand(config, log, { limit: limit ?? 50, json: values.json, ...(task === undefined ? {} : { task }) });
+      }
+      if (sub === "retry") return dlqRetryCommand(config, log, ids, { all: values.all, ...(task === undefined ? {} : { task }) });
+      if (sub === "discard" && task === undefined) return dlqDiscardCommand(config, log, ids);
+      if (sub === "discard") throw new UsageError("dlq discard takes ids only, not --task");
+      throw new UsageError(sub ? `unknown dlq command ${JSON.stringify(sub)}` : "dlq needs list, retry or discard");
     }
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);

@@ -27,7 +27,7 @@ t.test("a database newer than this code is refused", async (t) => {
   await t.rejects(migrate(db.pool, testLog, []), /the database has migration \d+ but this version of pgconverge knows only 0; upgrade pgconverge/);
 });
 
-t.test("every table and column of the schema has a comment", async (t) => {
+t.test("every table, view and column of the schema has a comment", async (t) => {
   const db = await createTestDatabase(t);
   const missing = await db.query<{ what: string }>(`
     select c.relname as what from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -37,9 +37,18 @@ t.test("every table and column of the schema has a comment", async (t) => {
   const bareColumns = await db.query<{ what: string }>(`
     select c.relname || '.' || a.attname as what
     from pg_class c join pg_namespace n on n.oid = c.relnamespace join pg_attribute a on a.attrelid = c.oid
-    where n.nspname = 'public' and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
+    where n.nspname = 'public' and c.relkind in ('r', 'v') and a.attnum > 0 and not a.attisdropped
       and col_description(c.oid, a.attnum) is null
     order by 1
   `);
   t.same(bareColumns, [], "columns without COMMENT ON");
+  const [views] = await db.query<{ count: string }>(`
+    select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind = 'v'
+  `);
+  t.ok(Number(views!.count) >= 6, "the inspection views are covered by these checks");
+  const bareFunctions = await db.query<{ what: string }>(`
+    select p.proname as what from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where n.nspname = 'public' and obj_description(p.oid, 'pg_proc') is null
+  `);
+  t.same(bareFunctions, [], "functions without COMMENT ON");
 });
