@@ -29,6 +29,10 @@ const EnvShape = z.object({
     /** Jobs one worker process runs at once; both connection pools are sized from it. */
     WORKER_CONCURRENCY: int(1, 1000).default(10),
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** Port of the worker's /metrics, /healthz and /readyz; 0 disables them. 9464 is the usual Prometheus exporter port. */
+    METRICS_PORT: int(0, 65_535).default(9464),
+    /** Interface the metrics server binds; the default keeps it off the network (0.0.0.0 exposes it). */
+    METRICS_HOST: z.string().regex(/^[^\s/]+$/, "must be a host name or IP address").default("127.0.0.1"),
     /** Deadline of a task's prepare phase (external I/O); on expiry its AbortSignal fires and the job is retried. */
     TASK_TIMEOUT_MS: int(100, 86_400_000).default(60_000),
     /** statement_timeout inside a task's apply transaction, so a stuck apply cannot hold locks forever. */

@@ -1,15 +1,30 @@
-import { pino, type Logger } from "pino";
+import { isatty } from "node:tty";
+import { pino, type DestinationStream, type Logger } from "pino";
+import { prettyFactory } from "pino-pretty";
 import { Logger as GraphileLogger, type LogFunctionFactory } from "graphile-worker";
 import { describeError } from "./runtime/errors.ts";
 
 export type { Logger };
 
 /**
- * One JSON line per event on stdout (pipe it through `pino-pretty` to read it by eye).
+ * One JSON line per event; on a terminal (or with `pretty`), one human-readable line per
+ * event instead. Both write synchronously, so the last lines before an exit are not lost.
  * Expected failures are logged as one line with the reason, never a stack.
  */
-export function createLogger(level: string, fd: 1 | 2 = 1): Logger {
-  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd, sync: true }));
+export function createLogger(level: string, fd: 1 | 2 = 1, pretty = isatty(fd)): Logger {
+  const destination = pino.destination({ fd, sync: true });
+  return pino({ level, base: { pid: process.pid } }, pretty ? prettyDestination(destination) : destination);
+}
+
+/**
+ * pino-pretty's formatter in this thread (its stream form goes through an asynchronous
+ * pipeline): one line per event, fields after the message, local time, no pid or hostname.
+ */
+function prettyDestination(destination: DestinationStream): DestinationStream {
+  // Our `error` fields are already one-line strings; as an "error-like" key pino-pretty would
+  // print them on lines of their own.
+  const format = prettyFactory({ singleLine: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", errorLikeObjectKeys: ["err"] });
+  return { write: (line: string) => destination.write(format(line)) };
 }
 
 /** graphile-worker's per-job lines, which the executor already logs with job id, task and attempt. */

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
@@ -22,16 +23,19 @@ const LOCK_REFRESH_OLDER_THAN = "30 minutes";
 /**
  * Registers this process in `workers` and refreshes its heartbeat. The row lists the
  * graphile-worker lock holder ids of this process, so that when it dies the sweeper of
- * any other worker can release exactly its jobs.
+ * any other worker can release exactly its jobs. Emits `beat` after each attempt (metrics
+ * count them).
  */
-export class Heartbeat {
+export class Heartbeat extends EventEmitter<{ beat: [{ ok: boolean }] }> {
   readonly workerId = `${hostname()}-${process.pid}-${randomBytes(4).toString("hex")}`;
   private readonly lockerIds = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private lastLockRefresh = Date.now();
 
-  constructor(private readonly config: HeartbeatConfig) {}
+  constructor(private readonly config: HeartbeatConfig) {
+    super();
+  }
 
   async start(): Promise<void> {
     if (this.timer) return;
@@ -96,8 +100,10 @@ export class Heartbeat {
         `);
         this.lastLockRefresh = Date.now();
       }
+      this.emit("beat", { ok: true });
     } catch (error) {
       log.warn({ error: describeError(error) }, "heartbeat failed; retrying at the next interval");
+      this.emit("beat", { ok: false });
     }
   }
 }

@@ -7,14 +7,16 @@ export interface JobEvent {
 }
 
 export interface RuntimeEventMap {
+  /** An attempt began (every run of the task function, re-runs of applied jobs included). */
+  "job:started": [JobEvent];
   /** The apply transaction committed (graphile-worker has not yet recorded completion). */
   "job:applied": [JobEvent & { durationMs: number }];
   /** The job was already recorded as applied or dead; this run changed nothing. */
   "job:skipped": [JobEvent];
   /** The attempt failed with a transient error; graphile-worker will retry it. */
-  "job:retry": [JobEvent & { error: string }];
+  "job:retry": [JobEvent & { error: string; durationMs: number }];
   /** The job was written to dead_letters. */
-  "job:dead": [JobEvent & { reason: "permanent" | "exhausted"; error: string }];
+  "job:dead": [JobEvent & { reason: "permanent" | "exhausted"; error: string; durationMs: number }];
 }
 
 /**

@@ -40,6 +40,7 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
     const event = { task: identifier, jobId: job.id, attempt: job.attempts };
     const log = options.log.child({ task: identifier, jobId: job.id, attempt: job.attempts });
     const started = performance.now();
+    runtimeEvents.emit("job:started", event);
 
     if (await isRecorded(pool, job)) {
       runtimeEvents.emit("job:skipped", event);
@@ -79,7 +80,7 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
         log.warn(error.message);
         throw error;
       }
-      await handleFailure(error, rawPayload, helpers, identifier, options, log);
+      await handleFailure(error, rawPayload, helpers, identifier, options, log, started);
     }
   };
 }
@@ -126,15 +127,17 @@ async function handleFailure(
   identifier: string,
   options: ExecutorOptions,
   log: Logger,
+  started: number,
 ): Promise<void> {
   const { job } = helpers;
   const message = describeError(error);
-  const event = { task: identifier, jobId: job.id, attempt: job.attempts, error: message };
+  const durationMs = Math.round(performance.now() - started);
+  const event = { task: identifier, jobId: job.id, attempt: job.attempts, error: message, durationMs };
   if (helpers.abortSignal.aborted) {
     // Not the job's fault: graphile-worker releases it for another worker. (On a final
     // attempt graphile-worker counts it as exhausted and the sweeper dead-letters it.)
     runtimeEvents.emit("job:retry", event);
-    log.info({ error: message }, "job aborted by shutdown; released to run again");
+    log.info({ error: message, durationMs }, "job aborted by shutdown; released to run again");
     throw error;
   }
   const kind = classifyError(error);
@@ -144,7 +147,7 @@ async function handleFailure(
       log.warn({ error: describeError(recordError) }, "could not record the failure"),
     );
     runtimeEvents.emit("job:retry", event);
-    log.warn({ error: message, maxAttempts: job.max_attempts }, "attempt failed; will retry");
+    log.warn({ error: message, maxAttempts: job.max_attempts, durationMs }, "attempt failed; will retry");
     throw error;
   }
 
@@ -159,7 +162,7 @@ async function handleFailure(
   if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not dead-lettering`);
   if (outcome === "dead") {
     runtimeEvents.emit("job:dead", { ...event, reason });
-    log.error({ error: message, reason }, "job dead-lettered");
+    log.error({ error: message, reason, durationMs }, "job dead-lettered");
   }
   // Returning lets graphile-worker complete the job: it now lives on in dead_letters only.
 }

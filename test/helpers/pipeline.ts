@@ -47,6 +47,7 @@ export function pipelineEnv(db: TestDatabase, servers: { ollama: FakeOllama; qdr
     RELAY_MAX_BACKOFF_MS: "300",
     RELAY_POLL_INTERVAL_MS: "300",
     RECONCILE_CRON: "off",
+    METRICS_PORT: "0",
   };
 }
 

@@ -65,6 +65,8 @@ export function spawnWorker(t: Teardown, db: TestDatabase, env: Record<string, s
       PGCONVERGE_TASKS_DIR: FIXTURE_TASKS_DIR,
       WORKER_CONCURRENCY: "4",
       LOG_LEVEL: "warn",
+      // Many workers run at once in tests; a test that wants the metrics server sets a free port.
+      METRICS_PORT: "0",
       ...FAST_LIVENESS,
       ...env,
     },

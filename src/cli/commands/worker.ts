@@ -2,6 +2,7 @@ import { parseCronItems, type CronItem } from "graphile-worker";
 import { ConfigError, type Config } from "../../config.ts";
 import { migrate } from "../../db/migrate.ts";
 import type { Logger } from "../../log.ts";
+import { OpsService } from "../../ops/opsService.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
 import { checkModelDimensions, createPipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
@@ -19,7 +20,7 @@ function reconcileCron(config: Config): CronItem[] {
   return [item];
 }
 
-/** `pgconverge worker`: migrations, then jobs, heartbeat, sweeper, relay and the reconcile cron until a signal. */
+/** `pgconverge worker`: migrations, then jobs, heartbeat, sweeper, relay, reconcile cron and metrics until a signal. */
 export async function workerCommand(config: Config, log: Logger): Promise<number> {
   const tasks = await loadTasks(config.PGCONVERGE_TASKS_DIR);
   if (tasks.size === 0) log.warn({ directory: config.PGCONVERGE_TASKS_DIR }, "no task files found; only pgconverge's own jobs will run");
@@ -50,10 +51,26 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
       pollIntervalMs: config.POLL_INTERVAL_MS,
     });
+    const ops = config.METRICS_PORT === 0 ? null : new OpsService({
+      host: config.METRICS_HOST,
+      port: config.METRICS_PORT,
+      log,
+      databaseUrl: context.database.url,
+      collection: config.QDRANT_COLLECTION,
+      deadAfterMs: config.WORKER_DEAD_AFTER_MS,
+      tasks: [...tasks.keys()],
+      queuePool: context.queuePool,
+      appPool: context.appPool,
+      relay,
+      heartbeat: worker.heartbeat,
+    });
     stopAll = async () => {
       await worker.stop();
       await relay.stop();
+      await ops?.stop();
     };
+    // Before any job is claimed: a metrics port in use stops the worker with exit code 2.
+    await ops?.start();
     await worker.start();
     await relay.start();
     return await untilSignal(log, stopAll, worker.done);
