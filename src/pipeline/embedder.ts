@@ -68,6 +68,11 @@ export class Embedder {
     if (signal.aborted && signal.reason instanceof DOMException && signal.reason.name === "TimeoutError") {
       return Object.assign(new Error(`Ollama request exceeded its ${this.settings.timeoutMs} ms deadline`), { name: "TimeoutError", cause: error });
     }
+    const code = ((error as { cause?: { code?: unknown } } | null)?.cause)?.code;
+    if (error instanceof TypeError && typeof code === "string") {
+      // fetch's own message is only "fetch failed"; the reason is in its cause.
+      return Object.assign(new Error(`Ollama at ${this.settings.host} is unreachable (${code})`, { cause: error }), { code });
+    }
     return error;
   }
 }

@@ -49,7 +49,9 @@ t.test("5xx, resets and refused connections are transient", async (t) => {
   fake.faults.next({ kind: "status", status: 400, message: "invalid input" });
   t.equal(classifyError(await failure(embedder.embed(["x"]))), "permanent", "400");
   await fake.stop();
-  t.equal(classifyError(await failure(embedder.embed(["x"]))), "transient", "connection refused");
+  const refused = await failure(embedder.embed(["x"]));
+  t.equal(classifyError(refused), "transient", "connection refused");
+  t.equal(refused?.message, `Ollama at ${fake.url} is unreachable (ECONNREFUSED)`, "says why, not just 'fetch failed'");
 });
 
 t.test("a request past its deadline is aborted, and so is one whose caller gives up", async (t) => {

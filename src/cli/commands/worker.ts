@@ -4,6 +4,7 @@ import { migrate } from "../../db/migrate.ts";
 import type { Logger } from "../../log.ts";
 import { OpsService } from "../../ops/opsService.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
+import { EMBED_CHUNKS } from "../../pipeline/queries.ts";
 import { checkModelDimensions, createPipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
 import { Worker } from "../../worker.ts";
@@ -32,7 +33,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
     const relay = createRelay(context);
     const pipeline = createPipeline(config);
     // A model or collection of the wrong size is fatal now; an unreachable Qdrant or Ollama is only waited for.
-    await checkModelDimensions(config, pipeline.embedder, log);
+    if (tasks.has(EMBED_CHUNKS)) await checkModelDimensions(config, pipeline.embedder, log);
     await relay.prepareCollection();
     tasks.set(RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, collection: config.QDRANT_COLLECTION }));
     const worker = new Worker({
