@@ -39,6 +39,10 @@ const EnvShape = z.object({
     APPLY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
     /** Fallback poll for jobs that become due (retries, run_at); new jobs arrive by LISTEN/NOTIFY. */
     POLL_INTERVAL_MS: int(50, 600_000).default(2_000),
+    /** Most jobs whose apply phases share one transaction (group commit); 1 commits every job alone. */
+    APPLY_BATCH_SIZE: int(1, 1000).default(64),
+    /** Jobs fetched and locked per query and handed out locally, with completions batched too; 1 fetches one job per query. */
+    WORKER_LOCAL_QUEUE_SIZE: int(1, 1000).default(1),
     /** How often a worker records that it is alive. */
     HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(5_000),
     /** A worker whose last heartbeat is older than this is dead and its jobs are released. */

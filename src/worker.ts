@@ -7,6 +7,7 @@ import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
 import type { DefinedTask, TaskServices } from "./runtime/defineTask.ts";
 import { toGraphileTask } from "./runtime/executor.ts";
+import { GroupCommitter } from "./runtime/groupCommit.ts";
 
 export interface WorkerConfig {
   queuePool: pg.Pool;
@@ -27,7 +28,21 @@ export interface WorkerConfig {
   pollIntervalMs: number;
   /** Recurring jobs (graphile-worker cron); none by default. */
   cronItems?: CronItem[];
+  /** Most jobs whose apply phases share one commit (group commit); 1 commits each job alone. */
+  applyBatchSize?: number;
+  /**
+   * Jobs graphile-worker fetches (and locks) per query and hands out locally; completions are
+   * recorded in batches too. 1 fetches one job per query.
+   */
+  localQueueSize?: number;
 }
+
+const DEFAULT_APPLY_BATCH_SIZE = 64;
+/**
+ * Two batch transactions may be in flight: while one waits for its commit to reach disk the
+ * next one runs its statements. More would mostly add lock contention between batches.
+ */
+const CONCURRENT_BATCHES = 2;
 
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
@@ -71,6 +86,12 @@ export class Worker {
     // one as it appears, before that worker can have claimed a job.
     events.on("pool:create", ({ workerPool }) => this.heartbeat.addLocker(workerPool.id));
     events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
+    const committer = new GroupCommitter({
+      pool: config.appPool,
+      applyTimeoutMs: config.applyTimeoutMs,
+      maxBatchSize: config.applyBatchSize ?? DEFAULT_APPLY_BATCH_SIZE,
+      maxConcurrentBatches: CONCURRENT_BATCHES,
+    });
     const taskList: TaskList = {};
     for (const [identifier, task] of config.tasks) {
       taskList[identifier] = toGraphileTask(identifier, task, {
@@ -79,6 +100,7 @@ export class Worker {
         taskTimeoutMs: config.taskTimeoutMs,
         applyTimeoutMs: config.applyTimeoutMs,
         services: config.services,
+        committer,
       });
     }
     this.runner = await run({
@@ -91,7 +113,15 @@ export class Worker {
       events,
       logger: graphileLogger(config.log),
       noHandleSignals: true,
-      preset: { worker: { gracefulShutdownAbortTimeout: config.shutdownTimeoutMs } },
+      preset: {
+        worker: {
+          gracefulShutdownAbortTimeout: config.shutdownTimeoutMs,
+          // A crash between a commit and the batched completion only re-runs the job, which
+          // the ledger turns into a no-op; the heartbeat knows the pool's lock id, so locally
+          // queued jobs of a dead worker are released like running ones.
+          ...((config.localQueueSize ?? 1) > 1 ? { localQueue: { size: config.localQueueSize! }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } : {}),
+        },
+      },
     });
     await this.heartbeat.beat();
     this.sweeper.start();

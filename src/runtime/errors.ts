@@ -90,7 +90,9 @@ export function describeError(error: unknown): string {
     return `invalid payload: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : error.message}`;
   }
   if (error instanceof Error) {
-    const line = `${error.name}: ${error.message}`.replace(/\s+/g, " ").trim();
+    // Wrappers such as slonik's integrity errors keep the specifics (which constraint) in the cause.
+    const cause = error.cause instanceof Error && !error.message.includes(error.cause.message) ? ` (${error.cause.message})` : "";
+    const line = `${error.name}: ${error.message}${cause}`.replace(/\s+/g, " ").trim();
     return line.length > 2000 ? `${line.slice(0, 2000)}…` : line;
   }
   return String(error).replace(/\s+/g, " ").slice(0, 2000) || "unknown error";

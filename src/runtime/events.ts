@@ -15,6 +15,8 @@ export interface RuntimeEventMap {
   "job:skipped": [JobEvent];
   /** The attempt failed with a transient error; graphile-worker will retry it. */
   "job:retry": [JobEvent & { error: string; durationMs: number }];
+  /** A group-commit transaction committed: `size` jobs, `applied` with effects, `failed` rolled back to their savepoint. */
+  "batch:committed": [{ size: number; applied: number; failed: number }];
   /** The job was written to dead_letters. */
   "job:dead": [JobEvent & { reason: "permanent" | "exhausted"; error: string; durationMs: number }];
 }

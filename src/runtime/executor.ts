@@ -5,6 +5,7 @@ import type { Logger } from "../log.ts";
 import type { DefinedTask, TaskServices } from "./defineTask.ts";
 import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
+import type { GroupCommitter } from "./groupCommit.ts";
 import { addJob, claimLedger, holdsJobLock, insertDeadLetter, isRecorded, recordFailure, setApplyTimeout } from "./queries.ts";
 
 export interface ExecutorOptions {
@@ -15,6 +16,8 @@ export interface ExecutorOptions {
   /** statement_timeout inside the apply transaction, ms. */
   applyTimeoutMs: number;
   services: TaskServices;
+  /** Commits apply phases, grouped with those of other jobs finishing at the same time. */
+  committer: GroupCommitter;
 }
 
 /**
@@ -29,7 +32,8 @@ export class JobTakenOverError extends Error {
 /**
  * Turns a task definition into a graphile-worker task that commits its effects exactly once:
  * validate the payload, prepare (no transaction, deadline, AbortSignal), then one transaction
- * holding the job lock, the applied-record and the task's writes. Failures are classified:
+ * holding the job lock, the applied-record and the task's writes (shared with other jobs by
+ * group commit, each in its own savepoint). Failures are classified:
  * transient ones are rethrown for graphile-worker to retry, permanent or final ones are
  * dead-lettered and the job then completes, leaving the queue.
  */
@@ -42,7 +46,8 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
     const started = performance.now();
     runtimeEvents.emit("job:started", event);
 
-    if (await isRecorded(pool, job)) {
+    // Only worth a query when prepare has I/O to spare; the batch's ledger claim catches the rest.
+    if (task.prepare && (await isRecorded(pool, job))) {
       runtimeEvents.emit("job:skipped", event);
       log.info("job already applied; completing without new effects");
       return;
@@ -52,11 +57,8 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
       const prepared = task.prepare
         ? await runPrepare(task, { payload, helpers, log, options })
         : undefined;
-      const outcome = await pool.transaction(async (tx) => {
-        await setApplyTimeout(tx, options.applyTimeoutMs);
-        if (!(await holdsJobLock(tx, job))) return "taken-over" as const;
-        if (!(await claimLedger(tx, job, "applied"))) return "skipped" as const;
-        await task.apply({
+      const outcome = await options.committer.submit(job, (tx) =>
+        task.apply({
           payload,
           job,
           prepared,
@@ -64,9 +66,8 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
           log,
           services: options.services,
           addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
-        });
-        return "applied" as const;
-      });
+        }),
+      );
       if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not committing`);
       if (outcome === "skipped") {
         runtimeEvents.emit("job:skipped", event);

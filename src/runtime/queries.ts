@@ -20,6 +20,49 @@ export async function claimLedger(tx: CommonQueryMethods, job: Job, outcome: "ap
   return inserted !== null;
 }
 
+/**
+ * The group-commit form of holdsJobLock: of these jobs, the ids this process still holds
+ * (same lock holder, same revision), row-locked until the batch commits. Locked in id order,
+ * so two batches never wait on each other in a cycle.
+ */
+export async function heldJobs(tx: CommonQueryMethods, jobs: readonly Job[]): Promise<Set<string>> {
+  const mine = jobs.filter((job) => job.locked_by !== null);
+  if (mine.length === 0) return new Set();
+  const ids = await tx.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
+    select jobs.id from graphile_worker._private_jobs as jobs
+    join ${sql.unnest(
+      mine.map((job) => [job.id, job.revision, job.locked_by!]),
+      ["int8", "int4", "text"],
+    )} as mine (id, revision, locked_by)
+      on jobs.id = mine.id and jobs.revision = mine.revision and jobs.locked_by = mine.locked_by
+    order by jobs.id
+    for update of jobs
+  `);
+  return new Set(ids);
+}
+
+/** The group-commit form of claimLedger(..., "applied"): the ids whose applied-record this transaction wrote. */
+export async function claimLedgers(tx: CommonQueryMethods, jobs: readonly Job[]): Promise<Set<string>> {
+  if (jobs.length === 0) return new Set();
+  const ids = await tx.anyFirst(sql.type(z.object({ job_id: z.coerce.string() }))`
+    insert into job_ledger (job_id, revision, task, outcome)
+    select id, revision, task, 'applied'
+    from ${sql.unnest(
+      jobs.map((job) => [job.id, job.revision, job.task_identifier]),
+      ["int8", "int4", "text"],
+    )} as claim (id, revision, task)
+    order by id
+    on conflict do nothing
+    returning job_id
+  `);
+  return new Set(ids);
+}
+
+/** Takes back the applied-record of a job whose apply failed inside a batch that still commits. */
+export async function unclaimLedger(tx: CommonQueryMethods, job: Job): Promise<void> {
+  await tx.query(sql.unsafe`delete from job_ledger where job_id = ${job.id} and revision = ${job.revision}`);
+}
+
 export async function isRecorded(pool: CommonQueryMethods, job: Job): Promise<boolean> {
   return pool.exists(sql.unsafe`
     select 1 from job_ledger where job_id = ${job.id} and revision = ${job.revision}

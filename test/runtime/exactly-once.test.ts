@@ -18,8 +18,11 @@ t.test("workers SIGKILLed at random moments: every job has exactly one effect an
     { maxAttempts: 25 },
   );
   const workers: WorkerProcess[] = [];
+  // Group commit is on (the default); every other worker also runs graphile-worker's local
+  // queue with batched completions, so kills also land between a commit and its completion.
   const spawnOne = () => {
-    const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "4" });
+    const localQueue = workers.length % 2 === 1 ? { WORKER_LOCAL_QUEUE_SIZE: "8" } : {};
+    const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "4", ...localQueue });
     workers.push(worker);
     return worker;
   };

@@ -51,6 +51,8 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
       sweepIntervalMs: config.SWEEP_INTERVAL_MS,
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
       pollIntervalMs: config.POLL_INTERVAL_MS,
+      applyBatchSize: config.APPLY_BATCH_SIZE,
+      localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
     });
     const ops = config.METRICS_PORT === 0 ? null : new OpsService({
       host: config.METRICS_HOST,

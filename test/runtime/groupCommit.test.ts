@@ -1,0 +1,63 @@
+// Group commit: concurrent jobs share a transaction, and each still commits exactly once or
+// fails alone. (The crash tests in exactly-once.test.ts run with group commit on too.)
+import t from "tap";
+import { runtimeEvents } from "../../src/runtime/events.ts";
+import { createTestDatabase, waitFor } from "../helpers/db.ts";
+import { addJobs, createEffectsTable, effectCounts, queuedJobs } from "../helpers/fixtures.ts";
+import { startWorker } from "../helpers/worker.ts";
+
+function recordBatches(t: { teardown(fn: () => unknown): void }) {
+  const batches: Array<{ size: number; applied: number; failed: number }> = [];
+  const listener = (batch: (typeof batches)[number]) => batches.push(batch);
+  runtimeEvents.on("batch:committed", listener);
+  t.teardown(() => runtimeEvents.off("batch:committed", listener));
+  return batches;
+}
+
+t.test("concurrent jobs share commits, and every job's effect commits exactly once", async (t) => {
+  const db = await createTestDatabase(t, { concurrency: 12 });
+  await createEffectsTable(db);
+  const batches = recordBatches(t);
+  await addJobs(db, "effect", Array.from({ length: 400 }, (_, n) => ({ n })));
+  await startWorker(t, db, { concurrency: 10, localQueueSize: 10 });
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 60_000 });
+  t.same(await effectCounts(db), { rows: 400, distinct: 400 });
+  t.equal(batches.reduce((sum, batch) => sum + batch.applied, 0), 400, "every job applied through a batch");
+  const largest = Math.max(...batches.map((batch) => batch.size));
+  t.ok(largest > 1, `jobs were committed together (${batches.length} commits for 400 jobs, largest ${largest})`);
+});
+
+t.test("a job that fails inside a batch rolls back alone; the others in its batch commit", async (t) => {
+  const db = await createTestDatabase(t, { concurrency: 12 });
+  await createEffectsTable(db);
+  const batches = recordBatches(t);
+  // Every tenth job fails once after writing (transient: retried), every tenth+5 hits a SQL
+  // error after writing (permanent: dead letter). The SQL error aborts its savepoint only.
+  await addJobs(db, "effect", Array.from({ length: 100 }, (_, n) => ({
+    n,
+    ...(n % 10 === 0 ? { applyFailTimes: 1, failWith: "econnreset" } : {}),
+    ...(n % 10 === 5 ? { applyFailTimes: 1, applyFailSql: true } : {}),
+  })));
+  await startWorker(t, db, { concurrency: 10, localQueueSize: 10 });
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 60_000 });
+  t.same(await effectCounts(db), { rows: 90, distinct: 90 }, "the retried jobs once each, the dead ones not at all");
+  const dead = await db.query<{ reason: string; last_error: string }>("select reason, last_error from dead_letters order by job_id");
+  t.equal(dead.length, 10);
+  t.ok(dead.every((row) => row.reason === "permanent" && /division by zero/.test(row.last_error)), "SQL errors dead-lettered with their reason");
+  t.ok(batches.some((batch) => batch.failed > 0 && batch.applied > 0), "a batch committed its good jobs alongside a failed one");
+  // (Had a failed job's applied-record survived its rollback, its retry would have been
+  // skipped as already applied: 80 rows, not 90.)
+});
+
+t.test("a job that breaks the commit (a deferred constraint) fails alone; its batch-mates commit", async (t) => {
+  const db = await createTestDatabase(t, { concurrency: 12 });
+  await createEffectsTable(db);
+  await db.query("create table test_unique (key text not null, constraint test_unique_key unique (key) deferrable initially deferred)");
+  await addJobs(db, "effect", Array.from({ length: 60 }, (_, n) => ({ n, uniqueKey: n === 59 ? "key-0" : `key-${n}` })));
+  await startWorker(t, db, { concurrency: 10, localQueueSize: 10 });
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 60_000 });
+  t.same(await effectCounts(db), { rows: 59, distinct: 59 });
+  const dead = await db.query<{ payload: { n: number }; last_error: string }>("select payload, last_error from dead_letters");
+  t.equal(dead.length, 1, "only the duplicate is dead");
+  t.match(dead[0], { payload: { n: 59 }, last_error: /test_unique_key/ });
+});
