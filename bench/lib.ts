@@ -88,6 +88,17 @@ export async function describeMachine(server: BenchServer): Promise<Machine> {
   };
 }
 
+/**
+ * A pg pool that ignores errors of idle clients (a dropped database terminates them; the query
+ * in flight, if any, still fails on its own). Without a handler pg would crash the process.
+ */
+export function benchPool(url: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on("error", () => {});
+  pool.on("connect", (client) => client.on("error", () => {}));
+  return pool;
+}
+
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Polls until `check` is true; throws after the deadline so a stuck scenario fails loudly. */
