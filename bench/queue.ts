@@ -1,0 +1,473 @@
+// Queue benchmarks: graphile-worker (no-op with defaults, no-op with its local queue and batched
+// completion, a per-job transaction writing one row), pg-boss with the same one-row work, and
+// pgconverge's transactional task writing one row. Each scenario gets a fresh database; jobs
+// are enqueued in bulk first, then timed from worker start to the last completion recorded in
+// the database. Trickle scenarios measure enqueue-to-start latency at a steady rate.
+import { parseCronItems, run, runMigrations, type Runner, type Task } from "graphile-worker";
+import pg from "pg";
+import PgBoss from "pg-boss";
+import { sql, type DatabasePool } from "slonik";
+import { z } from "zod";
+import { loadConfig } from "../src/config.ts";
+import { migrate } from "../src/db/migrate.ts";
+import { createAppPool, createQueuePool } from "../src/db/pools.ts";
+import { createLogger, graphileLogger } from "../src/log.ts";
+import { createPipeline } from "../src/pipeline/services.ts";
+import { defineTask } from "../src/runtime/defineTask.ts";
+import { Worker } from "../src/worker.ts";
+import { benchPool, createDatabase, percentile, round, sleep, waitUntil, type BenchDatabase, type BenchServer } from "./lib.ts";
+
+const log = createLogger("silent");
+const graphileLog = graphileLogger(log);
+
+export interface ThroughputResult {
+  jobs: number;
+  concurrency: number;
+  seconds: number;
+  jobsPerSecond: number;
+  /** How the peer was configured, in words. */
+  settings: string;
+}
+
+export interface LatencyResult {
+  jobs: number;
+  /** Jobs enqueued per second, as achieved. */
+  rate: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  settings: string;
+}
+
+export interface QueueOptions {
+  jobs: number;
+  concurrency: number;
+}
+
+export interface TrickleOptions {
+  concurrency: number;
+  rate: number;
+  seconds: number;
+}
+
+/** The one row every transactional scenario writes per job. */
+const BENCH_TABLE = "create table bench_rows (id bigint generated always as identity primary key, job text not null, created_at timestamptz not null default now())";
+const GW_TASK = "bench";
+/** graphile-worker's own recommendation for high throughput (its performance page's preset). */
+const GW_BATCHING = { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 };
+const PGBOSS_QUEUE = "bench";
+const now = () => performance.timeOrigin + performance.now();
+
+// ---------------------------------------------------------------- graphile-worker
+
+async function enqueueGraphile(pool: pg.Pool, jobs: number, payloadSql = "json_build_object('i', g)"): Promise<void> {
+  for (let first = 1; first <= jobs; first += 5_000) {
+    await pool.query(
+      `select count(*) from graphile_worker.add_jobs(array(
+         select row($1::text, ${payloadSql}, null, null, null, null, null, null)::graphile_worker.job_spec
+         from generate_series($2::int, $3::int) g))`,
+      [GW_TASK, first, Math.min(jobs, first + 4_999)],
+    );
+  }
+}
+
+/** Jobs not yet completed, and the last error of any that failed (a benchmark must not hide failures). */
+async function graphileRemaining(monitor: pg.Pool): Promise<number> {
+  const { rows } = await monitor.query<{ remaining: number; error: string | null }>(
+    "select count(*)::int as remaining, max(last_error) as error from graphile_worker._private_jobs",
+  );
+  if (rows[0]!.error) throw new Error(`bench: a job failed: ${rows[0]!.error.split("\n", 1)[0]}`);
+  return rows[0]!.remaining;
+}
+
+async function expectRows(monitor: pg.Pool, expected: number, peer: string): Promise<void> {
+  const { rows } = await monitor.query<{ count: number }>("select count(*)::int as count from bench_rows");
+  if (rows[0]!.count !== expected) throw new Error(`bench: ${peer} wrote ${rows[0]!.count} rows for ${expected} jobs`);
+}
+
+type GraphileKind = "noop" | "noop-localqueue" | "tx";
+
+export async function graphileThroughput(server: BenchServer, kind: GraphileKind, options: QueueOptions): Promise<ThroughputResult> {
+  const database = await createDatabase(server, `gw_${kind.replace("-", "_")}`);
+  const pool = benchPool(database.url, options.concurrency + 2);
+  const monitor = benchPool(database.url, 1);
+  let runner: Runner | null = null;
+  try {
+    await runMigrations({ pgPool: pool, logger: graphileLog });
+    await pool.query(BENCH_TABLE);
+    await enqueueGraphile(pool, options.jobs);
+    const noop: Task = async () => {};
+    const oneRow: Task = async (_payload, helpers) => {
+      await helpers.withPgClient(async (client) => {
+        await client.query("begin");
+        try {
+          await client.query("insert into bench_rows (job) values ($1)", [helpers.job.id]);
+          await client.query("commit");
+        } catch (error) {
+          await client.query("rollback").catch(() => {});
+          throw error;
+        }
+      });
+    };
+    const started = performance.now();
+    runner = await run({
+      pgPool: pool,
+      concurrency: options.concurrency,
+      taskList: { [GW_TASK]: kind === "tx" ? oneRow : noop },
+      parsedCronItems: parseCronItems([]),
+      logger: graphileLog,
+      noHandleSignals: true,
+      ...(kind === "noop-localqueue" ? { preset: { worker: GW_BATCHING } } : {}),
+    });
+    await waitUntil(`graphile-worker (${kind}) to finish`, async () => (await graphileRemaining(monitor)) === 0);
+    const seconds = (performance.now() - started) / 1000;
+    await runner.stop();
+    runner = null;
+    if (kind === "tx") await expectRows(monitor, options.jobs, "graphile-worker");
+    return {
+      jobs: options.jobs,
+      concurrency: options.concurrency,
+      seconds: round(seconds, 2),
+      jobsPerSecond: Math.round(options.jobs / seconds),
+      settings:
+        kind === "noop"
+          ? "run() defaults, no-op task"
+          : kind === "noop-localqueue"
+            ? "no-op task, localQueue.size 500, completeJobBatchDelay 0, failJobBatchDelay 0"
+            : "run() defaults; task: withPgClient → begin; insert one row; commit",
+    };
+  } finally {
+    await runner?.stop().catch(() => {});
+    await monitor.end();
+    await pool.end();
+    await database.drop();
+  }
+}
+
+/** Enqueue-to-start latency of graphile-worker with defaults, for jobs added one tick at a time. */
+export async function graphileTrickle(server: BenchServer, options: TrickleOptions): Promise<LatencyResult> {
+  const database = await createDatabase(server, "gw_trickle");
+  const pool = benchPool(database.url, options.concurrency + 2);
+  const producer = benchPool(database.url, 1);
+  let runner: Runner | null = null;
+  try {
+    await runMigrations({ pgPool: pool, logger: graphileLog });
+    const latencies: number[] = [];
+    const record: Task = async (payload) => {
+      latencies.push(now() - (payload as { enqueuedAt: number }).enqueuedAt);
+    };
+    runner = await run({
+      pgPool: pool,
+      concurrency: options.concurrency,
+      taskList: { [GW_TASK]: record },
+      parsedCronItems: parseCronItems([]),
+      logger: graphileLog,
+      noHandleSignals: true,
+    });
+    const result = await trickle(options, latencies, async (count) => {
+      const enqueuedAt = now();
+      await producer.query(
+        `select count(*) from graphile_worker.add_jobs(array(
+           select row($1::text, json_build_object('enqueuedAt', $2::float8), null, null, null, null, null, null)::graphile_worker.job_spec
+           from generate_series(1, $3::int)))`,
+        [GW_TASK, enqueuedAt, count],
+      );
+    });
+    return { ...result, settings: "run() defaults (LISTEN/NOTIFY), no-op task" };
+  } finally {
+    await runner?.stop().catch(() => {});
+    await producer.end();
+    await pool.end();
+    await database.drop();
+  }
+}
+
+/**
+ * Adds `rate` jobs per second for `seconds` (a batch every 10 ms), then waits until every job
+ * has reported its start in `latencies`.
+ */
+async function trickle(
+  options: TrickleOptions,
+  latencies: number[],
+  enqueue: (count: number) => Promise<void>,
+): Promise<Omit<LatencyResult, "settings">> {
+  await sleep(500); // let the worker settle (LISTEN connections, first poll)
+  const perTick = Math.max(1, Math.round(options.rate / 100));
+  const ticks = options.seconds * 100;
+  const started = performance.now();
+  for (let tick = 0; tick < ticks; tick++) {
+    await enqueue(perTick);
+    const wait = started + (tick + 1) * 10 - performance.now();
+    if (wait > 0) await sleep(wait);
+  }
+  const elapsed = (performance.now() - started) / 1000;
+  const total = perTick * ticks;
+  await waitUntil("trickle jobs to start", async () => latencies.length >= total, { timeoutMs: 60_000 });
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return {
+    jobs: total,
+    rate: Math.round(total / elapsed),
+    p50Ms: round(percentile(sorted, 50), 1),
+    p99Ms: round(percentile(sorted, 99), 1),
+    maxMs: round(sorted.at(-1)!, 1),
+  };
+}
+
+// ---------------------------------------------------------------- pg-boss
+
+interface PgBossBench {
+  boss: PgBoss;
+  work: pg.Pool;
+  errors: unknown[];
+}
+
+async function startPgBoss(database: BenchDatabase, concurrency: number): Promise<PgBossBench> {
+  // pg-boss's own pool (fetch/complete) plus a pool for the jobs' transactions, one per worker.
+  const boss = new PgBoss({ connectionString: database.url, max: 4, schedule: false });
+  const errors: unknown[] = [];
+  boss.on("error", (error) => errors.push(error));
+  await boss.start();
+  await boss.createQueue(PGBOSS_QUEUE);
+  const work = benchPool(database.url, concurrency);
+  await work.query(BENCH_TABLE);
+  return { boss, work, errors };
+}
+
+async function insertOneRow(pool: pg.Pool, job: string): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("begin");
+    await client.query("insert into bench_rows (job) values ($1)", [job]);
+    await client.query("commit");
+  } catch (error) {
+    await client.query("rollback").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/**
+ * pg-boss 10 has no teamSize: concurrency N is N `work()` loops. Each fetches up to
+ * `batchSize` jobs, runs them one after another (one transaction each), and pg-boss completes
+ * the batch in one statement. A loop waits out its polling interval (0.5 s at least) after a
+ * fetch unless the batch took longer, so small batches cap it at 2 fetches/s per loop.
+ */
+async function workPgBoss(bench: PgBossBench, concurrency: number, batchSize: number, onJob: (job: PgBoss.Job<unknown>) => void): Promise<void> {
+  for (let i = 0; i < concurrency; i++) {
+    await bench.boss.work(PGBOSS_QUEUE, { batchSize, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+      for (const job of jobs) {
+        onJob(job);
+        await insertOneRow(bench.work, job.id);
+      }
+    });
+  }
+}
+
+async function stopPgBoss(bench: PgBossBench): Promise<void> {
+  await bench.boss.stop({ graceful: true, wait: true, close: true, timeout: 10_000 });
+  await bench.work.end();
+}
+
+async function pgBossRemaining(monitor: pg.Pool): Promise<number> {
+  const { rows } = await monitor.query<{ remaining: number; failed: number }>(
+    `select count(*) filter (where state in ('created', 'retry', 'active'))::int as remaining,
+            count(*) filter (where state = 'failed')::int as failed
+     from pgboss.job where name = $1`,
+    [PGBOSS_QUEUE],
+  );
+  if (rows[0]!.failed > 0) throw new Error(`bench: ${rows[0]!.failed} pg-boss jobs failed`);
+  return rows[0]!.remaining;
+}
+
+export async function pgBossThroughput(server: BenchServer, options: QueueOptions & { batchSize: number }): Promise<ThroughputResult> {
+  const database = await createDatabase(server, "pgboss");
+  const monitor = benchPool(database.url, 1);
+  let bench: PgBossBench | null = null;
+  try {
+    bench = await startPgBoss(database, options.concurrency);
+    for (let first = 0; first < options.jobs; first += 5_000) {
+      const count = Math.min(5_000, options.jobs - first);
+      await bench.boss.insert(Array.from({ length: count }, (_, i) => ({ name: PGBOSS_QUEUE, data: { i: first + i } })));
+    }
+    const started = performance.now();
+    await workPgBoss(bench, options.concurrency, options.batchSize, () => {});
+    await waitUntil("pg-boss to finish", async () => (await pgBossRemaining(monitor)) === 0);
+    const seconds = (performance.now() - started) / 1000;
+    if (bench.errors.length > 0) throw new Error(`bench: pg-boss reported ${bench.errors.length} errors, first: ${String(bench.errors[0])}`);
+    await stopPgBoss(bench);
+    bench = null;
+    await expectRows(monitor, options.jobs, "pg-boss");
+    return {
+      jobs: options.jobs,
+      concurrency: options.concurrency,
+      seconds: round(seconds, 2),
+      jobsPerSecond: Math.round(options.jobs / seconds),
+      settings: `${options.concurrency} work() loops, batchSize ${options.batchSize}, pollingIntervalSeconds 0.5; each job: begin; insert one row; commit`,
+    };
+  } finally {
+    if (bench) await stopPgBoss(bench).catch(() => {});
+    await monitor.end();
+    await database.drop();
+  }
+}
+
+export async function pgBossTrickle(server: BenchServer, options: TrickleOptions & { batchSize: number }): Promise<LatencyResult> {
+  const database = await createDatabase(server, "pgboss_trickle");
+  let bench: PgBossBench | null = null;
+  try {
+    bench = await startPgBoss(database, options.concurrency);
+    const latencies: number[] = [];
+    await workPgBoss(bench, options.concurrency, options.batchSize, (job) => {
+      latencies.push(now() - (job.data as { enqueuedAt: number }).enqueuedAt);
+    });
+    const boss = bench.boss;
+    const result = await trickle(options, latencies, async (count) => {
+      const enqueuedAt = now();
+      await boss.insert(Array.from({ length: count }, () => ({ name: PGBOSS_QUEUE, data: { enqueuedAt } })));
+    });
+    return { ...result, settings: `${options.concurrency} work() loops, batchSize ${options.batchSize}, polling every 0.5 s (pg-boss 10 does not LISTEN)` };
+  } finally {
+    if (bench) await stopPgBoss(bench).catch(() => {});
+    await database.drop();
+  }
+}
+
+// ---------------------------------------------------------------- pgconverge
+
+export const PGC_TASK = "bench_tx";
+
+const BenchPayload = z.object({ i: z.number().int().optional(), enqueuedAt: z.number().optional() });
+
+/** pgconverge's transactional task writing one row (apply only: no external I/O). */
+export const oneRowTask = defineTask({
+  payload: BenchPayload,
+  async apply({ tx, job }) {
+    await tx.query(sql.unsafe`insert into bench_rows (job) values (${job.id})`);
+  },
+});
+
+export interface PgconvergeBench {
+  worker: Worker;
+  queuePool: pg.Pool;
+  appPool: DatabasePool;
+  stop(): Promise<void>;
+}
+
+/**
+ * A migrated database with the bench table, and a pgconverge Worker on it with the shipped
+ * defaults (loadConfig's) except concurrency. The worker is created, not started.
+ */
+export async function createPgconverge(database: BenchDatabase, concurrency: number, task = oneRowTask): Promise<PgconvergeBench> {
+  const config = loadConfig({ OLLAMA_HOST: "http://127.0.0.1:9" });
+  const queuePool = createQueuePool(database.url, concurrency);
+  await migrate(queuePool, log);
+  await queuePool.query(BENCH_TABLE);
+  const appPool = await createAppPool(database.url, concurrency, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
+  const worker = new Worker({
+    queuePool,
+    appPool,
+    log,
+    tasks: new Map([[PGC_TASK, task]]),
+    services: { pipeline: createPipeline(config) },
+    concurrency,
+    taskTimeoutMs: config.TASK_TIMEOUT_MS,
+    applyTimeoutMs: config.APPLY_TIMEOUT_MS,
+    heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
+    deadAfterMs: config.WORKER_DEAD_AFTER_MS,
+    sweepIntervalMs: config.SWEEP_INTERVAL_MS,
+    shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
+    pollIntervalMs: config.POLL_INTERVAL_MS,
+  });
+  return {
+    worker,
+    queuePool,
+    appPool,
+    stop: async () => {
+      await worker.stop();
+      await appPool.end();
+      await queuePool.end();
+    },
+  };
+}
+
+export async function enqueuePgconverge(pool: pg.Pool, jobs: number, firstIndex = 1): Promise<void> {
+  for (let first = firstIndex; first < firstIndex + jobs; first += 5_000) {
+    await pool.query(
+      `select count(*) from graphile_worker.add_jobs(array(
+         select row($1::text, json_build_object('i', g), null, null, null, null, null, null)::graphile_worker.job_spec
+         from generate_series($2::int, $3::int) g))`,
+      [PGC_TASK, first, Math.min(firstIndex + jobs - 1, first + 4_999)],
+    );
+  }
+}
+
+export async function expectNoDeadLetters(monitor: pg.Pool): Promise<void> {
+  const { rows } = await monitor.query<{ count: number; error: string | null }>(
+    "select count(*)::int as count, max(last_error) as error from dead_letters",
+  );
+  if (rows[0]!.count > 0) throw new Error(`bench: ${rows[0]!.count} pgconverge jobs dead-lettered: ${rows[0]!.error}`);
+}
+
+export async function pgconvergeThroughput(server: BenchServer, options: QueueOptions): Promise<ThroughputResult> {
+  const database = await createDatabase(server, "pgc_tx");
+  const monitor = benchPool(database.url, 1);
+  let bench: PgconvergeBench | null = null;
+  try {
+    bench = await createPgconverge(database, options.concurrency);
+    await enqueuePgconverge(bench.queuePool, options.jobs);
+    const started = performance.now();
+    await bench.worker.start();
+    await waitUntil("pgconverge to finish", async () => (await graphileRemaining(monitor)) === 0);
+    const seconds = (performance.now() - started) / 1000;
+    await bench.stop();
+    bench = null;
+    await expectNoDeadLetters(monitor);
+    await expectRows(monitor, options.jobs, "pgconverge");
+    return {
+      jobs: options.jobs,
+      concurrency: options.concurrency,
+      seconds: round(seconds, 2),
+      jobsPerSecond: Math.round(options.jobs / seconds),
+      settings: "Worker with loadConfig defaults; defineTask apply inserts one row (ledger, lock check, one transaction per job; no group commit)",
+    };
+  } finally {
+    await bench?.stop().catch(() => {});
+    await monitor.end();
+    await database.drop();
+  }
+}
+
+export async function pgconvergeTrickle(server: BenchServer, options: TrickleOptions): Promise<LatencyResult> {
+  const database = await createDatabase(server, "pgc_trickle");
+  const producer = benchPool(database.url, 1);
+  const latencies: number[] = [];
+  // Start = the first task code to run (prepare), before the apply transaction.
+  const recording = defineTask({
+    payload: BenchPayload,
+    async prepare({ payload }) {
+      latencies.push(now() - payload.enqueuedAt!);
+      return undefined;
+    },
+    apply: oneRowTask.apply,
+  });
+  let bench: PgconvergeBench | null = null;
+  try {
+    bench = await createPgconverge(database, options.concurrency, recording);
+    await bench.worker.start();
+    const result = await trickle(options, latencies, async (count) => {
+      const enqueuedAt = now();
+      await producer.query(
+        `select count(*) from graphile_worker.add_jobs(array(
+           select row($1::text, json_build_object('enqueuedAt', $2::float8), null, null, null, null, null, null)::graphile_worker.job_spec
+           from generate_series(1, $3::int)))`,
+        [PGC_TASK, enqueuedAt, count],
+      );
+    });
+    return { ...result, settings: "Worker with loadConfig defaults (LISTEN/NOTIFY); start = prepare of a one-row tx task" };
+  } finally {
+    await bench?.stop().catch(() => {});
+    await producer.end();
+    await database.drop();
+  }
+}

@@ -1,0 +1,125 @@
+// The relay benchmark as a function, shared by `npm run bench:relay` and `npm run bench`:
+// throughput (points/s) into the in-repo Qdrant test server, and commit-to-visible lag
+// (p50/p99) at a steady rate of changes.
+import { randomUUID } from "node:crypto";
+import { sql } from "slonik";
+import { migrate } from "../src/db/migrate.ts";
+import { createAppPool, createQueuePool } from "../src/db/pools.ts";
+import { createLogger } from "../src/log.ts";
+import { loadChunkPoints } from "../src/outbox/chunkPoints.ts";
+import { enqueuePointChanges } from "../src/outbox/outbox.ts";
+import { createQdrantClient } from "../src/outbox/qdrant.ts";
+import { Relay } from "../src/outbox/relay.ts";
+import { FakeQdrant } from "../test/servers/qdrant.ts";
+import { createDatabase, percentile, sleep, type BenchServer } from "./lib.ts";
+
+export interface RelayBenchOptions {
+  /** Size of the backlog drained for the throughput figure. */
+  points: number;
+  /** Changes per second committed for the lag figure. */
+  lagRate: number;
+  lagSeconds: number;
+  dimensions?: number;
+  batchSize?: number;
+}
+
+export interface RelayBenchResult {
+  dimensions: number;
+  batchSize: number;
+  throughputPoints: number;
+  pointsPerSecond: number;
+  lagRate: number;
+  lagP50Ms: number;
+  lagP99Ms: number;
+  lagMaxMs: number;
+  lagSamples: number;
+}
+
+const COLLECTION = "bench";
+
+export async function benchRelay(server: BenchServer, options: RelayBenchOptions): Promise<RelayBenchResult> {
+  const dimensions = options.dimensions ?? 768;
+  const batchSize = options.batchSize ?? 128;
+  const log = createLogger("silent");
+  const database = await createDatabase(server, "relay");
+  const queuePool = createQueuePool(database.url, 2);
+  const fake = new FakeQdrant();
+  let pool: Awaited<ReturnType<typeof createAppPool>> | null = null;
+  let relay: Relay | null = null;
+  try {
+    await migrate(queuePool, log);
+    pool = await createAppPool(database.url, 8, { statementTimeoutMs: 60_000 });
+    const app = pool;
+    await fake.start();
+    const qdrant = createQdrantClient({ url: fake.url, timeoutMs: 10_000 });
+    const [{ id: documentId }] = (await queuePool.query(
+      "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
+    )).rows as [{ id: string }];
+    relay = new Relay({
+      pool: app, databaseUrl: database.url, qdrant, collection: COLLECTION, dimensions, loadPoints: loadChunkPoints, log,
+      batchSize, pollIntervalMs: 5_000, leaseMs: 60_000, maxBackoffMs: 1_000,
+    });
+    await relay.prepareCollection();
+
+    /** Inserts embedded chunks and their outbox changes in one transaction; returns their ids. */
+    const writeChunks = async (count: number, firstIndex: number): Promise<string[]> => {
+      const ids = Array.from({ length: count }, () => randomUUID());
+      await app.transaction(async (tx) => {
+        await tx.query(sql.unsafe`
+          insert into chunks (id, document_id, chunk_index, content, content_sha256, embedding, embedding_model, embedded_at)
+          select id, ${documentId}, ${firstIndex} + ordinality - 1, 'chunk ' || id, repeat('a', 64),
+                 array(select random()::real from generate_series(1, ${dimensions})), 'bench', now()
+          from unnest(${sql.array(ids, "uuid")}) with ordinality as t(id, ordinality)
+        `);
+        await enqueuePointChanges(tx, COLLECTION, ids);
+      });
+      return ids;
+    };
+    const pending = async () => Number((await queuePool.query("select count(*) from outbox")).rows[0].count);
+
+    // 1. Throughput: a backlog drained by one relay.
+    for (let written = 0; written < options.points; written += 1000) await writeChunks(Math.min(1000, options.points - written), written);
+    let started = performance.now();
+    await relay.start();
+    while ((await pending()) > 0) await sleep(20);
+    const drainSeconds = (performance.now() - started) / 1000;
+
+    // 2. Lag at a steady rate: a batch every 10 ms, commit time to visible in the test server.
+    const perTick = Math.max(1, Math.round(options.lagRate / 100));
+    const committedAt = new Map<string, number>();
+    started = performance.now();
+    let index = options.points;
+    for (let tick = 0; tick < options.lagSeconds * 100; tick++) {
+      const ids = await writeChunks(perTick, index);
+      const now = Date.now();
+      for (const id of ids) committedAt.set(id, now);
+      index += ids.length;
+      const wait = started + (tick + 1) * 10 - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+    const achievedRate = committedAt.size / ((performance.now() - started) / 1000);
+    while ((await pending()) > 0) await sleep(20);
+    const lags = fake
+      .points(COLLECTION)
+      .filter((point) => committedAt.has(String(point.id)))
+      .map((point) => point.writtenAt - committedAt.get(String(point.id))!)
+      .sort((a, b) => a - b);
+    return {
+      dimensions,
+      batchSize,
+      throughputPoints: options.points,
+      pointsPerSecond: Math.round(options.points / drainSeconds),
+      lagRate: Math.round(achievedRate),
+      lagP50Ms: percentile(lags, 50),
+      lagP99Ms: percentile(lags, 99),
+      lagMaxMs: lags.at(-1) ?? Number.NaN,
+      lagSamples: lags.length,
+    };
+  } finally {
+    await relay?.stop();
+    await fake.stop();
+    await pool?.end();
+    await queuePool.end();
+    await database.drop();
+  }
+}

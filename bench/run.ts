@@ -1,0 +1,111 @@
+// npm run bench: the queue peers, the relay and the pipeline, side by side on one Postgres
+// (embedded unless DATABASE_URL is set; a fresh database per scenario). Prints a table and
+// writes bench/results/latest.json. Settings (environment):
+//   BENCH_JOBS (20000)  BENCH_CONCURRENCY (10)  BENCH_PGBOSS_BATCH (50)
+//   BENCH_TRICKLE_RATE (200 jobs/s)  BENCH_TRICKLE_SECONDS (5)
+//   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_DOCS (300)
+import { mkdirSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { describeMachine, envNumber, round, startServer } from "./lib.ts";
+import { benchPipeline } from "./pipeline.ts";
+import {
+  graphileThroughput,
+  graphileTrickle,
+  pgBossThroughput,
+  pgBossTrickle,
+  pgconvergeThroughput,
+  pgconvergeTrickle,
+} from "./queue.ts";
+import { benchRelay } from "./relayBench.ts";
+
+const jobs = envNumber("BENCH_JOBS", 20_000);
+const concurrency = envNumber("BENCH_CONCURRENCY", 10);
+const batchSize = envNumber("BENCH_PGBOSS_BATCH", 50);
+const trickle = { concurrency, rate: envNumber("BENCH_TRICKLE_RATE", 200), seconds: envNumber("BENCH_TRICKLE_SECONDS", 5) };
+const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
+
+const step = (name: string) => process.stderr.write(`bench: ${name}…\n`);
+const startedAt = new Date();
+const wallStart = performance.now();
+
+const server = await startServer();
+try {
+  const machine = await describeMachine(server);
+  const options = { jobs, concurrency };
+
+  step(`graphile-worker no-op, defaults (${jobs} jobs)`);
+  const gwNoop = await graphileThroughput(server, "noop", options);
+  step("graphile-worker no-op, local queue + batched completion");
+  const gwNoopLocalQueue = await graphileThroughput(server, "noop-localqueue", options);
+  step("graphile-worker, one-row transaction per job");
+  const gwTx = await graphileThroughput(server, "tx", options);
+  step("pgconverge transactional task, one row");
+  const pgconvergeTx = await pgconvergeThroughput(server, options);
+  step("pg-boss, one-row transaction per job");
+  const pgBossTx = await pgBossThroughput(server, { ...options, batchSize });
+
+  step(`trickle latency at ${trickle.rate} jobs/s for ${trickle.seconds} s: graphile-worker`);
+  const gwLatency = await graphileTrickle(server, trickle);
+  step("trickle latency: pgconverge");
+  const pgconvergeLatency = await pgconvergeTrickle(server, trickle);
+  step("trickle latency: pg-boss");
+  const pgBossLatency = await pgBossTrickle(server, { ...trickle, batchSize });
+
+  step("relay");
+  const relay = await benchRelay(server, {
+    points: envNumber("BENCH_RELAY_POINTS", 20_000),
+    lagRate: 1_000,
+    lagSeconds: envNumber("BENCH_RELAY_LAG_SECONDS", 10),
+  });
+  step("pipeline");
+  const pipeline = await benchPipeline(server, { documents: envNumber("BENCH_DOCS", 300), concurrency });
+
+  const ratio = (a: number, b: number) => round(a / b, 2);
+  const result = {
+    command: "npm run bench",
+    startedAt: startedAt.toISOString(),
+    durationSeconds: round((performance.now() - wallStart) / 1000, 1),
+    machine,
+    throughput: { gwNoop, gwNoopLocalQueue, gwTx, pgBossTx, pgconvergeTx },
+    latency: { gw: gwLatency, pgconverge: pgconvergeLatency, pgBoss: pgBossLatency },
+    relay,
+    pipeline,
+    ratios: {
+      tx_vs_gw_tx: ratio(pgconvergeTx.jobsPerSecond, gwTx.jobsPerSecond),
+      tx_vs_gw_noop_localqueue: ratio(pgconvergeTx.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
+      tx_vs_pgboss: ratio(pgconvergeTx.jobsPerSecond, pgBossTx.jobsPerSecond),
+      tx_vs_gw_noop: ratio(pgconvergeTx.jobsPerSecond, gwNoop.jobsPerSecond),
+    },
+  };
+
+  const rows: string[][] = [
+    ["scenario", "figure", "detail"],
+    ["graphile-worker no-op, defaults", `${gwNoop.jobsPerSecond} jobs/s`, `${jobs} jobs, concurrency ${concurrency}, ${gwNoop.seconds} s`],
+    ["graphile-worker no-op, local queue", `${gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${gwNoopLocalQueue.seconds} s`],
+    ["graphile-worker, tx per job (1 row)", `${gwTx.jobsPerSecond} jobs/s`, `${gwTx.seconds} s`],
+    ["pg-boss 10, tx per job (1 row)", `${pgBossTx.jobsPerSecond} jobs/s`, `${concurrency} loops x batchSize ${batchSize}, ${pgBossTx.seconds} s`],
+    ["pgconverge tx task (1 row)", `${pgconvergeTx.jobsPerSecond} jobs/s`, `${pgconvergeTx.seconds} s, no group commit`],
+    ["latency graphile-worker", `p50 ${gwLatency.p50Ms} / p99 ${gwLatency.p99Ms} ms`, `enqueue-to-start, ${gwLatency.rate} jobs/s, max ${gwLatency.maxMs} ms`],
+    ["latency pgconverge", `p50 ${pgconvergeLatency.p50Ms} / p99 ${pgconvergeLatency.p99Ms} ms`, `enqueue-to-start, ${pgconvergeLatency.rate} jobs/s, max ${pgconvergeLatency.maxMs} ms`],
+    ["latency pg-boss", `p50 ${pgBossLatency.p50Ms} / p99 ${pgBossLatency.p99Ms} ms`, `enqueue-to-start, ${pgBossLatency.rate} jobs/s, polling 0.5 s`],
+    ["relay throughput", `${relay.pointsPerSecond} points/s`, `${relay.throughputPoints} x ${relay.dimensions}-d, batch ${relay.batchSize}`],
+    ["relay lag", `p50 ${relay.lagP50Ms} / p99 ${relay.lagP99Ms} ms`, `commit-to-visible at ${relay.lagRate} changes/s, max ${relay.lagMaxMs} ms`],
+    ["pipeline", `${pipeline.documentsPerSecond} docs/s`, `${pipeline.documents} docs, ${pipeline.chunks} chunks, ingest to converged ${pipeline.seconds} s`],
+    ["ratio pgconverge tx / gw tx", String(result.ratios.tx_vs_gw_tx), ""],
+    ["ratio pgconverge tx / gw no-op local queue", String(result.ratios.tx_vs_gw_noop_localqueue), ""],
+    ["ratio pgconverge tx / pg-boss", String(result.ratios.tx_vs_pgboss), ""],
+  ];
+  const widths = [0, 1].map((column) => Math.max(...rows.map((row) => row[column]!.length)));
+  console.log(
+    `pgconverge bench — ${machine.cpus} x ${machine.cpu}, Node ${machine.node}, Postgres ${machine.postgres} (${machine.postgresServer}, fsync ${machine.fsync}, synchronous_commit ${machine.synchronousCommit})`,
+  );
+  for (const [index, row] of rows.entries()) {
+    console.log(`${row[0]!.padEnd(widths[0]!)}  ${row[1]!.padEnd(widths[1]!)}  ${row[2]}`.trimEnd());
+    if (index === 0) console.log("-".repeat(widths[0]! + widths[1]! + 40));
+  }
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(`${RESULTS}latest.json`, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`wrote bench/results/latest.json (${result.durationSeconds} s)`);
+} finally {
+  await server.stop();
+}
