@@ -358,8 +358,13 @@ export interface PgconvergeBench {
  * A migrated database with the bench table, and a pgconverge Worker on it with the shipped
  * defaults (loadConfig's) except concurrency. The worker is created, not started.
  */
-export async function createPgconverge(database: BenchDatabase, concurrency: number, task = oneRowTask): Promise<PgconvergeBench> {
-  const config = loadConfig({ OLLAMA_HOST: "http://127.0.0.1:9" });
+export async function createPgconverge(
+  database: BenchDatabase,
+  concurrency: number,
+  task = oneRowTask,
+  env: Record<string, string> = {},
+): Promise<PgconvergeBench> {
+  const config = loadConfig({ OLLAMA_HOST: "http://127.0.0.1:9", ...env });
   const queuePool = createQueuePool(database.url, concurrency);
   await migrate(queuePool, log);
   await queuePool.query(BENCH_TABLE);
@@ -378,6 +383,8 @@ export async function createPgconverge(database: BenchDatabase, concurrency: num
     sweepIntervalMs: config.SWEEP_INTERVAL_MS,
     shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
     pollIntervalMs: config.POLL_INTERVAL_MS,
+    applyBatchSize: config.APPLY_BATCH_SIZE,
+    localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
   });
   return {
     worker,
@@ -409,12 +416,12 @@ export async function expectNoDeadLetters(monitor: pg.Pool): Promise<void> {
   if (rows[0]!.count > 0) throw new Error(`bench: ${rows[0]!.count} pgconverge jobs dead-lettered: ${rows[0]!.error}`);
 }
 
-export async function pgconvergeThroughput(server: BenchServer, options: QueueOptions): Promise<ThroughputResult> {
+export async function pgconvergeThroughput(server: BenchServer, options: QueueOptions, env: Record<string, string> = {}): Promise<ThroughputResult> {
   const database = await createDatabase(server, "pgc_tx");
   const monitor = benchPool(database.url, 1);
   let bench: PgconvergeBench | null = null;
   try {
-    bench = await createPgconverge(database, options.concurrency);
+    bench = await createPgconverge(database, options.concurrency, oneRowTask, env);
     await enqueuePgconverge(bench.queuePool, options.jobs);
     const started = performance.now();
     await bench.worker.start();
@@ -429,7 +436,7 @@ export async function pgconvergeThroughput(server: BenchServer, options: QueueOp
       concurrency: options.concurrency,
       seconds: round(seconds, 2),
       jobsPerSecond: Math.round(options.jobs / seconds),
-      settings: "Worker with loadConfig defaults; defineTask apply inserts one row (ledger, lock check, one transaction per job; no group commit)",
+      settings: `Worker with loadConfig defaults${Object.keys(env).length ? ` and ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")}` : ""}; defineTask apply inserts one row (ledger, lock check, group commit)`,
     };
   } finally {
     await bench?.stop().catch(() => {});

@@ -39,8 +39,13 @@ try {
   const gwNoopLocalQueue = await graphileThroughput(server, "noop-localqueue", options);
   step("graphile-worker, one-row transaction per job");
   const gwTx = await graphileThroughput(server, "tx", options);
-  step("pgconverge transactional task, one row");
-  const pgconvergeTx = await pgconvergeThroughput(server, options);
+  step("pgconverge transactional task, one row: defaults (group commit)");
+  const pgconvergeTxDefaults = await pgconvergeThroughput(server, options);
+  step("pgconverge transactional task, one row: local queue (the same batching graphile-worker gets)");
+  const pgconvergeTx = await pgconvergeThroughput(server, options, { WORKER_LOCAL_QUEUE_SIZE: "500" });
+  const wideConcurrency = concurrency * 10;
+  step(`pgconverge transactional task, one row: local queue, concurrency ${wideConcurrency}`);
+  const pgconvergeTxWide = await pgconvergeThroughput(server, { ...options, concurrency: wideConcurrency }, { WORKER_LOCAL_QUEUE_SIZE: "500" });
   step("pg-boss, one-row transaction per job");
   const pgBossTx = await pgBossThroughput(server, { ...options, batchSize });
 
@@ -66,7 +71,7 @@ try {
     startedAt: startedAt.toISOString(),
     durationSeconds: round((performance.now() - wallStart) / 1000, 1),
     machine,
-    throughput: { gwNoop, gwNoopLocalQueue, gwTx, pgBossTx, pgconvergeTx },
+    throughput: { gwNoop, gwNoopLocalQueue, gwTx, pgBossTx, pgconvergeTxDefaults, pgconvergeTx, pgconvergeTxWide },
     latency: { gw: gwLatency, pgconverge: pgconvergeLatency, pgBoss: pgBossLatency },
     relay,
     pipeline,
@@ -75,6 +80,9 @@ try {
       tx_vs_gw_noop_localqueue: ratio(pgconvergeTx.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
       tx_vs_pgboss: ratio(pgconvergeTx.jobsPerSecond, pgBossTx.jobsPerSecond),
       tx_vs_gw_noop: ratio(pgconvergeTx.jobsPerSecond, gwNoop.jobsPerSecond),
+      tx_defaults_vs_gw_tx: ratio(pgconvergeTxDefaults.jobsPerSecond, gwTx.jobsPerSecond),
+      tx_wide_vs_gw_tx: ratio(pgconvergeTxWide.jobsPerSecond, gwTx.jobsPerSecond),
+      tx_wide_vs_gw_noop_localqueue: ratio(pgconvergeTxWide.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
     },
   };
 
@@ -84,16 +92,20 @@ try {
     ["graphile-worker no-op, local queue", `${gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${gwNoopLocalQueue.seconds} s`],
     ["graphile-worker, tx per job (1 row)", `${gwTx.jobsPerSecond} jobs/s`, `${gwTx.seconds} s`],
     ["pg-boss 10, tx per job (1 row)", `${pgBossTx.jobsPerSecond} jobs/s`, `${concurrency} loops x batchSize ${batchSize}, ${pgBossTx.seconds} s`],
-    ["pgconverge tx task (1 row)", `${pgconvergeTx.jobsPerSecond} jobs/s`, `${pgconvergeTx.seconds} s, no group commit`],
+    ["pgconverge tx task (1 row), defaults", `${pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `${pgconvergeTxDefaults.seconds} s, group commit`],
+    ["pgconverge tx task (1 row), local queue", `${pgconvergeTx.jobsPerSecond} jobs/s`, `${pgconvergeTx.seconds} s, group commit + WORKER_LOCAL_QUEUE_SIZE=500`],
+    [`pgconverge tx task (1 row), concurrency ${wideConcurrency}`, `${pgconvergeTxWide.jobsPerSecond} jobs/s`, `${pgconvergeTxWide.seconds} s, same, waiting jobs hold no connection`],
     ["latency graphile-worker", `p50 ${gwLatency.p50Ms} / p99 ${gwLatency.p99Ms} ms`, `enqueue-to-start, ${gwLatency.rate} jobs/s, max ${gwLatency.maxMs} ms`],
     ["latency pgconverge", `p50 ${pgconvergeLatency.p50Ms} / p99 ${pgconvergeLatency.p99Ms} ms`, `enqueue-to-start, ${pgconvergeLatency.rate} jobs/s, max ${pgconvergeLatency.maxMs} ms`],
     ["latency pg-boss", `p50 ${pgBossLatency.p50Ms} / p99 ${pgBossLatency.p99Ms} ms`, `enqueue-to-start, ${pgBossLatency.rate} jobs/s, polling 0.5 s`],
     ["relay throughput", `${relay.pointsPerSecond} points/s`, `${relay.throughputPoints} x ${relay.dimensions}-d, batch ${relay.batchSize}`],
     ["relay lag", `p50 ${relay.lagP50Ms} / p99 ${relay.lagP99Ms} ms`, `commit-to-visible at ${relay.lagRate} changes/s, max ${relay.lagMaxMs} ms`],
     ["pipeline", `${pipeline.documentsPerSecond} docs/s`, `${pipeline.documents} docs, ${pipeline.chunks} chunks, ingest to converged ${pipeline.seconds} s`],
-    ["ratio pgconverge tx / gw tx", String(result.ratios.tx_vs_gw_tx), ""],
-    ["ratio pgconverge tx / gw no-op local queue", String(result.ratios.tx_vs_gw_noop_localqueue), ""],
+    ["ratio pgconverge tx (local queue) / gw tx", String(result.ratios.tx_vs_gw_tx), "same concurrency"],
+    ["ratio pgconverge tx (local queue) / gw no-op local queue", String(result.ratios.tx_vs_gw_noop_localqueue), ""],
     ["ratio pgconverge tx / pg-boss", String(result.ratios.tx_vs_pgboss), ""],
+    [`ratio pgconverge tx (concurrency ${wideConcurrency}) / gw tx`, String(result.ratios.tx_wide_vs_gw_tx), ""],
+    [`ratio pgconverge tx (concurrency ${wideConcurrency}) / gw no-op local queue`, String(result.ratios.tx_wide_vs_gw_noop_localqueue), ""],
   ];
   const widths = [0, 1].map((column) => Math.max(...rows.map((row) => row[column]!.length)));
   console.log(

@@ -15,8 +15,10 @@ export interface RuntimeEventMap {
   "job:skipped": [JobEvent];
   /** The attempt failed with a transient error; graphile-worker will retry it. */
   "job:retry": [JobEvent & { error: string; durationMs: number }];
-  /** A group-commit transaction committed: `size` jobs, `applied` with effects, `failed` rolled back to their savepoint. */
-  "batch:committed": [{ size: number; applied: number; failed: number }];
+  /** A group-commit transaction committed `size` jobs' apply phases, `applied` of them with effects. */
+  "batch:committed": [{ size: number; applied: number }];
+  /** A group-commit transaction failed as a whole; its jobs are run again one transaction each. */
+  "batch:split": [{ size: number; error: string }];
   /** The job was written to dead_letters. */
   "job:dead": [JobEvent & { reason: "permanent" | "exhausted"; error: string; durationMs: number }];
 }

@@ -1,7 +1,8 @@
 import type { Job } from "graphile-worker";
 import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { runtimeEvents } from "./events.ts";
-import { claimLedgers, heldJobs, setApplyTimeout, unclaimLedger } from "./queries.ts";
+import { describeError } from "./errors.ts";
+import { claimBatch } from "./queries.ts";
 
 /** How one job's apply ended in a committed batch. */
 export type ApplyOutcome = "applied" | "skipped" | "taken-over";
@@ -26,15 +27,20 @@ interface Waiting {
 /**
  * Group commit: the apply phases of jobs that finish prepare at about the same time share one
  * transaction, so a queue of small transactional jobs is not capped at one commit (and one
- * WAL flush) per job. Each job still gets exactly what a transaction of its own gave it:
- * - its lock check and applied-record are in the transaction that holds its writes, so the
- *   writes commit exactly once and only while the job is still this worker's;
- * - its apply runs in a savepoint: if it throws, only its own writes (and applied-record) are
- *   rolled back, it alone fails and is retried or dead-lettered; the others commit;
+ * WAL flush, and a dozen round trips) per job. Each job still gets what a transaction of its
+ * own gave it:
+ * - its lock check and applied-record are in the transaction that holds its writes (one
+ *   statement for the whole batch), so the writes commit exactly once and only while the job
+ *   is still this worker's;
  * - its promise settles only after COMMIT returns, so graphile-worker never completes a job
- *   whose writes are not durable. If the batch transaction itself fails, it
- *   committed nothing, and each of its jobs is run again in a transaction of its own, so a
- *   job that breaks the commit (a deferred constraint) fails alone.
+ *   whose writes are not durable;
+ * - a failure is its own: if anything in the batch fails (an apply throws, a deferred
+ *   constraint fails at COMMIT, the connection drops), the batch has committed nothing and
+ *   each of its jobs runs again in a transaction of its own, where a failure stays with the
+ *   job that caused it and goes through the usual retry or dead letter.
+ * This replaces a savepoint per job: savepoints cost two round trips per job on every batch
+ * to save work only on the rare batch that fails. An apply may therefore run twice (once in
+ * the failed batch, once alone); like a retry, only one run commits.
  * Batches form without waiting: jobs that arrive while a batch is in flight make up the next.
  */
 export class GroupCommitter {
@@ -86,42 +92,33 @@ export class GroupCommitter {
 
   /** Commits the batch and settles its jobs; false if the whole batch failed and it has more than one job. */
   private async tryCommit(batch: Waiting[]): Promise<boolean> {
-    const failures = new Map<Waiting, unknown>();
-    const outcomes = new Map<Waiting, ApplyOutcome>();
+    let outcomes: Map<Waiting, ApplyOutcome>;
     try {
-      await this.config.pool.transaction(async (tx) => {
-        // slonik re-runs this function after a serialization failure or deadlock: start clean.
-        failures.clear();
-        outcomes.clear();
-        await setApplyTimeout(tx, this.config.applyTimeoutMs);
-        const held = await heldJobs(tx, batch.map((waiting) => waiting.job));
-        const mine = batch.filter((waiting) => held.has(waiting.job.id));
-        const claimed = await claimLedgers(tx, mine.map((waiting) => waiting.job));
+      outcomes = await this.config.pool.transaction(async (tx) => {
+        const result = new Map<Waiting, ApplyOutcome>();
+        const claims = await claimBatch(tx, batch.map((waiting) => waiting.job), this.config.applyTimeoutMs);
         for (const waiting of batch) {
-          if (!held.has(waiting.job.id)) outcomes.set(waiting, "taken-over");
-          else if (!claimed.has(waiting.job.id)) outcomes.set(waiting, "skipped");
-        }
-        for (const waiting of mine.filter((w) => claimed.has(w.job.id))) {
-          try {
-            await tx.transaction((savepoint) => waiting.apply(savepoint));
-            outcomes.set(waiting, "applied");
-          } catch (error) {
-            await unclaimLedger(tx, waiting.job);
-            failures.set(waiting, error);
+          const claimed = claims.get(waiting.job.id);
+          if (claimed === undefined) result.set(waiting, "taken-over");
+          else if (!claimed) result.set(waiting, "skipped");
+          else {
+            await waiting.apply(tx);
+            result.set(waiting, "applied");
           }
         }
+        return result;
       });
     } catch (error) {
-      if (batch.length > 1) return false;
+      if (batch.length > 1) {
+        runtimeEvents.emit("batch:split", { size: batch.length, error: describeError(error) });
+        return false;
+      }
       batch[0]!.reject(error);
       return true;
     }
     const applied = [...outcomes.values()].filter((outcome) => outcome === "applied").length;
-    runtimeEvents.emit("batch:committed", { size: batch.length, applied, failed: failures.size });
-    for (const waiting of batch) {
-      if (failures.has(waiting)) waiting.reject(failures.get(waiting));
-      else waiting.resolve(outcomes.get(waiting)!);
-    }
+    runtimeEvents.emit("batch:committed", { size: batch.length, applied });
+    for (const waiting of batch) waiting.resolve(outcomes.get(waiting)!);
     return true;
   }
 }

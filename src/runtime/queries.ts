@@ -21,46 +21,37 @@ export async function claimLedger(tx: CommonQueryMethods, job: Job, outcome: "ap
 }
 
 /**
- * The group-commit form of holdsJobLock: of these jobs, the ids this process still holds
- * (same lock holder, same revision), row-locked until the batch commits. Locked in id order,
- * so two batches never wait on each other in a cycle.
+ * The start of a group-commit transaction, in one statement: sets the apply statement
+ * timeout, row-locks the jobs this process still holds (same lock holder, same revision; in
+ * id order, so two batches never wait on each other in a cycle) and writes their
+ * applied-records. Returns, per held job, whether its record is new; a held job whose record
+ * already existed was applied before, and a job missing from the answer was taken over.
  */
-export async function heldJobs(tx: CommonQueryMethods, jobs: readonly Job[]): Promise<Set<string>> {
+export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], applyTimeoutMs: number): Promise<Map<string, boolean>> {
   const mine = jobs.filter((job) => job.locked_by !== null);
-  if (mine.length === 0) return new Set();
-  const ids = await tx.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
-    select jobs.id from graphile_worker._private_jobs as jobs
-    join ${sql.unnest(
-      mine.map((job) => [job.id, job.revision, job.locked_by!]),
-      ["int8", "int4", "text"],
-    )} as mine (id, revision, locked_by)
-      on jobs.id = mine.id and jobs.revision = mine.revision and jobs.locked_by = mine.locked_by
-    order by jobs.id
-    for update of jobs
+  if (mine.length === 0) return new Map();
+  const rows = await tx.any(sql.type(z.object({ id: z.coerce.string(), claimed: z.boolean() }))`
+    with mine (id, revision, locked_by, task) as (
+      select * from ${sql.unnest(
+        mine.map((job) => [job.id, job.revision, job.locked_by!, job.task_identifier]),
+        ["int8", "int4", "text", "text"],
+      )}
+    ), held as (
+      select jobs.id, mine.revision, mine.task
+      from graphile_worker._private_jobs as jobs
+      join mine on jobs.id = mine.id and jobs.revision = mine.revision and jobs.locked_by = mine.locked_by
+      order by jobs.id
+      for update of jobs
+    ), claimed as (
+      insert into job_ledger (job_id, revision, task, outcome)
+      select id, revision, task, 'applied' from held order by id
+      on conflict do nothing
+      returning job_id
+    )
+    select held.id, claimed.job_id is not null as claimed, set_config('statement_timeout', ${String(applyTimeoutMs)}, true)
+    from held left join claimed on claimed.job_id = held.id
   `);
-  return new Set(ids);
-}
-
-/** The group-commit form of claimLedger(..., "applied"): the ids whose applied-record this transaction wrote. */
-export async function claimLedgers(tx: CommonQueryMethods, jobs: readonly Job[]): Promise<Set<string>> {
-  if (jobs.length === 0) return new Set();
-  const ids = await tx.anyFirst(sql.type(z.object({ job_id: z.coerce.string() }))`
-    insert into job_ledger (job_id, revision, task, outcome)
-    select id, revision, task, 'applied'
-    from ${sql.unnest(
-      jobs.map((job) => [job.id, job.revision, job.task_identifier]),
-      ["int8", "int4", "text"],
-    )} as claim (id, revision, task)
-    order by id
-    on conflict do nothing
-    returning job_id
-  `);
-  return new Set(ids);
-}
-
-/** Takes back the applied-record of a job whose apply failed inside a batch that still commits. */
-export async function unclaimLedger(tx: CommonQueryMethods, job: Job): Promise<void> {
-  await tx.query(sql.unsafe`delete from job_ledger where job_id = ${job.id} and revision = ${job.revision}`);
+  return new Map(rows.map((row) => [row.id, row.claimed]));
 }
 
 export async function isRecorded(pool: CommonQueryMethods, job: Job): Promise<boolean> {

@@ -21,7 +21,7 @@ t.test("workers SIGKILLed at random moments: every job has exactly one effect an
   // Group commit is on (the default); every other worker also runs graphile-worker's local
   // queue with batched completions, so kills also land between a commit and its completion.
   const spawnOne = () => {
-    const localQueue = workers.length % 2 === 1 ? { WORKER_LOCAL_QUEUE_SIZE: "8" } : {};
+    const localQueue: Record<string, string> = workers.length % 2 === 1 ? { WORKER_LOCAL_QUEUE_SIZE: "8" } : {};
     const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "4", ...localQueue });
     workers.push(worker);
     return worker;

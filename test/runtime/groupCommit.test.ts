@@ -7,11 +7,17 @@ import { addJobs, createEffectsTable, effectCounts, queuedJobs } from "../helper
 import { startWorker } from "../helpers/worker.ts";
 
 function recordBatches(t: { teardown(fn: () => unknown): void }) {
-  const batches: Array<{ size: number; applied: number; failed: number }> = [];
-  const listener = (batch: (typeof batches)[number]) => batches.push(batch);
-  runtimeEvents.on("batch:committed", listener);
-  t.teardown(() => runtimeEvents.off("batch:committed", listener));
-  return batches;
+  const batches: Array<{ size: number; applied: number }> = [];
+  const splits: Array<{ size: number; error: string }> = [];
+  const onCommit = (batch: (typeof batches)[number]) => batches.push(batch);
+  const onSplit = (split: (typeof splits)[number]) => splits.push(split);
+  runtimeEvents.on("batch:committed", onCommit);
+  runtimeEvents.on("batch:split", onSplit);
+  t.teardown(() => {
+    runtimeEvents.off("batch:committed", onCommit);
+    runtimeEvents.off("batch:split", onSplit);
+  });
+  return Object.assign(batches, { splits });
 }
 
 t.test("concurrent jobs share commits, and every job's effect commits exactly once", async (t) => {
@@ -27,12 +33,12 @@ t.test("concurrent jobs share commits, and every job's effect commits exactly on
   t.ok(largest > 1, `jobs were committed together (${batches.length} commits for 400 jobs, largest ${largest})`);
 });
 
-t.test("a job that fails inside a batch rolls back alone; the others in its batch commit", async (t) => {
+t.test("a job that fails inside a batch fails alone; the others in its batch commit", async (t) => {
   const db = await createTestDatabase(t, { concurrency: 12 });
   await createEffectsTable(db);
   const batches = recordBatches(t);
   // Every tenth job fails once after writing (transient: retried), every tenth+5 hits a SQL
-  // error after writing (permanent: dead letter). The SQL error aborts its savepoint only.
+  // error after writing (permanent: dead letter). Their batches are re-run job by job.
   await addJobs(db, "effect", Array.from({ length: 100 }, (_, n) => ({
     n,
     ...(n % 10 === 0 ? { applyFailTimes: 1, failWith: "econnreset" } : {}),
@@ -44,9 +50,10 @@ t.test("a job that fails inside a batch rolls back alone; the others in its batc
   const dead = await db.query<{ reason: string; last_error: string }>("select reason, last_error from dead_letters order by job_id");
   t.equal(dead.length, 10);
   t.ok(dead.every((row) => row.reason === "permanent" && /division by zero/.test(row.last_error)), "SQL errors dead-lettered with their reason");
-  t.ok(batches.some((batch) => batch.failed > 0 && batch.applied > 0), "a batch committed its good jobs alongside a failed one");
-  // (Had a failed job's applied-record survived its rollback, its retry would have been
-  // skipped as already applied: 80 rows, not 90.)
+  t.ok(batches.splits.some((split) => split.size > 1), `batches with a failing job were re-run job by job (${batches.splits.length} splits)`);
+  t.ok(batches.some((batch) => batch.size > 1 && batch.applied === batch.size), "batches without one committed together");
+  // (Had a failed job's applied-record survived, its retry would have been skipped as
+  // already applied: 80 rows, not 90.)
 });
 
 t.test("a job that breaks the commit (a deferred constraint) fails alone; its batch-mates commit", async (t) => {
