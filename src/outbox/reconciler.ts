@@ -49,9 +49,12 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
   const startedAt = await pool.oneFirst(sql.type(z.object({ now: z.string() }))`select clock_timestamp()::text as now`);
   const report: DriftReport = { collection, qdrantPoints: 0, postgresPoints: 0, missing: 0, extra: 0, stale: 0, inFlight: 0, repaired: repair, startedAt };
 
-  const qdrantTotal = (await qdrant.count(collection, { exact: true })).count;
+  // A deleted collection is drift too (every point missing), not an error: that is how
+  // Qdrant is rebuilt from the embeddings kept in Postgres.
+  const { exists } = await qdrant.collectionExists(collection);
+  const qdrantTotal = exists ? (await qdrant.count(collection, { exact: true })).count : 0;
   let offset: string | number | undefined;
-  do {
+  while (exists) {
     options.signal?.throwIfAborted();
     const page = await qdrant.scroll(collection, {
       limit: pageSize,
@@ -81,7 +84,8 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
     }
     options.onProgress?.({ phase: "qdrant", done: report.qdrantPoints, total: qdrantTotal });
     offset = page.next_page_offset === null || page.next_page_offset === undefined ? undefined : (page.next_page_offset as string | number);
-  } while (offset !== undefined);
+    if (offset === undefined) break;
+  }
 
   const postgresTotal = await pool.oneFirst(sql.type(z.object({ count: z.number() }))`
     select count(*)::int as count from chunks where embedding is not null
@@ -95,7 +99,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
     if (ids.length === 0) break;
     after = ids[ids.length - 1]!;
     report.postgresPoints += ids.length;
-    const found = await qdrant.retrieve(collection, { ids: [...ids], with_payload: false, with_vector: false });
+    const found = exists ? await qdrant.retrieve(collection, { ids: [...ids], with_payload: false, with_vector: false }) : [];
     const present = new Set(found.map((point) => String(point.id)));
     const missing = ids.filter((id) => !present.has(id));
     const pending = await pendingKeys(pool, collection, missing);

@@ -46,6 +46,14 @@ t.test("points deleted, altered or added behind the project's back are found, an
   t.match(await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: false }), { missing: 0, extra: 0, stale: 0 });
 });
 
+t.test("a deleted collection is all drift, and --repair rebuilds it from Postgres without re-embedding", async (t) => {
+  const { db, fake, qdrant, relay } = await converged(t);
+  await qdrant.deleteCollection(COLLECTION);
+  t.match(await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: true }), { missing: 25, extra: 0, stale: 0, qdrantPoints: 0, postgresPoints: 25 });
+  while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
+  t.same(qdrantPoints(fake), await postgresPoints(db), "the relay recreated the collection and wrote every point again");
+});
+
 t.test("differences whose fix is already in the outbox count as in flight, not drift", async (t) => {
   const { db, qdrant, ids } = await converged(t);
   await putChunk(db, (await db.query<{ document_id: string }>("select document_id from chunks limit 1"))[0]!.document_id, ids[0]!, "edited, not yet synced");
