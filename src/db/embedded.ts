@@ -19,6 +19,8 @@ export interface EmbeddedPostgresOptions {
   persistent: boolean;
   /** Extra `postgres` server settings, e.g. `{ max_connections: "300" }`. */
   settings?: Record<string, string>;
+  /** Port to listen on; by default a free one. A restart passes the port it had, so clients find it again. */
+  port?: number;
 }
 
 /**
@@ -33,7 +35,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
 
   mkdirSync(dataDir, { recursive: true });
   const EmbeddedPostgres = await loadEmbeddedPostgres();
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const postgresFlags = Object.entries(options.settings ?? {}).flatMap(([key, value]) => ["-c", `${key}=${value}`]);
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,

@@ -25,6 +25,7 @@ const ExhaustedJob = z.object({
   id: z.coerce.string(),
   revision: z.number(),
   applied: z.boolean(),
+  superseded: z.boolean(),
 });
 
 /**
@@ -34,7 +35,7 @@ const ExhaustedJob = z.object({
  *    again within seconds instead of after graphile-worker's 4-hour lock expiry;
  *  - moves jobs graphile-worker has given up on (attempts exhausted, e.g. the process died
  *    during the final attempt) into dead_letters, or completes them if their effects
- *    already committed;
+ *    already committed or a newer job with their job_key superseded them;
  *  - prunes ledger and failure rows of jobs that have left the queue.
  */
 export class Sweeper {
@@ -98,7 +99,8 @@ export class Sweeper {
     return pool.transaction(async (tx) => {
       const jobs = await tx.any(sql.type(ExhaustedJob)`
         select jobs.id, jobs.revision,
-               exists (select 1 from job_ledger l where l.job_id = jobs.id and l.revision = jobs.revision) as applied
+               exists (select 1 from job_ledger l where l.job_id = jobs.id and l.revision = jobs.revision) as applied,
+               exists (select 1 from superseded_jobs s where s.job_id = jobs.id) as superseded
         from graphile_worker._private_jobs as jobs
         where jobs.attempts >= jobs.max_attempts and jobs.locked_at is null
         order by jobs.id
@@ -106,7 +108,8 @@ export class Sweeper {
         for update of jobs skip locked
       `);
       if (jobs.length === 0) return { deadLettered: 0, completed: 0 };
-      const toDeadLetter = jobs.filter((job) => !job.applied).map((job) => job.id);
+      // A superseded job's work belongs to the newer job with its key: it is done, not dead.
+      const toDeadLetter = jobs.filter((job) => !job.applied && !job.superseded).map((job) => job.id);
       if (toDeadLetter.length > 0) {
         await tx.query(sql.unsafe`
           with moved as (
@@ -154,6 +157,14 @@ export class Sweeper {
         limit ${BATCH}
       )
     `);
-    return ledger.rowCount + failures.rowCount;
+    const superseded = await pool.query(sql.unsafe`
+      delete from superseded_jobs
+      where job_id in (
+        select s.job_id from superseded_jobs s
+        where not exists (select 1 from graphile_worker._private_jobs j where j.id = s.job_id)
+        limit ${BATCH}
+      )
+    `);
+    return ledger.rowCount + failures.rowCount + superseded.rowCount;
   }
 }

@@ -109,6 +109,15 @@ export async function addJob(
   payload: unknown,
   spec: FollowUpJobSpec = {},
 ): Promise<void> {
+  if (spec.jobKey) {
+    // add_job is about to mark a running job with this key exhausted (see superseded_jobs):
+    // record it first, in this transaction, so it is completed rather than dead-lettered.
+    await tx.query(sql.unsafe`
+      insert into superseded_jobs (job_id)
+      select id from graphile_worker._private_jobs where key = ${spec.jobKey} and locked_at is not null
+      on conflict do nothing
+    `);
+  }
   await tx.query(sql.unsafe`
     select graphile_worker.add_job(
       identifier => ${identifier},

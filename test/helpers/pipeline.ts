@@ -31,7 +31,7 @@ export async function startServers(t: Teardown): Promise<{ ollama: FakeOllama; q
 }
 
 /** The environment a pgconverge process needs to run the pipeline against the test servers. */
-export function pipelineEnv(db: TestDatabase, servers: { ollama: FakeOllama; qdrant: FakeQdrant }): Record<string, string> {
+export function pipelineEnv(db: Pick<TestDatabase, "url">, servers: { ollama: FakeOllama; qdrant: FakeQdrant }): Record<string, string> {
   return {
     DATABASE_URL: db.url,
     PGCONVERGE_TASKS_DIR: PIPELINE_TASKS_DIR,

@@ -57,7 +57,7 @@ export interface WorkerProcess {
 }
 
 /** A real `pgconverge worker` process on the test database, running the fixture tasks. */
-export function spawnWorker(t: Teardown, db: TestDatabase, env: Record<string, string> = {}): WorkerProcess {
+export function spawnWorker(t: Teardown, db: Pick<TestDatabase, "url">, env: Record<string, string> = {}): WorkerProcess {
   const child = spawn(process.execPath, [CLI, "worker"], {
     env: {
       ...process.env,
