@@ -1,6 +1,7 @@
 import type { JobHelpers, Task } from "graphile-worker";
 import pTimeout from "p-timeout";
-import type { DatabasePool } from "slonik";
+import { setTimeout as sleep } from "node:timers/promises";
+import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import type { DefinedTask, TaskServices } from "./defineTask.ts";
 import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
@@ -144,6 +145,7 @@ async function handleFailure(
   const kind = classifyError(error);
 
   if (kind === "transient" && job.attempts < job.max_attempts) {
+    await untilDatabaseAnswers(options.pool, helpers.abortSignal);
     await recordFailure(options.pool, job, message).catch((recordError) =>
       log.warn({ error: describeError(recordError) }, "could not record the failure"),
     );
@@ -166,4 +168,27 @@ async function handleFailure(
     log.error({ error: message, reason, durationMs }, "job dead-lettered");
   }
   // Returning lets graphile-worker complete the job: it now lives on in dead_letters only.
+}
+
+/** How long a failed job waits for a lost database before handing its failure back anyway. */
+const DATABASE_WAIT_MS = 30_000;
+
+/**
+ * graphile-worker records a failure (failJob) without awaiting it and without retrying a lost
+ * connection, so a failure handed back while Postgres restarts becomes an unhandled rejection
+ * that ends the process. So before handing a transient failure back, make sure the database
+ * answers: normally one quick query; while Postgres restarts, a wait (until it is back, the
+ * worker stops, or DATABASE_WAIT_MS passes).
+ */
+async function untilDatabaseAnswers(pool: DatabasePool, shutdown: AbortSignal): Promise<void> {
+  const deadline = Date.now() + DATABASE_WAIT_MS;
+  for (let delayMs = 100; !shutdown.aborted; delayMs = Math.min(delayMs * 2, 2_000)) {
+    try {
+      await pool.query(sql.unsafe`select 1`);
+      return;
+    } catch {
+      if (Date.now() + delayMs > deadline) return;
+      await sleep(delayMs, undefined, { signal: shutdown }).catch(() => {});
+    }
+  }
 }
