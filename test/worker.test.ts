@@ -39,3 +39,21 @@ t.test("a job that outlives the shutdown deadline is aborted and released for an
   t.same(await effectCounts(db), { rows: 0, distinct: 0 });
   t.equal((await db.query("select 1 from dead_letters")).length, 0, "a shutdown is not a failure of the job");
 });
+
+t.test("a stray promise rejection stops the worker in order: one log line, released jobs, exit 1", async (t) => {
+  const db = await createTestDatabase(t);
+  const worker = spawnWorker(t, db);
+  await waitForRegistration(db, worker.child.pid!);
+  // A job that will still be locked by this worker (due later, locked by hand) when it stops.
+  await db.query(`select graphile_worker.add_job('effect', json_build_object('n', 1), run_at => now() + interval '1 hour')`);
+  const [registration] = await db.query<{ locker_ids: string[] }>("select locker_ids from workers where pid = $1", [worker.child.pid]);
+  await db.query("update graphile_worker._private_jobs set locked_by = $1, locked_at = now()", [registration!.locker_ids[0]]);
+  await addJobs(db, "stray_rejection", [{}]);
+  const exit = await worker.exited;
+  t.equal(exit.code, 1, worker.output());
+  const lines = worker.output().trim().split("\n");
+  t.ok(lines.some((line) => /"msg":"unexpected failure outside any job; stopping"/.test(line) && /Connection terminated unexpectedly/.test(line)), "one log line says why");
+  t.notOk(lines.some((line) => /^\s+at /.test(line)), "no stack trace");
+  t.equal((await db.query("select 1 from workers")).length, 0, "deregistered");
+  t.same(await db.query("select locked_by from graphile_worker.jobs where task_identifier = 'effect'"), [{ locked_by: null }], "its locked job was released");
+});

@@ -4,6 +4,7 @@ import type { Config } from "../config.ts";
 import { openDatabase, type Database } from "../db/database.ts";
 import { createAppPool, createQueuePool } from "../db/pools.ts";
 import type { Logger } from "../log.ts";
+import { describeError } from "../runtime/errors.ts";
 import { loadChunkPoints } from "../outbox/chunkPoints.ts";
 import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
 import { Relay } from "../outbox/relay.ts";
@@ -91,6 +92,13 @@ export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Prom
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    // graphile-worker records job outcomes without awaiting them, so a database lost at that
+    // moment surfaces here. Stop in order (deregistering releases whatever this process still
+    // has locked) and exit 1 for the supervisor, with one log line instead of a stack trace.
+    process.on("unhandledRejection", (reason: unknown) => {
+      log.error({ error: describeError(reason) }, "unexpected failure outside any job; stopping");
+      void stop().then(() => resolve(1));
+    });
     failed.catch((error: unknown) => {
       log.error({ error: error instanceof Error ? error.message : String(error) }, "stopped by a failure");
       void stop().then(() => resolve(1));

@@ -60,7 +60,13 @@ export class Heartbeat extends EventEmitter<{ beat: [{ ok: boolean }] }> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.running;
-    await this.config.pool.query(sql.unsafe`delete from workers where id = ${this.workerId}`);
+    // Called once this process runs nothing any more: a job still locked by one of its ids was
+    // lost track of (e.g. graphile-worker could not record its outcome while the database was
+    // away). Release it with the registration, or nobody would until graphile-worker's 4-hour expiry.
+    await this.config.pool.query(sql.unsafe`
+      with deregistered as (delete from workers where id = ${this.workerId} returning locker_ids)
+      select graphile_worker.force_unlock_workers(locker_ids) from deregistered
+    `);
   }
 
   private schedule(): void {
