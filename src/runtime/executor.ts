@@ -7,7 +7,7 @@ import type { DefinedTask, TaskServices } from "./defineTask.ts";
 import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import type { GroupCommitter } from "./groupCommit.ts";
-import { addJob, claimLedger, holdsJobLock, insertDeadLetter, isRecorded, recordFailure, setApplyTimeout } from "./queries.ts";
+import { addJob, claimLedger, holdsJobLock, insertDeadLetter, isRecorded, recordFailure } from "./queries.ts";
 
 export interface ExecutorOptions {
   pool: DatabasePool;

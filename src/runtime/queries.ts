@@ -1,5 +1,5 @@
 import type { Job } from "graphile-worker";
-import { sql, type CommonQueryMethods, type DatabasePool } from "slonik";
+import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import type { FollowUpJobSpec } from "./defineTask.ts";
 
@@ -130,10 +130,3 @@ export async function addJob(
     )
   `);
 }
-
-export async function setApplyTimeout(tx: CommonQueryMethods, ms: number): Promise<void> {
-  // SET LOCAL takes no bind parameters; set_config(..., true) is its parameterised form.
-  await tx.query(sql.unsafe`select set_config('statement_timeout', ${String(ms)}, true)`);
-}
-
-export type AppPool = DatabasePool;
