@@ -14,7 +14,7 @@ import { createAppPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger, graphileLogger } from "../src/log.ts";
 import { createPipeline } from "../src/pipeline/services.ts";
 import { defineTask } from "../src/runtime/defineTask.ts";
-import { Worker } from "../src/worker.ts";
+import { Worker, workerSettings } from "../src/worker.ts";
 import { benchPool, createDatabase, percentile, round, sleep, waitUntil, type BenchDatabase, type BenchServer } from "./lib.ts";
 
 const log = createLogger("silent");
@@ -57,6 +57,16 @@ const GW_TASK = "bench";
 const GW_BATCHING = { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 };
 const PGBOSS_QUEUE = "bench";
 const now = () => performance.timeOrigin + performance.now();
+
+/** Enqueues `count` graphile-worker jobs of `task` whose payload carries the time they were enqueued. */
+async function enqueueStamped(producer: pg.Pool, task: string, count: number): Promise<void> {
+  await producer.query(
+    `select count(*) from graphile_worker.add_jobs(array(
+       select row($1::text, json_build_object('enqueuedAt', $2::float8), null, null, null, null, null, null)::graphile_worker.job_spec
+       from generate_series(1, $3::int)))`,
+    [task, now(), count],
+  );
+}
 
 // ---------------------------------------------------------------- graphile-worker
 
@@ -165,13 +175,7 @@ export async function graphileTrickle(server: BenchServer, options: TrickleOptio
       noHandleSignals: true,
     });
     const result = await trickle(options, latencies, async (count) => {
-      const enqueuedAt = now();
-      await producer.query(
-        `select count(*) from graphile_worker.add_jobs(array(
-           select row($1::text, json_build_object('enqueuedAt', $2::float8), null, null, null, null, null, null)::graphile_worker.job_spec
-           from generate_series(1, $3::int)))`,
-        [GW_TASK, enqueuedAt, count],
-      );
+      await enqueueStamped(producer, GW_TASK, count);
     });
     return { ...result, settings: "run() defaults (LISTEN/NOTIFY), no-op task" };
   } finally {
@@ -375,16 +379,8 @@ export async function createPgconverge(
     log,
     tasks: new Map([[PGC_TASK, task]]),
     services: { pipeline: createPipeline(config) },
+    ...workerSettings(config),
     concurrency,
-    taskTimeoutMs: config.TASK_TIMEOUT_MS,
-    applyTimeoutMs: config.APPLY_TIMEOUT_MS,
-    heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
-    deadAfterMs: config.WORKER_DEAD_AFTER_MS,
-    sweepIntervalMs: config.SWEEP_INTERVAL_MS,
-    shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
-    pollIntervalMs: config.POLL_INTERVAL_MS,
-    applyBatchSize: config.APPLY_BATCH_SIZE,
-    localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
   });
   return {
     worker,
@@ -463,13 +459,7 @@ export async function pgconvergeTrickle(server: BenchServer, options: TrickleOpt
     bench = await createPgconverge(database, options.concurrency, recording);
     await bench.worker.start();
     const result = await trickle(options, latencies, async (count) => {
-      const enqueuedAt = now();
-      await producer.query(
-        `select count(*) from graphile_worker.add_jobs(array(
-           select row($1::text, json_build_object('enqueuedAt', $2::float8), null, null, null, null, null, null)::graphile_worker.job_spec
-           from generate_series(1, $3::int)))`,
-        [PGC_TASK, enqueuedAt, count],
-      );
+      await enqueueStamped(producer, PGC_TASK, count);
     });
     return { ...result, settings: "Worker with loadConfig defaults (LISTEN/NOTIFY); start = prepare of a one-row tx task" };
   } finally {

@@ -1,6 +1,7 @@
 import { parseCronItems, run, type CronItem, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
 import { EventEmitter } from "node:events";
 import type pg from "pg";
+import type { Config } from "./config.ts";
 import type { DatabasePool } from "slonik";
 import { Heartbeat } from "./liveness/heartbeat.ts";
 import { Sweeper } from "./liveness/sweeper.ts";
@@ -35,6 +36,22 @@ export interface WorkerConfig {
    * recorded in batches too. 1 fetches one job per query.
    */
   localQueueSize?: number;
+}
+
+/** The part of a WorkerConfig that comes straight from the environment's settings. */
+export function workerSettings(config: Config) {
+  return {
+    concurrency: config.WORKER_CONCURRENCY,
+    taskTimeoutMs: config.TASK_TIMEOUT_MS,
+    applyTimeoutMs: config.APPLY_TIMEOUT_MS,
+    heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
+    deadAfterMs: config.WORKER_DEAD_AFTER_MS,
+    sweepIntervalMs: config.SWEEP_INTERVAL_MS,
+    shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
+    pollIntervalMs: config.POLL_INTERVAL_MS,
+    applyBatchSize: config.APPLY_BATCH_SIZE,
+    localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
+  } satisfies Partial<WorkerConfig>;
 }
 
 const DEFAULT_APPLY_BATCH_SIZE = 64;

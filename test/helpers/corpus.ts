@@ -1,4 +1,5 @@
-/** A deterministic generated corpus: plausible prose, plus one phrase unique to each document. */
+// A deterministic generated corpus: plausible prose, plus one phrase unique to each document.
+import { seededRandom } from "./random.ts";
 
 const WORDS = (
   "the a of and to in is that for it as with was on be by this are from at or an which have not had but were all " +
@@ -10,18 +11,6 @@ const WORDS = (
   "without again place around however home small found thought went say part once general high upon school every"
 ).split(" ");
 
-/** mulberry32: a small seeded PRNG, so every run generates the same corpus. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export interface CorpusDocument {
   name: string;
   content: string;
@@ -30,7 +19,7 @@ export interface CorpusDocument {
 }
 
 export function generateCorpus(count: number, seed = 1): CorpusDocument[] {
-  const next = random(seed);
+  const next = seededRandom(seed);
   const pick = (n: number) => Array.from({ length: n }, () => WORDS[Math.floor(next() * WORDS.length)]!);
   const sentence = () => {
     const words = pick(6 + Math.floor(next() * 8));

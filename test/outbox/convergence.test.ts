@@ -6,24 +6,13 @@ import { createQdrantClient, ensureCollection } from "../../src/outbox/qdrant.ts
 import { COLLECTION, DIMENSIONS, deleteChunk, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, vectorFor } from "../helpers/chunks.ts";
 import { createTestDatabase, waitFor } from "../helpers/db.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
+import { seededRandom } from "../helpers/random.ts";
 
 const CASES = Number(process.env.CONVERGENCE_CASES ?? 30);
 const KEYS = 12;
 const OPS_PER_CASE = 120;
 const WRITERS = 4;
 const RELAYS = 3;
-
-/** Small seeded PRNG (mulberry32), so a failing case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 t.test(`${CASES} random cases of racing writers, relays and Qdrant faults converge exactly`, async (t) => {
   const db = await createTestDatabase(t, { concurrency: 8 });
@@ -36,7 +25,7 @@ t.test(`${CASES} random cases of racing writers, relays and Qdrant faults conver
 
   for (let caseNo = 0; caseNo < CASES; caseNo++) {
     const seed = baseSeed + caseNo;
-    const random = prng(seed);
+    const random = seededRandom(seed);
     await db.query("truncate documents, chunks, outbox");
     fake.collections.delete(COLLECTION);
     await ensureCollection(client, { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });

@@ -7,7 +7,7 @@ import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.
 import { EMBED_CHUNKS } from "../../pipeline/queries.ts";
 import { checkModelDimensions, createPipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
-import { Worker } from "../../worker.ts";
+import { Worker, workerSettings } from "../../worker.ts";
 import { createRelay, openContext, untilSignal } from "../context.ts";
 
 function reconcileCron(config: Config): CronItem[] {
@@ -43,16 +43,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
       tasks,
       services: { pipeline },
       cronItems,
-      concurrency: config.WORKER_CONCURRENCY,
-      taskTimeoutMs: config.TASK_TIMEOUT_MS,
-      applyTimeoutMs: config.APPLY_TIMEOUT_MS,
-      heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
-      deadAfterMs: config.WORKER_DEAD_AFTER_MS,
-      sweepIntervalMs: config.SWEEP_INTERVAL_MS,
-      shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
-      pollIntervalMs: config.POLL_INTERVAL_MS,
-      applyBatchSize: config.APPLY_BATCH_SIZE,
-      localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
+      ...workerSettings(config),
     });
     const ops = config.METRICS_PORT === 0 ? null : new OpsService({
       host: config.METRICS_HOST,
