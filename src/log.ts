@@ -33,9 +33,13 @@ const PER_JOB_MESSAGE = /^(Completed task|Failed task)/;
 /** Routes graphile-worker's own log lines into our logger, one line each, without stacks. */
 export function graphileLogger(log: Logger): GraphileLogger {
   const factory: LogFunctionFactory = (scope) => {
-    const child = log.child({ component: "graphile-worker", ...scope });
+    // graphile-worker scopes a logger per job, and most of those lines are below the level:
+    // the child is made on the first line that is written.
+    let child: Logger | undefined;
     return (level, message, meta) => {
       const method = PER_JOB_MESSAGE.test(message) ? "debug" : level === "warning" ? "warn" : level;
+      if (!log.isLevelEnabled(method)) return;
+      child ??= log.child({ component: "graphile-worker", ...scope });
       const fields = meta?.error ? { error: describeError(meta.error) } : {};
       child[method](fields, message.split("\n", 1)[0]);
     };

@@ -55,11 +55,16 @@ export function workerSettings(config: Config) {
 }
 
 const DEFAULT_APPLY_BATCH_SIZE = 64;
+
 /**
- * Two batch transactions may be in flight: while one waits for its commit to reach disk the
- * next one runs its statements. More would mostly add lock contention between batches.
+ * Batch transactions in flight at once: while one waits for its commit to reach disk the
+ * next runs its statements. Jobs hold their slots until their batch commits, so with many
+ * slots a couple of batches leave most of them waiting on commits; one more batch per 25
+ * slots, up to 8 (each holds a connection; more would mostly add lock contention).
  */
-const CONCURRENT_BATCHES = 2;
+export function concurrentBatches(concurrency: number): number {
+  return Math.min(8, Math.max(2, Math.ceil(concurrency / 25)));
+}
 
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
@@ -107,7 +112,7 @@ export class Worker {
       pool: config.appPool,
       applyTimeoutMs: config.applyTimeoutMs,
       maxBatchSize: config.applyBatchSize ?? DEFAULT_APPLY_BATCH_SIZE,
-      maxConcurrentBatches: CONCURRENT_BATCHES,
+      maxConcurrentBatches: concurrentBatches(config.concurrency),
     });
     const taskList: TaskList = {};
     for (const [identifier, task] of config.tasks) {

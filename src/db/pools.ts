@@ -5,12 +5,24 @@ import { createPool, SchemaValidationError, type DatabasePool, type Interceptor 
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
 /** Connections beyond the job slots for application SQL: heartbeat, sweeper and dead-letter writes. */
 const APP_EXTRA_CONNECTIONS = 2;
+/**
+ * Most connections either pool opens for job slots, however many slots there are. A job slot
+ * holds a connection only for one short query at a time (a fetch, a read in prepare) and
+ * commits go through a few shared batch transactions, so hundreds of slots, which mostly
+ * wait, need no more than this (graphile-worker's own default pool is 10).
+ */
+const MAX_SLOT_CONNECTIONS = 20;
 
-/** The pg pool graphile-worker runs on: one client per concurrent job plus its own. */
+/** Connections for `concurrency` job slots plus `extra` of the pool's own. */
+function poolSize(concurrency: number, extra: number): number {
+  return Math.min(concurrency, MAX_SLOT_CONNECTIONS) + extra;
+}
+
+/** The pg pool graphile-worker runs on: a client per concurrent job (up to the cap) plus its own. */
 export function createQueuePool(url: string, concurrency: number): pg.Pool {
   const pool = new pg.Pool({
     connectionString: url,
-    max: concurrency + GRAPHILE_EXTRA_CONNECTIONS,
+    max: poolSize(concurrency, GRAPHILE_EXTRA_CONNECTIONS),
     application_name: "pgconverge-queue",
   });
   // A client that loses its server emits "error"; unhandled, that would crash the process.
@@ -48,7 +60,7 @@ export function createAppPool(url: string, concurrency: number, options: AppPool
   const withName = new URL(url);
   withName.searchParams.set("application_name", "pgconverge-app");
   return createPool(withName.toString(), {
-    maximumPoolSize: concurrency + APP_EXTRA_CONNECTIONS,
+    maximumPoolSize: poolSize(concurrency, APP_EXTRA_CONNECTIONS),
     statementTimeout: options.statementTimeoutMs,
     idleInTransactionSessionTimeout: options.statementTimeoutMs,
     captureStackTrace: false,
