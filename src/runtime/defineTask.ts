@@ -50,7 +50,26 @@ export interface ApplyContext<Payload, Prepared> {
   log: Logger;
 }
 
-export interface TaskDefinition<Payload = unknown, Prepared = undefined> {
+/** One job's part of a set-based apply. */
+export interface BatchItem<Payload, Prepared> {
+  payload: Payload;
+  job: Job;
+  /** What prepare returned for this job. */
+  prepared: Prepared;
+}
+
+export interface ApplyBatchContext<Payload, Prepared> {
+  /** The jobs whose writes this call makes, each held by this worker and not yet applied. */
+  items: Array<BatchItem<Payload, Prepared>>;
+  /** The batch's one transaction: it commits the items' writes with their applied-records. */
+  tx: DatabaseTransactionConnection;
+  /** Enqueues a job in this same transaction, so it exists iff the items applied. */
+  addJob(identifier: string, payload: unknown, spec?: FollowUpJobSpec): Promise<void>;
+  services: TaskServices;
+  log: Logger;
+}
+
+interface TaskDefinitionBase<Payload, Prepared> {
   /** Validates every payload; a payload that fails is a permanent failure (dead letter, no retry). */
   payload: z.ZodType<Payload, z.ZodTypeDef, unknown>;
   /**
@@ -58,11 +77,32 @@ export interface TaskDefinition<Payload = unknown, Prepared = undefined> {
    * deadline; it must honour `signal`. Whatever it returns is handed to apply.
    */
   prepare?(context: PrepareContext<Payload>): Promise<Prepared>;
-  /** Database writes only: runs in ONE transaction that also records the job as applied. */
-  apply(context: ApplyContext<Payload, Prepared>): Promise<void>;
   /** Deadline of prepare in ms; defaults to TASK_TIMEOUT_MS. */
   timeoutMs?: number;
 }
+
+/**
+ * A task has exactly one of:
+ * - `apply`: one job's writes; the applies of jobs finishing together run one after the other
+ *   in a shared transaction (group commit);
+ * - `applyBatch`: the writes of all this task's jobs in that transaction, in one call, so they
+ *   can be set-based (one `insert ... select from unnest(...)` instead of a statement per job).
+ *   If the call fails, each of its jobs is applied again in a call and a transaction of its
+ *   own, so a failure stays with the job that caused it.
+ */
+export type TaskDefinition<Payload = unknown, Prepared = undefined> = TaskDefinitionBase<Payload, Prepared> &
+  (
+    | {
+        /** Database writes only: runs in ONE transaction that also records the job as applied. */
+        apply(context: ApplyContext<Payload, Prepared>): Promise<void>;
+        applyBatch?: never;
+      }
+    | {
+        apply?: never;
+        /** Database writes of several jobs at once, in the transaction that records them as applied. */
+        applyBatch(context: ApplyBatchContext<Payload, Prepared>): Promise<void>;
+      }
+  );
 
 const TASK_DEFINITION = Symbol.for("pgconverge.taskDefinition");
 
@@ -85,7 +125,10 @@ export type DefinedTask<Payload = unknown, Prepared = unknown> = TaskDefinition<
 export function defineTask<Payload, Prepared = undefined>(
   definition: TaskDefinition<Payload, Prepared>,
 ): DefinedTask<Payload, Prepared> {
-  if (typeof definition.apply !== "function") throw new TypeError("defineTask: apply must be a function");
+  const applies = [definition.apply, definition.applyBatch].filter((apply) => apply !== undefined);
+  if (applies.length !== 1 || typeof applies[0] !== "function") {
+    throw new TypeError("defineTask: give exactly one of apply and applyBatch, as a function");
+  }
   if (definition.prepare !== undefined && typeof definition.prepare !== "function") {
     throw new TypeError("defineTask: prepare must be a function");
   }

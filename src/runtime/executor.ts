@@ -3,10 +3,10 @@ import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
-import type { DefinedTask, TaskServices } from "./defineTask.ts";
+import type { BatchItem, DefinedTask, TaskServices } from "./defineTask.ts";
 import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
-import type { GroupCommitter } from "./groupCommit.ts";
+import type { BatchApply, GroupCommitter } from "./groupCommit.ts";
 import { addJob, claimLedger, holdsJobLock, insertDeadLetter, isRecorded, recordFailure } from "./queries.ts";
 
 export interface ExecutorOptions {
@@ -34,12 +34,24 @@ export class JobTakenOverError extends Error {
  * Turns a task definition into a graphile-worker task that commits its effects exactly once:
  * validate the payload, prepare (no transaction, deadline, AbortSignal), then one transaction
  * holding the job lock, the applied-record and the task's writes (shared with other jobs by
- * group commit, each in its own savepoint). Failures are classified:
- * transient ones are rethrown for graphile-worker to retry, permanent or final ones are
- * dead-lettered and the job then completes, leaving the queue.
+ * group commit; with applyBatch, written by one call for all of the batch's jobs of the task).
+ * Failures are classified: transient ones are rethrown for graphile-worker to retry, permanent
+ * or final ones are dead-lettered and the job then completes, leaving the queue.
  */
 export function toGraphileTask(identifier: string, task: DefinedTask, options: ExecutorOptions): Task {
   const { pool } = options;
+  const taskLog = options.log.child({ task: identifier });
+  // One function per task, so the committer gathers this task's jobs of a batch into one call.
+  const applyBatch: BatchApply<BatchItem<unknown, unknown>> | undefined = task.applyBatch
+    ? (tx, items) =>
+        task.applyBatch!({
+          items,
+          tx,
+          log: taskLog,
+          services: options.services,
+          addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
+        })
+    : undefined;
   return async (rawPayload, helpers) => {
     const { job } = helpers;
     const event = { task: identifier, jobId: job.id, attempt: job.attempts };
@@ -58,17 +70,19 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
       const prepared = task.prepare
         ? await runPrepare(task, { payload, helpers, log, options })
         : undefined;
-      const outcome = await options.committer.submit(job, (tx) =>
-        task.apply({
-          payload,
-          job,
-          prepared,
-          tx,
-          log,
-          services: options.services,
-          addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
-        }),
-      );
+      const outcome = applyBatch
+        ? await options.committer.submitItem(job, applyBatch, { payload, job, prepared })
+        : await options.committer.submit(job, (tx) =>
+            task.apply!({
+              payload,
+              job,
+              prepared,
+              tx,
+              log,
+              services: options.services,
+              addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
+            }),
+          );
       if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not committing`);
       if (outcome === "skipped") {
         runtimeEvents.emit("job:skipped", event);

@@ -17,9 +17,17 @@ export interface GroupCommitConfig {
   maxConcurrentBatches: number;
 }
 
+/** One job's writes, made on its own. */
+export type Apply = (tx: DatabaseTransactionConnection) => Promise<void>;
+/** The writes of several jobs (one item each), made by one call. */
+export type BatchApply<Item> = (tx: DatabaseTransactionConnection, items: Item[]) => Promise<void>;
+
+/** What a job submitted: its own apply, or its item for a set-based apply shared with others. */
+type Writes = { apply: Apply } | { applyBatch: BatchApply<unknown>; item: unknown };
+
 interface Waiting {
   job: Job;
-  apply: (tx: DatabaseTransactionConnection) => Promise<void>;
+  writes: Writes;
   resolve(outcome: ApplyOutcome): void;
   reject(error: unknown): void;
 }
@@ -41,6 +49,7 @@ interface Waiting {
  * This replaces a savepoint per job: savepoints cost two round trips per job on every batch
  * to save work only on the rare batch that fails. An apply may therefore run twice (once in
  * the failed batch, once alone); like a retry, only one run commits.
+ * Jobs submitted as items of one set-based apply (a task's applyBatch) make one call per batch.
  * Batches form without waiting: jobs that arrive while a batch is in flight make up the next.
  */
 export class GroupCommitter {
@@ -56,9 +65,21 @@ export class GroupCommitter {
   }
 
   /** Runs `apply` for `job` in the next batch; settles once that batch has committed or failed. */
-  submit(job: Job, apply: (tx: DatabaseTransactionConnection) => Promise<void>): Promise<ApplyOutcome> {
+  submit(job: Job, apply: Apply): Promise<ApplyOutcome> {
+    return this.enqueue(job, { apply });
+  }
+
+  /**
+   * Hands `item` to `applyBatch` in the next batch, in one call with the items of the other
+   * jobs submitted with the same `applyBatch`; settles once that batch has committed or failed.
+   */
+  submitItem<Item>(job: Job, applyBatch: BatchApply<Item>, item: Item): Promise<ApplyOutcome> {
+    return this.enqueue(job, { applyBatch: applyBatch as BatchApply<unknown>, item });
+  }
+
+  private enqueue(job: Job, writes: Writes): Promise<ApplyOutcome> {
     return new Promise<ApplyOutcome>((resolve, reject) => {
-      this.waiting.push({ job, apply, resolve, reject });
+      this.waiting.push({ job, writes, resolve, reject });
       this.scheduleStart();
     });
   }
@@ -92,33 +113,53 @@ export class GroupCommitter {
 
   /** Commits the batch and settles its jobs; false if the whole batch failed and it has more than one job. */
   private async tryCommit(batch: Waiting[]): Promise<boolean> {
-    let outcomes: Map<Waiting, ApplyOutcome>;
+    let committed = false;
     try {
-      outcomes = await this.config.pool.transaction(async (tx) => {
-        const result = new Map<Waiting, ApplyOutcome>();
-        const claims = await claimBatch(tx, batch.map((waiting) => waiting.job), this.config.applyTimeoutMs);
-        for (const waiting of batch) {
-          const claimed = claims.get(waiting.job.id);
-          if (claimed === undefined) result.set(waiting, "taken-over");
-          else if (!claimed) result.set(waiting, "skipped");
-          else {
-            await waiting.apply(tx);
-            result.set(waiting, "applied");
-          }
-        }
-        return result;
+      // The jobs settle as soon as COMMIT returns, before the connection is reset for reuse.
+      await this.config.pool.connect(async (connection) => {
+        const outcomes = await connection.transaction((tx) => this.applyAll(tx, batch));
+        committed = true;
+        this.settle(batch, outcomes);
       });
     } catch (error) {
+      if (committed) return true; // only returning the connection failed
       if (batch.length > 1) {
         runtimeEvents.emit("batch:split", { size: batch.length, error: describeError(error) });
         return false;
       }
       batch[0]!.reject(error);
-      return true;
     }
+    return true;
+  }
+
+  /** The batch transaction's statements: the claim, then the applies of the jobs still this worker's. */
+  private async applyAll(tx: DatabaseTransactionConnection, batch: Waiting[]): Promise<Map<Waiting, ApplyOutcome>> {
+    const outcomes = new Map<Waiting, ApplyOutcome>();
+    const claims = await claimBatch(tx, batch.map((waiting) => waiting.job), this.config.applyTimeoutMs);
+    const together = new Map<BatchApply<unknown>, Waiting[]>();
+    for (const waiting of batch) {
+      const claimed = claims.get(waiting.job.id);
+      if (claimed === undefined) outcomes.set(waiting, "taken-over");
+      else if (!claimed) outcomes.set(waiting, "skipped");
+      else if ("apply" in waiting.writes) {
+        await waiting.writes.apply(tx);
+        outcomes.set(waiting, "applied");
+      } else {
+        const members = together.get(waiting.writes.applyBatch);
+        if (members) members.push(waiting);
+        else together.set(waiting.writes.applyBatch, [waiting]);
+      }
+    }
+    for (const [applyBatch, members] of together) {
+      await applyBatch(tx, members.map((member) => (member.writes as { item: unknown }).item));
+      for (const member of members) outcomes.set(member, "applied");
+    }
+    return outcomes;
+  }
+
+  private settle(batch: Waiting[], outcomes: Map<Waiting, ApplyOutcome>): void {
     const applied = [...outcomes.values()].filter((outcome) => outcome === "applied").length;
     runtimeEvents.emit("batch:committed", { size: batch.length, applied });
     for (const waiting of batch) waiting.resolve(outcomes.get(waiting)!);
-    return true;
   }
 }

@@ -10,13 +10,11 @@ const WORKERS = 3;
 t.test("workers SIGKILLed at random moments: every job has exactly one effect and none is lost", async (t) => {
   const db = await createTestDatabase(t);
   await createEffectsTable(db);
-  // Jobs hold their transaction open for a few ms, so kills land before, during and after commits.
-  await addJobs(
-    db,
-    "effect",
-    Array.from({ length: JOBS }, (_, n) => ({ n, prepareMs: n % 4, applySleepMs: n % 7 })),
-    { maxAttempts: 25 },
-  );
+  // Jobs hold their transaction open for a few ms, so kills land before, during and after
+  // commits. Half of them are applied set-based (applyBatch), half one by one.
+  const payloads = Array.from({ length: JOBS }, (_, n) => ({ n, prepareMs: n % 4, applySleepMs: n % 7 }));
+  await addJobs(db, "effect", payloads.filter(({ n }) => n % 2 === 0), { maxAttempts: 25 });
+  await addJobs(db, "effect_batch", payloads.filter(({ n }) => n % 2 === 1), { maxAttempts: 25 });
   const workers: WorkerProcess[] = [];
   // Group commit is on (the default); every other worker also runs graphile-worker's local
   // queue with batched completions, so kills also land between a commit and its completion.

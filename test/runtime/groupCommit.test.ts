@@ -5,6 +5,7 @@ import { runtimeEvents } from "../../src/runtime/events.ts";
 import { createTestDatabase, waitFor } from "../helpers/db.ts";
 import { addJobs, createEffectsTable, effectCounts, queuedJobs } from "../helpers/fixtures.ts";
 import { startWorker } from "../helpers/worker.ts";
+import { callSizes } from "../fixtures/tasks/effect_batch.ts";
 
 function recordBatches(t: { teardown(fn: () => unknown): void }) {
   const batches: Array<{ size: number; applied: number }> = [];
@@ -67,4 +68,42 @@ t.test("a job that breaks the commit (a deferred constraint) fails alone; its ba
   const dead = await db.query<{ payload: { n: number }; last_error: string }>("select payload, last_error from dead_letters");
   t.equal(dead.length, 1, "only the duplicate is dead");
   t.match(dead[0], { payload: { n: 59 }, last_error: /test_unique_key/ });
+});
+
+t.test("a task's applyBatch writes the jobs of a batch in one call, each job exactly once", async (t) => {
+  const db = await createTestDatabase(t, { concurrency: 12 });
+  await createEffectsTable(db);
+  const batches = recordBatches(t);
+  callSizes.length = 0;
+  await addJobs(db, "effect_batch", Array.from({ length: 400 }, (_, n) => ({ n })));
+  await startWorker(t, db, { concurrency: 10, localQueueSize: 10 });
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 60_000 });
+  t.same(await effectCounts(db), { rows: 400, distinct: 400 });
+  t.equal(callSizes.reduce((sum, size) => sum + size, 0), 400, "every job was an item of exactly one call");
+  t.ok(Math.max(...callSizes) > 1, `jobs were applied together (${callSizes.length} calls for 400 jobs)`);
+  t.equal(batches.reduce((sum, batch) => sum + batch.applied, 0), 400);
+  const [row] = await db.query<{ attempts: number }>("select count(*)::int as attempts from test_effects where attempt > 1");
+  t.equal(row!.attempts, 0, "no job needed a second attempt");
+});
+
+t.test("when an applyBatch call fails, each of its jobs is applied alone: only the failing ones fail", async (t) => {
+  const db = await createTestDatabase(t, { concurrency: 12 });
+  await createEffectsTable(db);
+  const batches = recordBatches(t);
+  callSizes.length = 0;
+  // As in the per-job test: every tenth job fails once (transient: retried), every tenth+5
+  // hits a SQL error (permanent: dead letter). Each failure fails its whole call.
+  await addJobs(db, "effect_batch", Array.from({ length: 100 }, (_, n) => ({
+    n,
+    ...(n % 10 === 0 ? { applyFailTimes: 1, failWith: "econnreset" } : {}),
+    ...(n % 10 === 5 ? { applyFailTimes: 1, applyFailSql: true } : {}),
+  })));
+  await startWorker(t, db, { concurrency: 10, localQueueSize: 10 });
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 60_000 });
+  t.same(await effectCounts(db), { rows: 90, distinct: 90 }, "the retried jobs once each, the dead ones not at all");
+  const dead = await db.query<{ payload: { n: number }; reason: string }>("select payload, reason from dead_letters order by (payload->>'n')::int");
+  t.same(dead.map((row) => row.payload.n), [5, 15, 25, 35, 45, 55, 65, 75, 85, 95], "exactly the jobs whose own apply failed");
+  t.ok(dead.every((row) => row.reason === "permanent"));
+  t.ok(batches.splits.some((split) => split.size > 1), "failed calls were split");
+  t.ok(callSizes.some((size) => size > 1) && callSizes.some((size) => size === 1), "calls of many jobs, and of one after a split");
 });

@@ -1,0 +1,21 @@
+// defineTask rejects a definition it could not run, with a one-line reason.
+import t from "tap";
+import { z } from "zod";
+import { defineTask } from "../../src/runtime/defineTask.ts";
+
+t.test("a task has exactly one of apply and applyBatch", async (t) => {
+  const payload = z.object({});
+  const apply = async () => {};
+  t.ok(defineTask({ payload, apply }));
+  t.ok(defineTask({ payload, applyBatch: apply }));
+  t.throws(() => defineTask({ payload } as never), /exactly one of apply and applyBatch/);
+  t.throws(() => defineTask({ payload, apply, applyBatch: apply } as never), /exactly one of apply and applyBatch/);
+  t.throws(() => defineTask({ payload, applyBatch: "insert" } as never), /as a function/);
+});
+
+t.test("prepare, when given, is a function, and timeoutMs a positive integer", async (t) => {
+  const payload = z.object({});
+  const apply = async () => {};
+  t.throws(() => defineTask({ payload, apply, prepare: 1 } as never), /prepare must be a function/);
+  t.throws(() => defineTask({ payload, apply, timeoutMs: 0 }), /timeoutMs must be a positive integer/);
+});
