@@ -57,3 +57,30 @@ t.test("a stray promise rejection stops the worker in order: one log line, relea
   t.equal((await db.query("select 1 from workers")).length, 0, "deregistered");
   t.same(await db.query("select locked_by from graphile_worker.jobs where task_identifier = 'effect'"), [{ locked_by: null }], "its locked job was released");
 });
+
+t.test("hundreds of job slots share a bounded number of connections", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  // Without a local queue every slot fetches its own jobs, 300 fetches at a time.
+  const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "300" });
+  await waitForRegistration(db, worker.child.pid!);
+  // Half the jobs apply one by one, half set-based; all of them wait a little in prepare, so
+  // most of the 300 slots are busy at once.
+  const payloads = Array.from({ length: 1_200 }, (_, n) => ({ n, prepareMs: 20 }));
+  await addJobs(db, "effect", payloads.filter(({ n }) => n % 2 === 0));
+  await addJobs(db, "effect_batch", payloads.filter(({ n }) => n % 2 === 1));
+  const most: Record<string, number> = {};
+  await waitFor("the queue to drain", async () => {
+    const pools = await db.query<{ pool: string; connections: number }>(
+      `select application_name as pool, count(*)::int as connections from pg_stat_activity
+       where datname = current_database() and application_name in ('pgconverge-queue', 'pgconverge-app')
+       group by application_name`,
+    );
+    for (const { pool, connections } of pools) most[pool] = Math.max(most[pool] ?? 0, connections);
+    return (await queuedJobs(db)) === 0;
+  }, { timeoutMs: 60_000 });
+  t.same(await effectCounts(db), { rows: 1_200, distinct: 1_200 });
+  // Each pool opens at most 20 connections for job slots plus a few of its own (LISTEN,
+  // batched completions); a connection per slot would be 302 each.
+  t.ok(Object.keys(most).length === 2 && Object.values(most).every((count) => count <= 26), `connections per pool: ${JSON.stringify(most)}`);
+});
