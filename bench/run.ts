@@ -2,6 +2,7 @@
 // (embedded unless DATABASE_URL is set; a fresh database per scenario). Prints a table and
 // writes bench/results/latest.json. Settings (environment):
 //   BENCH_JOBS (20000)  BENCH_CONCURRENCY (10)  BENCH_PGBOSS_BATCH (50)
+//   BENCH_TUNED_CONCURRENCY (200: pgconverge's tuned scenarios, with WORKER_LOCAL_QUEUE_SIZE=500)
 //   BENCH_TRICKLE_RATE (200 jobs/s)  BENCH_TRICKLE_SECONDS (5)
 //   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_DOCS (300)
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -13,6 +14,7 @@ import {
   graphileTrickle,
   pgBossThroughput,
   pgBossTrickle,
+  oneRowBatchTask,
   pgconvergeThroughput,
   pgconvergeTrickle,
 } from "./queue.ts";
@@ -21,6 +23,9 @@ import { benchRelay } from "./relayBench.ts";
 const jobs = envNumber("BENCH_JOBS", 20_000);
 const concurrency = envNumber("BENCH_CONCURRENCY", 10);
 const batchSize = envNumber("BENCH_PGBOSS_BATCH", 50);
+const tunedConcurrency = envNumber("BENCH_TUNED_CONCURRENCY", 200);
+/** Many job slots (they mostly wait on shared commits) and graphile-worker's local queue. */
+const TUNED = { WORKER_LOCAL_QUEUE_SIZE: "500" };
 const trickle = { concurrency, rate: envNumber("BENCH_TRICKLE_RATE", 200), seconds: envNumber("BENCH_TRICKLE_SECONDS", 5) };
 const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
 
@@ -39,13 +44,15 @@ try {
   const gwNoopLocalQueue = await graphileThroughput(server, "noop-localqueue", options);
   step("graphile-worker, one-row transaction per job");
   const gwTx = await graphileThroughput(server, "tx", options);
-  step("pgconverge transactional task, one row: defaults (group commit)");
+  step("pgconverge one-row task, apply: defaults (group commit)");
   const pgconvergeTxDefaults = await pgconvergeThroughput(server, options);
-  step("pgconverge transactional task, one row: local queue (the same batching graphile-worker gets)");
-  const pgconvergeTx = await pgconvergeThroughput(server, options, { WORKER_LOCAL_QUEUE_SIZE: "500" });
-  const wideConcurrency = concurrency * 10;
-  step(`pgconverge transactional task, one row: local queue, concurrency ${wideConcurrency}`);
-  const pgconvergeTxWide = await pgconvergeThroughput(server, { ...options, concurrency: wideConcurrency }, { WORKER_LOCAL_QUEUE_SIZE: "500" });
+  step("pgconverge one-row task, applyBatch: defaults");
+  const pgconvergeBatchDefaults = await pgconvergeThroughput(server, options, {}, oneRowBatchTask);
+  const tuned = { ...options, concurrency: tunedConcurrency };
+  step(`pgconverge one-row task, apply: concurrency ${tunedConcurrency}, local queue`);
+  const pgconvergeTx = await pgconvergeThroughput(server, tuned, TUNED);
+  step(`pgconverge one-row task, applyBatch: concurrency ${tunedConcurrency}, local queue`);
+  const pgconvergeBatch = await pgconvergeThroughput(server, tuned, TUNED, oneRowBatchTask);
   step("pg-boss, one-row transaction per job");
   const pgBossTx = await pgBossThroughput(server, { ...options, batchSize });
 
@@ -71,18 +78,20 @@ try {
     startedAt: startedAt.toISOString(),
     durationSeconds: round((performance.now() - wallStart) / 1000, 1),
     machine,
-    throughput: { gwNoop, gwNoopLocalQueue, gwTx, pgBossTx, pgconvergeTxDefaults, pgconvergeTx, pgconvergeTxWide },
+    throughput: { gwNoop, gwNoopLocalQueue, gwTx, pgBossTx, pgconvergeTxDefaults, pgconvergeBatchDefaults, pgconvergeTx, pgconvergeBatch },
     latency: { gw: gwLatency, pgconverge: pgconvergeLatency, pgBoss: pgBossLatency },
     relay,
     pipeline,
+    // tx_*: pgconverge's one-row task at its best (applyBatch, tuned); apply_*: the same row
+    // written by a per-job apply, tuned; defaults_*: per-job apply with the shipped defaults.
     ratios: {
-      tx_vs_gw_tx: ratio(pgconvergeTx.jobsPerSecond, gwTx.jobsPerSecond),
-      tx_vs_gw_noop_localqueue: ratio(pgconvergeTx.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
-      tx_vs_pgboss: ratio(pgconvergeTx.jobsPerSecond, pgBossTx.jobsPerSecond),
-      tx_vs_gw_noop: ratio(pgconvergeTx.jobsPerSecond, gwNoop.jobsPerSecond),
-      tx_defaults_vs_gw_tx: ratio(pgconvergeTxDefaults.jobsPerSecond, gwTx.jobsPerSecond),
-      tx_wide_vs_gw_tx: ratio(pgconvergeTxWide.jobsPerSecond, gwTx.jobsPerSecond),
-      tx_wide_vs_gw_noop_localqueue: ratio(pgconvergeTxWide.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
+      tx_vs_gw_tx: ratio(pgconvergeBatch.jobsPerSecond, gwTx.jobsPerSecond),
+      tx_vs_gw_noop_localqueue: ratio(pgconvergeBatch.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
+      tx_vs_pgboss: ratio(pgconvergeBatch.jobsPerSecond, pgBossTx.jobsPerSecond),
+      apply_vs_gw_tx: ratio(pgconvergeTx.jobsPerSecond, gwTx.jobsPerSecond),
+      apply_vs_gw_noop_localqueue: ratio(pgconvergeTx.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
+      defaults_vs_gw_tx: ratio(pgconvergeTxDefaults.jobsPerSecond, gwTx.jobsPerSecond),
+      batch_defaults_vs_gw_tx: ratio(pgconvergeBatchDefaults.jobsPerSecond, gwTx.jobsPerSecond),
     },
   };
 
@@ -92,20 +101,22 @@ try {
     ["graphile-worker no-op, local queue", `${gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${gwNoopLocalQueue.seconds} s`],
     ["graphile-worker, tx per job (1 row)", `${gwTx.jobsPerSecond} jobs/s`, `${gwTx.seconds} s`],
     ["pg-boss 10, tx per job (1 row)", `${pgBossTx.jobsPerSecond} jobs/s`, `${concurrency} loops x batchSize ${batchSize}, ${pgBossTx.seconds} s`],
-    ["pgconverge tx task (1 row), defaults", `${pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `${pgconvergeTxDefaults.seconds} s, group commit`],
-    ["pgconverge tx task (1 row), local queue", `${pgconvergeTx.jobsPerSecond} jobs/s`, `${pgconvergeTx.seconds} s, group commit + WORKER_LOCAL_QUEUE_SIZE=500`],
-    [`pgconverge tx task (1 row), concurrency ${wideConcurrency}`, `${pgconvergeTxWide.jobsPerSecond} jobs/s`, `${pgconvergeTxWide.seconds} s, same, waiting jobs hold no connection`],
+    ["pgconverge 1-row task, apply, defaults", `${pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `concurrency ${concurrency}, ${pgconvergeTxDefaults.seconds} s, group commit`],
+    ["pgconverge 1-row task, applyBatch, defaults", `${pgconvergeBatchDefaults.jobsPerSecond} jobs/s`, `concurrency ${concurrency}, ${pgconvergeBatchDefaults.seconds} s, one insert per batch`],
+    ["pgconverge 1-row task, apply, tuned", `${pgconvergeTx.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${pgconvergeTx.seconds} s`],
+    ["pgconverge 1-row task, applyBatch, tuned", `${pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${pgconvergeBatch.seconds} s`],
     ["latency graphile-worker", `p50 ${gwLatency.p50Ms} / p99 ${gwLatency.p99Ms} ms`, `enqueue-to-start, ${gwLatency.rate} jobs/s, max ${gwLatency.maxMs} ms`],
     ["latency pgconverge", `p50 ${pgconvergeLatency.p50Ms} / p99 ${pgconvergeLatency.p99Ms} ms`, `enqueue-to-start, ${pgconvergeLatency.rate} jobs/s, max ${pgconvergeLatency.maxMs} ms`],
     ["latency pg-boss", `p50 ${pgBossLatency.p50Ms} / p99 ${pgBossLatency.p99Ms} ms`, `enqueue-to-start, ${pgBossLatency.rate} jobs/s, polling 0.5 s`],
     ["relay throughput", `${relay.pointsPerSecond} points/s`, `${relay.throughputPoints} x ${relay.dimensions}-d, batch ${relay.batchSize}`],
     ["relay lag", `p50 ${relay.lagP50Ms} / p99 ${relay.lagP99Ms} ms`, `commit-to-visible at ${relay.lagRate} changes/s, max ${relay.lagMaxMs} ms`],
     ["pipeline", `${pipeline.documentsPerSecond} docs/s`, `${pipeline.documents} docs, ${pipeline.chunks} chunks, ingest to converged ${pipeline.seconds} s`],
-    ["ratio pgconverge tx (local queue) / gw tx", String(result.ratios.tx_vs_gw_tx), "same concurrency"],
-    ["ratio pgconverge tx (local queue) / gw no-op local queue", String(result.ratios.tx_vs_gw_noop_localqueue), ""],
-    ["ratio pgconverge tx / pg-boss", String(result.ratios.tx_vs_pgboss), ""],
-    [`ratio pgconverge tx (concurrency ${wideConcurrency}) / gw tx`, String(result.ratios.tx_wide_vs_gw_tx), ""],
-    [`ratio pgconverge tx (concurrency ${wideConcurrency}) / gw no-op local queue`, String(result.ratios.tx_wide_vs_gw_noop_localqueue), ""],
+    ["ratio pgconverge applyBatch tuned / gw tx", String(result.ratios.tx_vs_gw_tx), "ratios.tx_vs_gw_tx"],
+    ["ratio pgconverge applyBatch tuned / gw no-op local queue", String(result.ratios.tx_vs_gw_noop_localqueue), "ratios.tx_vs_gw_noop_localqueue"],
+    ["ratio pgconverge applyBatch tuned / pg-boss", String(result.ratios.tx_vs_pgboss), "ratios.tx_vs_pgboss"],
+    ["ratio pgconverge apply tuned / gw tx", String(result.ratios.apply_vs_gw_tx), "ratios.apply_vs_gw_tx"],
+    ["ratio pgconverge apply tuned / gw no-op local queue", String(result.ratios.apply_vs_gw_noop_localqueue), "ratios.apply_vs_gw_noop_localqueue"],
+    ["ratio pgconverge apply defaults / gw tx", String(result.ratios.defaults_vs_gw_tx), "ratios.defaults_vs_gw_tx"],
   ];
   const widths = [0, 1].map((column) => Math.max(...rows.map((row) => row[column]!.length)));
   console.log(
