@@ -10,7 +10,7 @@ import { sql, type DatabasePool } from "slonik";
 import { z } from "zod";
 import { loadConfig } from "../src/config.ts";
 import { migrate } from "../src/db/migrate.ts";
-import { createAppPool, createQueuePool } from "../src/db/pools.ts";
+import { createAppPool, createLivenessPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger, graphileLogger } from "../src/log.ts";
 import { createPipeline } from "../src/pipeline/services.ts";
 import { defineTask, type DefinedTask } from "../src/runtime/defineTask.ts";
@@ -394,9 +394,11 @@ export async function createPgconverge(
   await migrate(queuePool, log);
   await queuePool.query(BENCH_TABLE);
   const appPool = await createAppPool(database.url, concurrency, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
+  const livenessPool = await createLivenessPool(database.url, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
   const worker = new Worker({
     queuePool,
     appPool,
+    livenessPool,
     log,
     tasks: new Map([[PGC_TASK, task]]),
     services: { pipeline: createPipeline(config) },
@@ -409,6 +411,7 @@ export async function createPgconverge(
     appPool,
     stop: async () => {
       await worker.stop();
+      await livenessPool.end();
       await appPool.end();
       await queuePool.end();
     },

@@ -13,6 +13,8 @@ import { GroupCommitter } from "./runtime/groupCommit.ts";
 export interface WorkerConfig {
   queuePool: pg.Pool;
   appPool: DatabasePool;
+  /** The heartbeat's and sweeper's own pool (createLivenessPool), so job work cannot delay them. */
+  livenessPool: DatabasePool;
   log: Logger;
   tasks: Map<string, DefinedTask>;
   /** Clients handed to every task run. */
@@ -82,13 +84,13 @@ export class Worker {
 
   constructor(private readonly config: WorkerConfig) {
     this.heartbeat = new Heartbeat({
-      pool: config.appPool,
+      pool: config.livenessPool,
       log: config.log,
       concurrency: config.concurrency,
       intervalMs: config.heartbeatIntervalMs,
     });
     this.sweeper = new Sweeper({
-      pool: config.appPool,
+      pool: config.livenessPool,
       log: config.log,
       deadAfterMs: config.deadAfterMs,
       intervalMs: config.sweepIntervalMs,

@@ -3,7 +3,7 @@ import { createPool, SchemaValidationError, type DatabasePool, type Interceptor 
 
 /** Connections beyond the job slots: graphile-worker's LISTEN client and its completion/fail batches. */
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
-/** Connections beyond the job slots for application SQL: heartbeat, sweeper and dead-letter writes. */
+/** Connections beyond the job slots for application SQL: dead-letter writes, the relay's and cron's reads. */
 const APP_EXTRA_CONNECTIONS = 2;
 /**
  * Most connections either pool opens for job slots, however many slots there are. A job slot
@@ -53,14 +53,28 @@ export interface AppPoolOptions {
 }
 
 /**
- * The slonik pool for application SQL (apply transactions, liveness, dead letters). A
+ * The slonik pool for application SQL (apply transactions, dead letters, prepare's reads). A
  * session left idle inside a transaction is killed by the server after the same timeout.
  */
 export function createAppPool(url: string, concurrency: number, options: AppPoolOptions): Promise<DatabasePool> {
+  return createSlonikPool(url, "pgconverge-app", poolSize(concurrency, APP_EXTRA_CONNECTIONS), options);
+}
+
+/**
+ * The heartbeat's and the sweeper's own two connections. On the application pool they would
+ * queue behind job work, and a heartbeat that waits longer than WORKER_DEAD_AFTER_MS (a batch
+ * stuck on a lock, a burst of re-runs) gets this worker declared dead and its running jobs
+ * taken over.
+ */
+export function createLivenessPool(url: string, options: AppPoolOptions): Promise<DatabasePool> {
+  return createSlonikPool(url, "pgconverge-liveness", 2, options);
+}
+
+function createSlonikPool(url: string, applicationName: string, size: number, options: AppPoolOptions): Promise<DatabasePool> {
   const withName = new URL(url);
-  withName.searchParams.set("application_name", "pgconverge-app");
+  withName.searchParams.set("application_name", applicationName);
   return createPool(withName.toString(), {
-    maximumPoolSize: poolSize(concurrency, APP_EXTRA_CONNECTIONS),
+    maximumPoolSize: size,
     statementTimeout: options.statementTimeoutMs,
     idleInTransactionSessionTimeout: options.statementTimeoutMs,
     captureStackTrace: false,

@@ -107,8 +107,13 @@ export class GroupCommitter {
     // The batch as a whole failed: nothing of it committed (or, if the commit's fate is
     // unknown, the ledger will say so). One job may have caused it, e.g. by violating a
     // deferred constraint that is only checked at COMMIT: each job now gets a transaction of
-    // its own, so a failure stays with the job that caused it.
-    await Promise.all(batch.map((waiting) => this.tryCommit([waiting])));
+    // its own, so a failure stays with the job that caused it. No more of those at once than
+    // batches: each holds a connection, and the pool is shared with everything else.
+    const rest = [...batch];
+    const commitEachAlone = async () => {
+      for (let next = rest.shift(); next; next = rest.shift()) await this.tryCommit([next]);
+    };
+    await Promise.all(Array.from({ length: Math.min(this.config.maxConcurrentBatches, rest.length) }, commitEachAlone));
   }
 
   /** Commits the batch and settles its jobs; false if the whole batch failed and it has more than one job. */
@@ -158,8 +163,8 @@ export class GroupCommitter {
   }
 
   private settle(batch: Waiting[], outcomes: Map<Waiting, ApplyOutcome>): void {
+    for (const waiting of batch) waiting.resolve(outcomes.get(waiting)!);
     const applied = [...outcomes.values()].filter((outcome) => outcome === "applied").length;
     runtimeEvents.emit("batch:committed", { size: batch.length, applied });
-    for (const waiting of batch) waiting.resolve(outcomes.get(waiting)!);
   }
 }

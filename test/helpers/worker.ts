@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { loadConfig } from "../../src/config.ts";
+import { createLivenessPool } from "../../src/db/pools.ts";
 import { createPipeline, type Pipeline } from "../../src/pipeline/services.ts";
 import { loadTasks } from "../../src/runtime/loadTasks.ts";
 import { Worker, type WorkerConfig } from "../../src/worker.ts";
@@ -28,9 +29,11 @@ export function testPipeline(env: Record<string, string> = {}): Pipeline {
 
 /** A Worker in this process running the fixture tasks; stopped when the test ends. */
 export async function startWorker(t: Teardown, db: TestDatabase, overrides: Partial<WorkerConfig> = {}): Promise<Worker> {
+  const livenessPool = overrides.livenessPool ?? (await createLivenessPool(db.url, { statementTimeoutMs: 30_000 }));
   const worker = new Worker({
     queuePool: db.pool,
     appPool: db.appPool,
+    livenessPool,
     log: testLog,
     tasks: await loadTasks(FIXTURE_TASKS_DIR),
     services: { pipeline: testPipeline() },
@@ -44,7 +47,10 @@ export async function startWorker(t: Teardown, db: TestDatabase, overrides: Part
     pollIntervalMs: Number(FAST_LIVENESS.POLL_INTERVAL_MS),
     ...overrides,
   });
-  t.teardown(() => worker.stop());
+  t.teardown(async () => {
+    await worker.stop();
+    if (!overrides.livenessPool) await livenessPool.end();
+  });
   await worker.start();
   return worker;
 }

@@ -124,3 +124,22 @@ t.test("a stopping worker releases any job still locked by it, so it is not stra
   t.equal(job?.locked_by, null, "released when the worker deregistered");
   t.equal((await db.query("select 1 from workers")).length, 0, "and deregistered");
 });
+
+t.test("the heartbeat does not wait behind job work: a worker whose application pool is exhausted still beats", async (t) => {
+  const db = await createTestDatabase(t, { concurrency: 1 });
+  const worker = await startWorker(t, db, { concurrency: 1 });
+  // Every connection of the application pool held, as by batches stuck on a lock.
+  const held: Array<() => void> = [];
+  const holding = Array.from({ length: 3 }, () =>
+    db.appPool.connect(() => new Promise<void>((release) => held.push(release))),
+  );
+  t.teardown(async () => {
+    for (const release of held) release();
+    await Promise.all(holding);
+  });
+  await waitFor("the application pool to be exhausted", async () => held.length === 3);
+  const beat = async () => (await db.query<{ at: Date }>("select heartbeat_at as at from workers where id = $1", [worker.id]))[0]!.at.getTime();
+  const before = await beat();
+  await waitFor("another heartbeat", async () => (await beat()) > before, { timeoutMs: 3 * DEAD_AFTER_MS });
+  t.pass("the worker went on proving itself alive");
+});

@@ -104,6 +104,8 @@ t.test("when an applyBatch call fails, each of its jobs is applied alone: only t
   const dead = await db.query<{ payload: { n: number }; reason: string }>("select payload, reason from dead_letters order by (payload->>'n')::int");
   t.same(dead.map((row) => row.payload.n), [5, 15, 25, 35, 45, 55, 65, 75, 85, 95], "exactly the jobs whose own apply failed");
   t.ok(dead.every((row) => row.reason === "permanent"));
+  const [innocent] = await db.query<{ retried: number }>("select count(*)::int as retried from test_effects where attempt > 1 and n % 10 <> 0");
+  t.equal(innocent!.retried, 0, "the jobs that shared a failed call were re-applied in the same attempt, not retried");
   t.ok(batches.splits.some((split) => split.size > 1), "failed calls were split");
   t.ok(callSizes.some((size) => size > 1) && callSizes.some((size) => size === 1), "calls of many jobs, and of one after a split");
 });

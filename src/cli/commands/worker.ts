@@ -1,6 +1,8 @@
 import { parseCronItems, type CronItem } from "graphile-worker";
 import { ConfigError, type Config } from "../../config.ts";
+import type { DatabasePool } from "slonik";
 import { migrate } from "../../db/migrate.ts";
+import { createLivenessPool } from "../../db/pools.ts";
 import type { Logger } from "../../log.ts";
 import { OpsService } from "../../ops/opsService.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
@@ -28,7 +30,9 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
   const cronItems = reconcileCron(config);
   const context = await openContext(config, log, config.WORKER_CONCURRENCY);
   let stopAll = async () => {};
+  let livenessPool: DatabasePool | null = null;
   try {
+    livenessPool = await createLivenessPool(context.database.url, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
     await migrate(context.queuePool, log);
     const relay = createRelay(context);
     const pipeline = createPipeline(config);
@@ -39,6 +43,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
     const worker = new Worker({
       queuePool: context.queuePool,
       appPool: context.appPool,
+      livenessPool,
       log,
       tasks,
       services: { pipeline },
@@ -72,6 +77,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
     await stopAll();
     throw error;
   } finally {
+    await livenessPool?.end();
     await context.close();
   }
 }
