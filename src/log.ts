@@ -27,8 +27,12 @@ function prettyDestination(destination: DestinationStream): DestinationStream {
   return { write: (line: string) => destination.write(format(line)) };
 }
 
-/** graphile-worker's per-job lines, which the executor already logs with job id, task and attempt. */
-const PER_JOB_MESSAGE = /^(Completed task|Failed task)/;
+/**
+ * graphile-worker lines demoted to debug: its per-job lines, which the executor already logs
+ * with job id, task and attempt, and its warning that the pool is smaller than the
+ * concurrency, which pgconverge's pool is on purpose (src/db/pools.ts).
+ */
+const DEBUG_MESSAGE = /^(Completed task|Failed task|WARNING: having maxPoolSize)/;
 
 /** Routes graphile-worker's own log lines into our logger, one line each, without stacks. */
 export function graphileLogger(log: Logger): GraphileLogger {
@@ -37,7 +41,7 @@ export function graphileLogger(log: Logger): GraphileLogger {
     // the child is made on the first line that is written.
     let child: Logger | undefined;
     return (level, message, meta) => {
-      const method = PER_JOB_MESSAGE.test(message) ? "debug" : level === "warning" ? "warn" : level;
+      const method = DEBUG_MESSAGE.test(message) ? "debug" : level === "warning" ? "warn" : level;
       if (!log.isLevelEnabled(method)) return;
       child ??= log.child({ component: "graphile-worker", ...scope });
       const fields = meta?.error ? { error: describeError(meta.error) } : {};
