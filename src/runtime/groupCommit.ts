@@ -141,22 +141,24 @@ export class GroupCommitter {
   private async applyAll(tx: DatabaseTransactionConnection, batch: Waiting[]): Promise<Map<Waiting, ApplyOutcome>> {
     const outcomes = new Map<Waiting, ApplyOutcome>();
     const claims = await claimBatch(tx, batch.map((waiting) => waiting.job), this.config.applyTimeoutMs);
-    const together = new Map<BatchApply<unknown>, Waiting[]>();
+    const together = new Map<BatchApply<unknown>, { members: Waiting[]; items: unknown[] }>();
     for (const waiting of batch) {
       const claimed = claims.get(waiting.job.id);
+      const { writes } = waiting;
       if (claimed === undefined) outcomes.set(waiting, "taken-over");
       else if (!claimed) outcomes.set(waiting, "skipped");
-      else if ("apply" in waiting.writes) {
-        await waiting.writes.apply(tx);
+      else if ("apply" in writes) {
+        await writes.apply(tx);
         outcomes.set(waiting, "applied");
       } else {
-        const members = together.get(waiting.writes.applyBatch);
-        if (members) members.push(waiting);
-        else together.set(waiting.writes.applyBatch, [waiting]);
+        const call = together.get(writes.applyBatch) ?? { members: [], items: [] };
+        call.members.push(waiting);
+        call.items.push(writes.item);
+        together.set(writes.applyBatch, call);
       }
     }
-    for (const [applyBatch, members] of together) {
-      await applyBatch(tx, members.map((member) => (member.writes as { item: unknown }).item));
+    for (const [applyBatch, { members, items }] of together) {
+      await applyBatch(tx, items);
       for (const member of members) outcomes.set(member, "applied");
     }
     return outcomes;

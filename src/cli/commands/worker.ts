@@ -1,6 +1,6 @@
 import { parseCronItems, type CronItem } from "graphile-worker";
-import { ConfigError, type Config } from "../../config.ts";
 import type { DatabasePool } from "slonik";
+import { ConfigError, type Config } from "../../config.ts";
 import { migrate } from "../../db/migrate.ts";
 import { createLivenessPool } from "../../db/pools.ts";
 import type { Logger } from "../../log.ts";
