@@ -14,6 +14,9 @@ const TEST_SERVER_SETTINGS = {
   full_page_writes: "off",
 };
 
+// Which Node runs the suite, so that a CI log shows it (.ci/run runs it on two).
+console.log(`# Node.js ${process.version}`);
+
 let stopServer = async () => {};
 const env = { ...process.env };
 if (!env.DATABASE_URL) {
