@@ -9,6 +9,7 @@ import { dlqDiscardCommand, dlqListCommand, dlqRetryCommand } from "./commands/d
 import { ingestCommand } from "./commands/ingest.ts";
 import { searchCommand } from "./commands/search.ts";
 import { outboxListCommand, outboxRetryCommand, UsageError } from "./commands/outbox.ts";
+import { rechunkCommand } from "./commands/rechunk.ts";
 import { reconcileCommand } from "./commands/reconcile.ts";
 import { relayCommand } from "./commands/relay.ts";
 import { statusCommand } from "./commands/status.ts";
@@ -25,6 +26,8 @@ commands:
                                 store text and markdown files (directories recursively, - for stdin
                                 named by --source) and queue them for chunking and embedding
   delete <id|source>...         delete documents; their points leave Qdrant through the outbox
+  rechunk <id|source>... | --all
+                                queue documents for chunking again (after upgrading from 0.1: --all)
   search <text> [--limit N] [--json]
                                 the chunks nearest to the text, read back from Postgres (default 10)
   reconcile [--repair] [--json] count drift between Qdrant and Postgres; --repair queues the fixes
@@ -96,6 +99,8 @@ async function main(argv: string[]): Promise<number> {
       return ingestCommand(config, log, rest, { source: values.source });
     case "delete":
       return deleteCommand(config, log, rest);
+    case "rechunk":
+      return rechunkCommand(config, log, rest, { all: values.all });
     case "search":
       return searchCommand(config, log, rest, { limit: limit ?? 10, json: values.json });
     case "outbox": {

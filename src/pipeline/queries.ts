@@ -41,8 +41,17 @@ export async function upsertDocument(
     const id = await tx.oneFirst(sql.type(IdRow)`select id from documents where source = ${document.source}`);
     return { id, change: "unchanged" };
   }
-  await addJob(tx, INGEST_DOCUMENT, { documentId: written.id }, { jobKey: documentJobKey(INGEST_DOCUMENT, written.id) });
+  await queueIngest(tx, written.id);
   return { id: written.id, change: written.created ? "created" : "updated" };
+}
+
+/**
+ * Queues the document's chunking (ingest_document) in the caller's transaction. The task reads
+ * the content when it runs and makes the chunk rows match it, so this also repairs chunks made
+ * by an older chunker: changed text gets new ids, old points leave Qdrant through the outbox.
+ */
+export function queueIngest(tx: CommonQueryMethods, documentId: string): Promise<void> {
+  return addJob(tx, INGEST_DOCUMENT, { documentId }, { jobKey: documentJobKey(INGEST_DOCUMENT, documentId) });
 }
 
 /**
