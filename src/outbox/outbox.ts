@@ -10,7 +10,7 @@ import { pointIdText, type PointId } from "./sync.ts";
  * updates of a chunk before the relay runs cost one Qdrant write. A write to a dead key
  * makes it pending again: the new state deserves a new attempt.
  */
-export async function enqueuePointChanges(tx: CommonQueryMethods, collection: string, pointIds: readonly (PointId | bigint)[]): Promise<void> {
+export async function enqueuePointChanges(tx: CommonQueryMethods, collection: string, pointIds: readonly PointId[]): Promise<void> {
   if (pointIds.length === 0) return;
   const ids = [...new Set(pointIds.map(pointIdText))];
   await tx.query(sql.unsafe`
@@ -140,7 +140,7 @@ export function nextDueInMs(db: CommonQueryMethods, collections: readonly string
 export function flagUndeclared(db: CommonQueryMethods, declared: readonly string[], relayId: string): Promise<readonly string[]> {
   return db.anyFirst(sql.type(z.object({ collection: z.string() }))`
     with flagged as (
-      update outbox set last_error = format('no sync declares collection %s (relay %s knows %s); the change waits for a relay that does', collection, ${relayId}, ${declared.join(", ") || "none"})
+      update outbox set last_error = format('no sync declares collection %s (relay %s knows %s); the change waits for a relay that does', collection, ${relayId}::text, ${declared.join(", ") || "none"}::text)
       where state = 'pending' and last_error is null and not (collection = any(${sql.array([...declared], "text")}))
       returning collection
     )

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { DatabasePool } from "slonik";
 import { databaseNow, enqueuePointChanges, pendingKeys, readOwner } from "./outbox.ts";
 import type { QdrantClient } from "./qdrant.ts";
-import { HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, type PointState, type Sync } from "./sync.ts";
+import { HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, type PointId, type PointState, type Sync } from "./sync.ts";
 
 export interface ReconcileOptions {
   pool: DatabasePool;
@@ -90,7 +90,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
     if (offset === undefined) break;
   }
 
-  let after: string | number | null = null;
+  let after: PointId | null = null;
   for (;;) {
     options.signal?.throwIfAborted();
     const keys = await sync.page(pool, after, pageSize);

@@ -2,10 +2,12 @@ import type { CommonQueryMethods } from "slonik";
 import { ConfigError } from "../config.ts";
 
 /**
- * A Qdrant point id: a UUID string or an unsigned integer (Qdrant accepts nothing else).
- * Integers are limited to JavaScript's safe range (2^53 - 1): JSON numbers beyond it lose digits.
+ * A Qdrant point id: a UUID string or an unsigned integer (Qdrant accepts nothing else), as a
+ * number or a bigint (slonik reads int8 columns as bigint). Integers are limited to 2^53 - 1:
+ * Qdrant's JSON numbers beyond it lose digits in JavaScript. Keys passed to `load` are strings
+ * (UUIDs) and numbers.
  */
-export type PointId = string | number;
+export type PointId = string | number | bigint;
 
 /** What a point must look like, read from the application's tables. */
 export interface PointState {
@@ -81,7 +83,7 @@ const UNSIGNED = /^(0|[1-9][0-9]{0,15})$/;
  * One spelling per id, so (collection, point_id) stays one row per point. Throws on anything
  * Qdrant would refuse.
  */
-export function pointIdText(id: PointId | bigint): string {
+export function pointIdText(id: PointId): string {
   if (typeof id === "string" && UUID.test(id)) {
     const hex = id.replace(/-/g, "").toLowerCase();
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
@@ -92,7 +94,7 @@ export function pointIdText(id: PointId | bigint): string {
 }
 
 /** The id as Qdrant's JSON wants it: integers as numbers, UUIDs as strings. */
-export function qdrantPointId(text: string): PointId {
+export function qdrantPointId(text: string): string | number {
   return UNSIGNED.test(text) ? Number(text) : text;
 }
 
