@@ -65,3 +65,29 @@ t.test("reconcile --repair on one database leaves the other database's points in
   t.equal(stored.get(`u:${theirs}`)!.payload.content_sha256, "1".repeat(64), "the other's point is not its to repair");
   t.equal(fake.points(COLLECTION).length, 21);
 });
+
+t.test("points written before owners existed are counted, never deleted, and a repair adopts those with a row", async (t) => {
+  const fake = new FakeQdrant();
+  await fake.start();
+  t.teardown(() => fake.stop());
+  const a = await convergedDatabase(t, fake, 6);
+  const stored = fake.collections.get(COLLECTION)!.points;
+  // As the earlier version wrote them: no owner, no hash key; plus a leftover point with no row anywhere.
+  for (const point of stored.values()) {
+    delete point.payload.pgconverge_owner;
+    delete point.payload.pgconverge_hash;
+  }
+  const leftover = randomUUID();
+  stored.set(`u:${leftover}`, { id: leftover, vector: [1, 0, 0, 0], payload: { content_sha256: "0".repeat(64) }, writtenAt: Date.now() });
+
+  const found = await cli(a.db, fake, ["reconcile"]);
+  t.equal(found.code, 0, found.stderr);
+  t.match(found.stdout, /^collection chunks: missing 6, extra 0, stale 0 \(0 points of this database in Qdrant, 6 rows in Postgres\); run with --repair to fix; 7 points without an owner/);
+  const repaired = await cli(a.db, fake, ["reconcile", "--repair", "--json"]);
+  t.match(JSON.parse(repaired.stdout), { missing: 6, extra: 0, unowned: 7, repaired: true });
+  while ((await pendingOutbox(a.db)) > 0) await a.relay.syncBatch();
+  t.same(pointsOf(fake, (await postgresPoints(a.db)).keys()), await postgresPoints(a.db), "its rows' points re-written");
+  t.ok(stored.has(`u:${leftover}`), "the unowned point with no row is left alone");
+  const after = await cli(a.db, fake, ["reconcile", "--json"]);
+  t.match(JSON.parse(after.stdout), { missing: 0, extra: 0, stale: 0, unowned: 1, qdrantPoints: 6 }, "adopted: only the leftover is unowned");
+});
