@@ -8,7 +8,7 @@ import { classifyError, describeError } from "../runtime/errors.ts";
 import { acknowledge, claimChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import { ConfigError } from "../config.ts";
 import { describeQdrantError, ensureCollection, retryAfterMs, statusOf, type QdrantClient } from "./qdrant.ts";
-import { HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, type PointState, type Sync } from "./sync.ts";
+import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, type PointState, type Sync } from "./sync.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
 
@@ -18,7 +18,7 @@ export interface RelayConfig {
   databaseUrl: string;
   qdrant: QdrantClient;
   /**
-   * The syncs this relay serves, one collection each (checked with checkSyncs). A point whose
+   * The syncs this relay serves, one collection each. A point whose
    * vector has another size than its sync declares is dead without a request.
    */
   syncs: readonly Sync[];
@@ -75,6 +75,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
 
   constructor(private readonly config: RelayConfig) {
     super();
+    checkSyncs(config.syncs);
     this.syncs = new Map(config.syncs.map((sync) => [sync.collection, sync]));
   }
 
