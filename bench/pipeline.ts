@@ -55,7 +55,7 @@ export async function benchPipeline(server: BenchServer, options: { documents: n
     });
     const relay: Relay = relayFor(db, qdrant, { dimensions: MODEL_DIMENSIONS, batchSize: 128, maxBackoffMs: 300 });
     t.teardown(() => relay.stop());
-    await relay.prepareCollection();
+    await relay.prepareCollections();
     await relay.start();
 
     const started = performance.now();

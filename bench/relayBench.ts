@@ -6,10 +6,10 @@ import { sql } from "slonik";
 import { migrate } from "../src/db/migrate.ts";
 import { createAppPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger } from "../src/log.ts";
-import { loadChunkPoints } from "../src/outbox/chunkPoints.ts";
 import { enqueuePointChanges } from "../src/outbox/outbox.ts";
 import { createQdrantClient } from "../src/outbox/qdrant.ts";
 import { Relay } from "../src/outbox/relay.ts";
+import { chunkSync } from "../src/pipeline/chunkSync.ts";
 import { FakeQdrant } from "../test/servers/qdrant.ts";
 import { createDatabase, percentile, sleep, type BenchServer } from "./lib.ts";
 
@@ -56,10 +56,10 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
       "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
     )).rows as [{ id: string }];
     relay = new Relay({
-      pool: app, databaseUrl: database.url, qdrant, collection: COLLECTION, dimensions, loadPoints: loadChunkPoints, log,
+      pool: app, databaseUrl: database.url, qdrant, syncs: [chunkSync({ collection: COLLECTION, dimensions })], log,
       batchSize, pollIntervalMs: 5_000, leaseMs: 60_000, maxBackoffMs: 1_000,
     });
-    await relay.prepareCollection();
+    await relay.prepareCollections();
 
     /** Inserts embedded chunks and their outbox changes in one transaction; returns their ids. */
     const writeChunks = async (count: number, firstIndex: number): Promise<string[]> => {

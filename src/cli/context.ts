@@ -5,9 +5,10 @@ import { openDatabase, type Database } from "../db/database.ts";
 import { createAppPool, createQueuePool } from "../db/pools.ts";
 import type { Logger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
-import { loadChunkPoints } from "../outbox/chunkPoints.ts";
 import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
 import { Relay } from "../outbox/relay.ts";
+import { checkSyncs, type Sync } from "../outbox/sync.ts";
+import { chunkSync } from "../pipeline/chunkSync.ts";
 
 /** What a command works with: the database, both pools and the Qdrant client. */
 export interface CommandContext {
@@ -57,15 +58,20 @@ export async function withContext<T>(config: Config, log: Logger, concurrency: n
   }
 }
 
+/** The syncs the relay and the reconciler serve: the reference pipeline's chunks. */
+export function declaredSyncs(config: Config): Sync[] {
+  const syncs = [chunkSync({ collection: config.QDRANT_COLLECTION, dimensions: config.EMBED_DIMENSIONS })];
+  checkSyncs(syncs);
+  return syncs;
+}
+
 export function createRelay(context: CommandContext): Relay {
   const { config } = context;
   return new Relay({
     pool: context.appPool,
     databaseUrl: context.database.url,
     qdrant: context.qdrant,
-    collection: config.QDRANT_COLLECTION,
-    dimensions: config.EMBED_DIMENSIONS,
-    loadPoints: loadChunkPoints,
+    syncs: declaredSyncs(config),
     log: context.log.child({ component: "relay" }),
     batchSize: config.RELAY_BATCH_SIZE,
     pollIntervalMs: config.RELAY_POLL_INTERVAL_MS,

@@ -30,10 +30,13 @@ commands:
                                 queue documents for chunking again (after upgrading from 0.1: --all)
   search <text> [--limit N] [--json]
                                 the chunks nearest to the text, read back from Postgres (default 10)
-  reconcile [--repair] [--json] count drift between Qdrant and Postgres; --repair queues the fixes
-  outbox list [--dead] [--limit N] [--json]
+  reconcile [--collection NAME] [--repair] [--json]
+                                count drift between Qdrant and Postgres for every sync (or one);
+                                only this database's points are looked at; --repair queues the fixes
+  outbox list [--dead] [--collection NAME] [--limit N] [--json]
                                 changes not yet in Qdrant, dead ones first
-  outbox retry <id>... | --all  put dead changes back in line once their cause is fixed
+  outbox retry <id>... | --all [--collection NAME]
+                                put dead changes back in line once their cause is fixed
   status [--json]               jobs per task and state, dead letters, outbox lag, workers, last reconcile drift
   dlq list [--task T] [--limit N] [--json]
                                 dead letters (failed jobs), newest first
@@ -60,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
       limit: { type: "string" },
       source: { type: "string" },
       task: { type: "string" },
+      collection: { type: "string" },
     },
   });
   const [command, ...rest] = positionals;
@@ -94,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
       });
     case "reconcile":
       noArguments();
-      return reconcileCommand(config, log, { repair: values.repair, json: values.json });
+      return reconcileCommand(config, log, { repair: values.repair, json: values.json, collection: values.collection });
     case "ingest":
       return ingestCommand(config, log, rest, { source: values.source });
     case "delete":
@@ -105,8 +109,8 @@ async function main(argv: string[]): Promise<number> {
       return searchCommand(config, log, rest, { limit: limit ?? 10, json: values.json });
     case "outbox": {
       const [sub, ...ids] = rest;
-      if (sub === "list" && ids.length === 0) return outboxListCommand(config, log, { dead: values.dead, limit: limit ?? 50, json: values.json });
-      if (sub === "retry") return outboxRetryCommand(config, log, ids, values.all);
+      if (sub === "list" && ids.length === 0) return outboxListCommand(config, log, { dead: values.dead, limit: limit ?? 50, json: values.json, collection: values.collection });
+      if (sub === "retry") return outboxRetryCommand(config, log, ids, values.all, values.collection);
       throw new UsageError(sub ? `unknown outbox command ${JSON.stringify(sub)}` : "outbox needs list or retry");
     }
     case "status":

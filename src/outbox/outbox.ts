@@ -1,5 +1,8 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
+import { pointIdText, type PointId } from "./sync.ts";
+
+/** The outbox's SQL (and the reconciler's and the owner's), one statement per function. */
 
 /**
  * The outbox write API: call it inside the transaction that changes the data. One row per
@@ -7,11 +10,12 @@ import { z } from "zod";
  * updates of a chunk before the relay runs cost one Qdrant write. A write to a dead key
  * makes it pending again: the new state deserves a new attempt.
  */
-export async function enqueuePointChanges(tx: CommonQueryMethods, collection: string, pointIds: readonly string[]): Promise<void> {
+export async function enqueuePointChanges(tx: CommonQueryMethods, collection: string, pointIds: readonly PointId[]): Promise<void> {
   if (pointIds.length === 0) return;
+  const ids = [...new Set(pointIds.map(pointIdText))];
   await tx.query(sql.unsafe`
     insert into outbox (collection, point_id)
-    select ${collection}, id from unnest(${sql.array([...new Set(pointIds)], "uuid")}) as id
+    select ${collection}, id from unnest(${sql.array(ids, "text")}) as id
     on conflict (collection, point_id) do update set
       version = outbox.version + 1,
       state = 'pending',
@@ -26,6 +30,7 @@ export async function enqueuePointChanges(tx: CommonQueryMethods, collection: st
 
 export const ClaimedChange = z.object({
   id: z.coerce.string(),
+  collection: z.string(),
   point_id: z.string(),
   version: z.coerce.string(),
   attempts: z.number(),
@@ -33,22 +38,23 @@ export const ClaimedChange = z.object({
 export type ClaimedChange = z.infer<typeof ClaimedChange>;
 
 /**
- * Leases up to `limit` due changes of a collection to one relay. SKIP LOCKED lets any number
- * of relays claim at once without waiting on each other; the lease keeps the key theirs
- * while the Qdrant call is in flight, with no transaction held open.
+ * Leases up to `limit` due changes of the given collections to one relay. SKIP LOCKED lets any
+ * number of relays claim at once without waiting on each other; the lease keeps the key theirs
+ * while the Qdrant call is in flight, with no transaction held open. Collections the relay has
+ * no sync for are never claimed: another relay may know them.
  */
-export function claimChanges(db: CommonQueryMethods, relayId: string, collection: string, limit: number, leaseMs: number) {
+export function claimChanges(db: CommonQueryMethods, relayId: string, collections: readonly string[], limit: number, leaseMs: number) {
   return db.any(sql.type(ClaimedChange)`
     update outbox set leased_by = ${relayId}, leased_until = now() + make_interval(secs => ${leaseMs / 1000})
     where id in (
       select id from outbox
-      where collection = ${collection} and state = 'pending' and next_attempt_at <= now()
+      where collection = any(${sql.array([...collections], "text")}) and state = 'pending' and next_attempt_at <= now()
         and (leased_until is null or leased_until < now())
       order by next_attempt_at
       limit ${limit}
       for update skip locked
     )
-    returning id, point_id, version, attempts
+    returning id, collection, point_id, version, attempts
   `);
 }
 
@@ -108,11 +114,108 @@ export async function markDead(db: CommonQueryMethods, relayId: string, change: 
   `);
 }
 
-/** Puts dead changes back in line (all, or one collection's); returns how many. */
-export async function retryDead(db: CommonQueryMethods, ids?: readonly string[]): Promise<number> {
+/** Puts dead changes back in line (the given ids, or all; optionally one collection's only); returns how many. */
+export async function retryDead(db: CommonQueryMethods, ids?: readonly string[], collection?: string): Promise<number> {
   const result = await db.query(sql.unsafe`
     update outbox set state = 'pending', dead_at = null, attempts = 0, next_attempt_at = now(), updated_at = now()
     where state = 'dead' ${ids ? sql.fragment`and id = any(${sql.array([...ids], "int8")})` : sql.fragment``}
+      ${collection === undefined ? sql.fragment`` : sql.fragment`and collection = ${collection}`}
   `);
   return result.rowCount;
+}
+
+/** Milliseconds until the next change of these collections falls due (a retry or a lease ending); null if none is pending. */
+export function nextDueInMs(db: CommonQueryMethods, collections: readonly string[]): Promise<number | null> {
+  return db.oneFirst(sql.type(z.object({ ms: z.number().nullable() }))`
+    select extract(epoch from min(greatest(next_attempt_at, coalesce(leased_until, next_attempt_at))) - now()) * 1000 as ms
+    from outbox where collection = any(${sql.array([...collections], "text")}) and state = 'pending'
+  `);
+}
+
+/**
+ * Gives pending changes of collections that no sync of this relay declares a reason to show
+ * (`outbox list`), without touching their state: they stay pending, for a relay that knows
+ * the collection. Returns the collections concerned.
+ */
+export function flagUndeclared(db: CommonQueryMethods, declared: readonly string[], relayId: string): Promise<readonly string[]> {
+  return db.anyFirst(sql.type(z.object({ collection: z.string() }))`
+    with flagged as (
+      update outbox set last_error = format('no sync declares collection %s (relay %s knows %s); the change waits for a relay that does', collection, ${relayId}::text, ${declared.join(", ") || "none"}::text)
+      where state = 'pending' and last_error is null and not (collection = any(${sql.array([...declared], "text")}))
+      returning collection
+    )
+    select distinct collection from flagged order by collection
+  `);
+}
+
+/** Keys of a collection whose change is already pending: in flight, not drift. */
+export async function pendingKeys(db: CommonQueryMethods, collection: string, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const pending = await db.anyFirst(sql.type(z.object({ point_id: z.string() }))`
+    select point_id from outbox
+    where collection = ${collection} and state = 'pending' and point_id = any(${sql.array([...ids], "text")})
+  `);
+  return new Set(pending);
+}
+
+/** The database clock (like finished_at's default), as text. */
+export function databaseNow(db: CommonQueryMethods): Promise<string> {
+  return db.oneFirst(sql.type(z.object({ now: z.string() }))`select clock_timestamp()::text as now`);
+}
+
+/** The id this database stamps into every point it writes (qdrant_owner). */
+export function readOwner(db: CommonQueryMethods): Promise<string> {
+  return db.oneFirst(sql.type(z.object({ owner_id: z.string() }))`select owner_id from qdrant_owner`);
+}
+
+export interface ReconcileRun {
+  collection: string;
+  startedAt: string;
+  qdrantPoints: number;
+  postgresPoints: number;
+  missing: number;
+  extra: number;
+  stale: number;
+  unowned: number;
+  repaired: boolean;
+}
+
+/** Records a run, so `status` can show the drift found last. */
+export async function recordReconcileRun(db: CommonQueryMethods, run: ReconcileRun): Promise<void> {
+  await db.query(sql.unsafe`
+    insert into reconcile_runs (collection, started_at, qdrant_points, postgres_points, missing, extra, stale, unowned, repaired)
+    values (${run.collection}, ${run.startedAt}, ${run.qdrantPoints}, ${run.postgresPoints},
+            ${run.missing}, ${run.extra}, ${run.stale}, ${run.unowned}, ${run.repaired})
+  `);
+}
+
+export const OutboxRow = z.object({
+  id: z.coerce.string(),
+  collection: z.string(),
+  point_id: z.string(),
+  state: z.string(),
+  version: z.coerce.number(),
+  attempts: z.number(),
+  age_s: z.number(),
+  next_attempt_in_s: z.number().nullable(),
+  last_error: z.string().nullable(),
+});
+export type OutboxRow = z.infer<typeof OutboxRow>;
+
+/** The changes not yet in Qdrant, dead first, then oldest first; optionally only dead ones or one collection's. */
+export function listChanges(db: CommonQueryMethods, options: { dead: boolean; limit: number; collection?: string | undefined }) {
+  const conditions = [
+    ...(options.dead ? [sql.fragment`state = 'dead'`] : []),
+    ...(options.collection === undefined ? [] : [sql.fragment`collection = ${options.collection}`]),
+  ];
+  return db.any(sql.type(OutboxRow)`
+    select id, collection, point_id, state, version, attempts,
+           extract(epoch from now() - created_at)::float8 as age_s,
+           case when state = 'pending' then extract(epoch from next_attempt_at - now())::float8 end as next_attempt_in_s,
+           last_error
+    from outbox
+    ${conditions.length > 0 ? sql.fragment`where ${sql.join(conditions, sql.fragment` and `)}` : sql.fragment``}
+    order by (state = 'dead') desc, created_at
+    limit ${options.limit}
+  `);
 }

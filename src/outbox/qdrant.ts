@@ -1,5 +1,6 @@
 import { QdrantClient } from "@qdrant/js-client-rest";
 import { ConfigError } from "../config.ts";
+import { OWNER_KEY, type Distance } from "./sync.ts";
 
 export type { QdrantClient };
 
@@ -24,19 +25,22 @@ export function createQdrantClient(settings: QdrantSettings): QdrantClient {
 export interface CollectionSpec {
   name: string;
   size: number;
-  distance: "Cosine" | "Dot" | "Euclid";
+  distance: Distance;
 }
 
 /**
- * Creates the collection when missing. An existing collection with another vector size or
- * distance is a configuration error: writing into it would fail every point.
+ * Creates the collection when missing, with a keyword index on the owner key (the reconciler
+ * scrolls by owner). An existing collection with another vector size or distance is a
+ * configuration error: writing into it would fail every point. One made by an earlier version
+ * gets the owner index added.
  */
 export async function ensureCollection(client: QdrantClient, spec: CollectionSpec): Promise<"created" | "exists"> {
   const { exists } = await client.collectionExists(spec.name);
+  let outcome: "created" | "exists" = "exists";
   if (!exists) {
     try {
       await client.createCollection(spec.name, { vectors: { size: spec.size, distance: spec.distance } });
-      return "created";
+      outcome = "created";
     } catch (error) {
       // Another worker created it between our check and our create.
       if (statusOf(error) !== 409) throw error;
@@ -47,10 +51,12 @@ export async function ensureCollection(client: QdrantClient, spec: CollectionSpe
   if (vectors?.size !== spec.size || vectors?.distance !== spec.distance) {
     throw new ConfigError(
       `Qdrant collection "${spec.name}" has ${vectors?.size ?? "unnamed/multiple"}-dimensional ${vectors?.distance ?? "?"} vectors, ` +
-        `but the embeddings are ${spec.size}-dimensional ${spec.distance}; set QDRANT_COLLECTION to another name or recreate the collection`,
+        `but its sync declares ${spec.size}-dimensional ${spec.distance}; sync to another collection or recreate this one`,
     );
   }
-  return "exists";
+  // Creating an index that exists is a no-op in Qdrant; asking first saves the write.
+  if (!info.payload_schema?.[OWNER_KEY]) await client.createPayloadIndex(spec.name, { field_name: OWNER_KEY, field_schema: "keyword", wait: true });
+  return outcome;
 }
 
 export function statusOf(error: unknown): number | undefined {

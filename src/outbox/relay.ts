@@ -2,14 +2,13 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import pg from "pg";
-import { sql, type CommonQueryMethods, type DatabasePool } from "slonik";
-import { z } from "zod";
+import type { DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
-import { acknowledge, claimChanges, markDead, scheduleRetry, type ClaimedChange } from "./outbox.ts";
-import type { PointState } from "./chunkPoints.ts";
+import { acknowledge, claimChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import { ConfigError } from "../config.ts";
 import { describeQdrantError, ensureCollection, retryAfterMs, statusOf, type QdrantClient } from "./qdrant.ts";
+import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, type PointState, type Sync } from "./sync.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
 
@@ -18,11 +17,11 @@ export interface RelayConfig {
   /** Connection string for the LISTEN connection (held by the relay for its lifetime). */
   databaseUrl: string;
   qdrant: QdrantClient;
-  collection: string;
-  /** Vector size of the collection; a point of another size is dead without a request. */
-  dimensions: number;
-  /** Reads the current state of points from Postgres. */
-  loadPoints: (db: CommonQueryMethods, ids: readonly string[]) => Promise<Map<string, PointState>>;
+  /**
+   * The syncs this relay serves, one collection each. A point whose
+   * vector has another size than its sync declares is dead without a request.
+   */
+  syncs: readonly Sync[];
   log: Logger;
   /** Changes per Qdrant request. */
   batchSize: number;
@@ -51,11 +50,13 @@ export function backoffMs(attempts: number, maxBackoffMs: number): number {
 }
 
 /**
- * Drains the outbox into Qdrant. Woken by LISTEN/NOTIFY when changes commit, with a slow
- * poll as a fallback; claims batches under a lease (SKIP LOCKED), reads the current state of
- * each key from Postgres and upserts or deletes accordingly, so processing order cannot make
+ * Drains the outbox into Qdrant, for every declared sync side by side. Woken by LISTEN/NOTIFY
+ * when changes commit, with a slow poll as a fallback; claims batches under a lease (SKIP
+ * LOCKED) across its collections, reads the current state of each key through its sync and
+ * upserts or deletes accordingly (one request per collection), so processing order cannot make
  * Qdrant diverge; acknowledges a row only if its version did not move meanwhile. No
- * transaction is open during a Qdrant request. Any number of relays may run.
+ * transaction is open during a Qdrant request. Any number of relays may run. Every point
+ * written carries this database's owner id and the row's hash in its payload.
  */
 export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   readonly id = `relay-${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
@@ -65,11 +66,17 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   private wake: (() => void) | null = null;
   private woken = false;
   private unreachableSince: number | null = null;
-  /** Whether the collection is known to exist with the right vector size. */
-  private collectionReady = false;
+  /** Collections known to exist with the declared vectors. */
+  private readonly ready = new Set<string>();
+  private readonly syncs: Map<string, Sync>;
+  private owner: string | null = null;
+  /** Undeclared collections already warned about. */
+  private readonly warned = new Set<string>();
 
   constructor(private readonly config: RelayConfig) {
     super();
+    checkSyncs(config.syncs);
+    this.syncs = new Map(config.syncs.map((sync) => [sync.collection, sync]));
   }
 
   async start(): Promise<void> {
@@ -96,52 +103,87 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   }
 
   /**
-   * Creates the collection if missing. Throws ConfigError if it exists with another vector
-   * size; a transient failure leaves the relay waiting (changes stay pending, nothing dies).
+   * Creates the collections that are missing. Throws ConfigError if one exists with other
+   * vectors; a transient failure leaves the relay waiting (changes stay pending, nothing dies).
+   * True once every collection is ready.
    */
-  async prepareCollection(): Promise<boolean> {
-    if (this.collectionReady) return true;
-    try {
-      const outcome = await ensureCollection(this.config.qdrant, { name: this.config.collection, size: this.config.dimensions, distance: "Cosine" });
-      if (outcome === "created") this.config.log.info({ collection: this.config.collection, size: this.config.dimensions }, "Qdrant collection created");
-      this.collectionReady = true;
-      this.reachable();
-    } catch (error) {
-      if (error instanceof ConfigError) throw error;
-      this.unreachable(describeQdrantError(error));
+  async prepareCollections(): Promise<boolean> {
+    this.owner ??= await readOwner(this.config.pool);
+    for (const sync of this.config.syncs) {
+      if (this.ready.has(sync.collection)) continue;
+      try {
+        const outcome = await ensureCollection(this.config.qdrant, { name: sync.collection, size: sync.vectors.size, distance: sync.vectors.distance });
+        if (outcome === "created") this.config.log.info({ collection: sync.collection, size: sync.vectors.size }, "Qdrant collection created");
+        this.ready.add(sync.collection);
+        this.reachable();
+      } catch (error) {
+        if (error instanceof ConfigError) throw error;
+        this.unreachable(describeQdrantError(error));
+        break;
+      }
     }
-    return this.collectionReady;
+    return this.ready.size === this.syncs.size;
   }
 
-  /** Claims and syncs one batch. */
+  /** Claims and syncs one batch (changes of several collections, one request per collection and kind). */
   async syncBatch(): Promise<BatchReport> {
-    const { pool, collection, batchSize, leaseMs } = this.config;
+    const { pool, batchSize, leaseMs } = this.config;
     const started = performance.now();
-    if (!(await this.prepareCollection())) return { claimed: 0, synced: 0, retried: 0, dead: 0, durationMs: 0 };
-    const claimed = await claimChanges(pool, this.id, collection, batchSize, leaseMs);
-    const report: BatchReport = { claimed: claimed.length, synced: 0, retried: 0, dead: 0, durationMs: 0 };
-    if (claimed.length > 0) {
-      const points = await this.config.loadPoints(pool, claimed.map((change) => change.point_id));
-      const upserts: ClaimedChange[] = [];
-      const deletes: ClaimedChange[] = [];
-      for (const change of claimed) {
-        const point = points.get(change.point_id);
-        if (!point) deletes.push(change);
-        else if (point.vector.length !== this.config.dimensions) {
-          await markDead(pool, this.id, change, `vector has ${point.vector.length} dimensions; collection "${collection}" expects ${this.config.dimensions}`);
-          report.dead++;
-        } else upserts.push(change);
-      }
-      await this.write(upserts, (group) => this.config.qdrant.upsert(collection, { wait: true, points: group.map((change) => points.get(change.point_id)!) }), report);
-      await this.write(deletes, (group) => this.config.qdrant.delete(collection, { wait: true, points: group.map((change) => change.point_id) }), report);
+    await this.prepareCollections();
+    const report: BatchReport = { claimed: 0, synced: 0, retried: 0, dead: 0, durationMs: 0 };
+    if (this.ready.size === 0) return report;
+    const claimed = await claimChanges(pool, this.id, [...this.ready], batchSize, leaseMs);
+    report.claimed = claimed.length;
+    const byCollection = new Map<string, ClaimedChange[]>();
+    for (const change of claimed) {
+      const group = byCollection.get(change.collection);
+      if (group) group.push(change);
+      else byCollection.set(change.collection, [change]);
     }
+    for (const [collection, changes] of byCollection) await this.syncCollection(this.syncs.get(collection)!, changes, report);
     report.durationMs = performance.now() - started;
     if (claimed.length > 0) this.emit("batch", report);
     return report;
   }
 
+  private async syncCollection(sync: Sync, claimed: ClaimedChange[], report: BatchReport): Promise<void> {
+    const { pool } = this.config;
+    const { collection, vectors } = sync;
+    const points = new Map<string, PointState>();
+    try {
+      const loaded = await sync.load(pool, claimed.map((change) => qdrantPointId(change.point_id)));
+      for (const [id, point] of loaded) points.set(pointIdText(id), point);
+    } catch (error) {
+      // The application's query failed (or returned a bad id): nothing was written; try again later.
+      const reason = `sync "${collection}": load failed: ${describeError(error)}`;
+      this.config.log.warn({ collection, error: reason }, "could not load points; the changes are retried");
+      const attempts = Math.max(...claimed.map((change) => change.attempts));
+      await scheduleRetry(pool, this.id, claimed, backoffMs(attempts, this.config.maxBackoffMs), reason);
+      report.retried += claimed.length;
+      return;
+    }
+    const upserts: ClaimedChange[] = [];
+    const deletes: ClaimedChange[] = [];
+    for (const change of claimed) {
+      const point = points.get(change.point_id);
+      if (!point) deletes.push(change);
+      else if (point.vector.length !== vectors.size) {
+        await markDead(pool, this.id, change, `vector has ${point.vector.length} dimensions; collection "${collection}" expects ${vectors.size}`);
+        report.dead++;
+      } else upserts.push(change);
+    }
+    const owner = this.owner!;
+    const asPoint = (change: ClaimedChange) => {
+      const point = points.get(change.point_id)!;
+      // The reserved keys last: an application's payload cannot forge the owner.
+      return { id: qdrantPointId(change.point_id), vector: point.vector, payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash } };
+    };
+    await this.write(sync, upserts, (group) => this.config.qdrant.upsert(collection, { wait: true, points: group.map(asPoint) }), report);
+    await this.write(sync, deletes, (group) => this.config.qdrant.delete(collection, { wait: true, points: group.map((change) => qdrantPointId(change.point_id)) }), report);
+  }
+
   /** Sends one group; on a permanent error, retries point by point to find the culprit(s). */
-  private async write(group: ClaimedChange[], send: (group: ClaimedChange[]) => Promise<unknown>, report: BatchReport): Promise<void> {
+  private async write(sync: Sync, group: ClaimedChange[], send: (group: ClaimedChange[]) => Promise<unknown>, report: BatchReport): Promise<void> {
     if (group.length === 0) return;
     const { pool, log } = this.config;
     try {
@@ -153,7 +195,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
       const reason = describeQdrantError(error);
       // The collection vanished (deleted behind our back): recreate it, then retry.
       const collectionGone = statusOf(error) === 404;
-      if (collectionGone) this.collectionReady = false;
+      if (collectionGone) this.ready.delete(sync.collection);
       if (collectionGone || classifyError(error) === "transient") {
         this.unreachable(reason);
         const attempts = Math.max(...group.map((change) => change.attempts));
@@ -165,11 +207,11 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
       if (group.length === 1) {
         await markDead(pool, this.id, group[0]!, reason);
         report.dead++;
-        log.error({ pointId: group[0]!.point_id, error: reason }, "outbox change is dead");
+        log.error({ collection: sync.collection, pointId: group[0]!.point_id, error: reason }, "outbox change is dead");
         return;
       }
     }
-    for (const change of group) await this.write([change], send, report);
+    for (const change of group) await this.write(sync, [change], send, report);
   }
 
   private reachable(): void {
@@ -198,19 +240,31 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
         else log.warn({ error: describeError(error) }, "relay pass failed; retrying after the poll interval");
       }
       if (report && report.claimed === batchSize) continue;
-      if (report && report.claimed === 0) this.emit("idle");
+      if (report && report.claimed === 0) {
+        await this.flagUndeclared().catch((error: unknown) => log.warn({ error: describeError(error) }, "could not check for undeclared collections"));
+        this.emit("idle");
+      }
       await this.sleep(await this.nextWakeIn().catch(() => this.config.pollIntervalMs));
     }
   }
 
   /** Until the next change falls due (a retry or a lease ending), capped by the poll interval. */
   private async nextWakeIn(): Promise<number> {
-    const due = await this.config.pool.maybeOneFirst(sql.type(z.object({ ms: z.number().nullable() }))`
-      select extract(epoch from min(greatest(next_attempt_at, coalesce(leased_until, next_attempt_at))) - now()) * 1000 as ms
-      from outbox where collection = ${this.config.collection} and state = 'pending'
-    `);
+    const due = await nextDueInMs(this.config.pool, [...this.syncs.keys()]);
     if (due === null) return this.config.pollIntervalMs;
     return Math.min(this.config.pollIntervalMs, Math.max(10, due + 5));
+  }
+
+  /**
+   * Changes for a collection no sync of this relay declares are not claimed (another relay may
+   * serve it): they stay pending, with a last_error saying why, and one warning per collection.
+   */
+  private async flagUndeclared(): Promise<void> {
+    const collections = await flagUndeclared(this.config.pool, [...this.syncs.keys()], this.id);
+    for (const collection of collections.filter((name) => !this.warned.has(name))) {
+      this.warned.add(collection);
+      this.config.log.warn({ collection }, "outbox changes for a collection no sync declares; they stay pending until a relay that declares it runs");
+    }
   }
 
   private sleep(ms: number): Promise<void> {

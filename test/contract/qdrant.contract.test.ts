@@ -51,6 +51,38 @@ async function contract(t: Test, client: QdrantClient) {
 
   await client.delete(name, { wait: true, points: [ids[0]!, randomUUID()] });
   t.equal((await client.count(name, { exact: true })).count, 4, "deleting an absent id is not an error");
+
+  // Owners: a keyword payload index, then scroll and count filtered by the owner key.
+  t.match(await client.createPayloadIndex(name, { field_name: "pgconverge_owner", field_schema: "keyword", wait: true }), { status: "completed" });
+  t.match(await client.createPayloadIndex(name, { field_name: "pgconverge_owner", field_schema: "keyword", wait: true }), { status: "completed" }, "creating it again is not an error");
+  t.match((await client.getCollection(name)).payload_schema, { pgconverge_owner: { data_type: "keyword" } });
+  const [mine, theirs] = [randomUUID(), randomUUID()];
+  await client.upsert(name, {
+    wait: true,
+    points: [
+      ...Array.from({ length: 3 }, (_, i) => ({ id: i + 1, vector: [1, 0, 0, i], payload: { pgconverge_owner: mine, pgconverge_hash: `m${i}` } })),
+      { id: 10, vector: [0, 1, 0, 0], payload: { pgconverge_owner: theirs } },
+      { id: 11, vector: [0, 1, 0, 1], payload: { pgconverge_owner: null } },
+    ],
+  });
+  const ours = { must: [{ key: "pgconverge_owner", match: { value: mine } }] };
+  t.equal((await client.count(name, { exact: true, filter: ours })).count, 3);
+  const unowned = { must: [{ is_empty: { key: "pgconverge_owner" } }] };
+  t.equal((await client.count(name, { exact: true, filter: unowned })).count, 5, "is_empty: key absent or null");
+  const owned: Array<string | number> = [];
+  offset = undefined;
+  do {
+    const page = await client.scroll(name, { limit: 2, filter: ours, ...(offset ? { offset } : {}), with_payload: true, with_vector: false });
+    for (const point of page.points) {
+      owned.push(point.id);
+      t.equal(point.payload?.pgconverge_owner, mine);
+    }
+    offset = page.next_page_offset as string | number | null | undefined;
+  } while (offset);
+  t.same(owned.sort(), [1, 2, 3], "a filtered scroll pages through the matching points only, integer ids as numbers");
+  const fetched = await client.retrieve(name, { ids: [1, 10], with_payload: ["pgconverge_owner"], with_vector: false });
+  t.same(fetched.map((point) => [point.id, point.payload?.pgconverge_owner]).sort(), [[1, mine], [10, theirs]]);
+  t.match(await failure(client.createPayloadIndex(name, { field_name: "x", field_schema: "nonsense" as "keyword" })), { status: 400 });
 }
 
 t.test("the in-repo Qdrant test server", async (t) => {

@@ -1,14 +1,22 @@
 import { createHash, randomUUID } from "node:crypto";
 import { sql } from "slonik";
-import { loadChunkPoints } from "../../src/outbox/chunkPoints.ts";
 import { enqueuePointChanges } from "../../src/outbox/outbox.ts";
 import { createQdrantClient } from "../../src/outbox/qdrant.ts";
 import { Relay, type RelayConfig } from "../../src/outbox/relay.ts";
+import { chunkSync } from "../../src/pipeline/chunkSync.ts";
 import { testLog, type TestDatabase } from "./db.ts";
 import type { FakeQdrant } from "../servers/qdrant.ts";
 
 export const COLLECTION = "chunks";
 export const DIMENSIONS = 4;
+/** The reference pipeline's sync, as the CLI declares it, at the test size. */
+export const CHUNK_SYNC = chunkSync({ collection: COLLECTION, dimensions: DIMENSIONS });
+
+/** This database's owner id, stamped into every point its relay writes. */
+export async function ownerOf(db: TestDatabase): Promise<string> {
+  const [row] = await db.query<{ owner_id: string }>("select owner_id from qdrant_owner");
+  return row!.owner_id;
+}
 
 export const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
@@ -70,19 +78,19 @@ export async function pendingOutbox(db: TestDatabase): Promise<number> {
   return Number(row!.count);
 }
 
-export function relayFor(db: TestDatabase, fake: FakeQdrant, overrides: Partial<RelayConfig> = {}): Relay {
+/** A relay for the chunks sync (of `dimensions`, default DIMENSIONS), or for the syncs given in overrides. */
+export function relayFor(db: TestDatabase, fake: FakeQdrant, overrides: Partial<RelayConfig> & { dimensions?: number } = {}): Relay {
+  const { dimensions = DIMENSIONS, ...rest } = overrides;
   return new Relay({
     pool: db.appPool,
     databaseUrl: db.url,
     qdrant: createQdrantClient({ url: fake.url, timeoutMs: 2_000 }),
-    collection: COLLECTION,
-    dimensions: DIMENSIONS,
-    loadPoints: loadChunkPoints,
+    syncs: [chunkSync({ collection: COLLECTION, dimensions })],
     log: testLog,
     batchSize: 32,
     pollIntervalMs: 200,
     leaseMs: 5_000,
     maxBackoffMs: 200,
-    ...overrides,
+    ...rest,
   });
 }

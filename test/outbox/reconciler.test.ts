@@ -5,7 +5,7 @@ import t, { type Test } from "tap";
 type Tap = Test;
 import { createQdrantClient, ensureCollection } from "../../src/outbox/qdrant.ts";
 import { reconcile } from "../../src/outbox/reconciler.ts";
-import { COLLECTION, DIMENSIONS, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor } from "../helpers/chunks.ts";
+import { CHUNK_SYNC, COLLECTION, DIMENSIONS, insertDocument, ownerOf, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor } from "../helpers/chunks.ts";
 import { createTestDatabase, waitFor } from "../helpers/db.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
 
@@ -33,23 +33,35 @@ t.test("points deleted, altered or added behind the project's back are found, an
   points.delete(`u:${ids[0]}`);
   points.delete(`u:${ids[1]}`);
   points.get(`u:${ids[2]}`)!.payload.content_sha256 = "0".repeat(64);
-  await qdrant.upsert(COLLECTION, { wait: true, points: [{ id: randomUUID(), vector: [1, 1, 1, 1], payload: { content_sha256: "x" } }, { id: 42, vector: [1, 0, 0, 0], payload: {} }] });
+  // Points carrying this database's owner with no row (a UUID and an integer id), and one without any owner.
+  const owner = await ownerOf(db);
+  const unowned = randomUUID();
+  await qdrant.upsert(COLLECTION, {
+    wait: true,
+    points: [
+      { id: randomUUID(), vector: [1, 1, 1, 1], payload: { content_sha256: "x", pgconverge_owner: owner } },
+      { id: 42, vector: [1, 0, 0, 0], payload: { pgconverge_owner: owner } },
+      { id: unowned, vector: [0, 1, 0, 0], payload: { content_sha256: "y" } },
+    ],
+  });
 
-  const found = await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: false, pageSize: 7 });
-  t.match(found, { missing: 2, extra: 2, stale: 1, qdrantPoints: 25, postgresPoints: 25, repaired: false });
+  const found = await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: false, pageSize: 7 });
+  t.match(found, { missing: 2, extra: 2, stale: 1, unowned: 1, qdrantPoints: 25, postgresPoints: 25, repaired: false });
   t.equal(await pendingOutbox(db), 0, "without --repair nothing is queued");
 
-  const repaired = await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: true, pageSize: 7 });
-  t.match(repaired, { missing: 2, extra: 2, stale: 1 });
+  const repaired = await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: true, pageSize: 7 });
+  t.match(repaired, { missing: 2, extra: 2, stale: 1, unowned: 1 });
   while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
+  t.ok(points.has(`u:${unowned}`), "the point with no owner is not deleted");
+  points.delete(`u:${unowned}`);
   t.same(qdrantPoints(fake), await postgresPoints(db), "converged after the relay ran");
-  t.match(await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: false }), { missing: 0, extra: 0, stale: 0 });
+  t.match(await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: false }), { missing: 0, extra: 0, stale: 0 });
 });
 
 t.test("a deleted collection is all drift, and --repair rebuilds it from Postgres without re-embedding", async (t) => {
   const { db, fake, qdrant, relay } = await converged(t);
   await qdrant.deleteCollection(COLLECTION);
-  t.match(await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: true }), { missing: 25, extra: 0, stale: 0, qdrantPoints: 0, postgresPoints: 25 });
+  t.match(await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: true }), { missing: 25, extra: 0, stale: 0, qdrantPoints: 0, postgresPoints: 25 });
   while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
   t.same(qdrantPoints(fake), await postgresPoints(db), "the relay recreated the collection and wrote every point again");
 });
@@ -57,7 +69,7 @@ t.test("a deleted collection is all drift, and --repair rebuilds it from Postgre
 t.test("differences whose fix is already in the outbox count as in flight, not drift", async (t) => {
   const { db, qdrant, ids } = await converged(t);
   await putChunk(db, (await db.query<{ document_id: string }>("select document_id from chunks limit 1"))[0]!.document_id, ids[0]!, "edited, not yet synced");
-  const report = await reconcile({ pool: db.appPool, qdrant, collection: COLLECTION, repair: false });
+  const report = await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: false });
   t.match(report, { missing: 0, extra: 0, stale: 0, inFlight: 1 });
 });
 

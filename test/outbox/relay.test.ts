@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import t from "tap";
 import { enqueuePointChanges, retryDead } from "../../src/outbox/outbox.ts";
 import { createQdrantClient, ensureCollection } from "../../src/outbox/qdrant.ts";
-import { COLLECTION, DIMENSIONS, deleteChunk, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256 } from "../helpers/chunks.ts";
+import { COLLECTION, DIMENSIONS, deleteChunk, ownerOf, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256 } from "../helpers/chunks.ts";
 import { createTestDatabase, waitFor } from "../helpers/db.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
 
@@ -30,7 +30,14 @@ t.test("writes, updates and deletes reach Qdrant with the payload the data contr
   await putChunk(db, documentId, b, "beta");
   await drained(db);
   const point = fake.points(COLLECTION).find((p) => p.id === a);
-  t.same(point?.payload, { document_id: documentId, chunk_index: 0, content_sha256: sha256("alpha"), source: "docs/a.md" });
+  t.same(point?.payload, {
+    document_id: documentId,
+    chunk_index: 0,
+    content_sha256: sha256("alpha"),
+    source: "docs/a.md",
+    pgconverge_owner: await ownerOf(db),
+    pgconverge_hash: sha256("alpha"),
+  });
   await putChunk(db, documentId, a, "alpha, edited");
   await deleteChunk(db, b);
   await drained(db);
@@ -56,7 +63,7 @@ t.test("a change written while its sync is in flight is synced again, not acknow
   const id = randomUUID();
   await putChunk(db, documentId, id, "first");
   const relay = relayFor(db, fake);
-  await relay.prepareCollection();
+  await relay.prepareCollections();
   fake.faults.next({ kind: "delay", ms: 500 });
   const inFlight = relay.syncBatch();
   await new Promise((resolve) => setTimeout(resolve, 150));
@@ -72,7 +79,7 @@ t.test("a change written while its sync is in flight is synced again, not acknow
 t.test("Qdrant down for a while, then back: the relay catches up on its own", async (t) => {
   const { db, fake } = await setup(t);
   const relay = relayFor(db, fake);
-  await relay.prepareCollection();
+  await relay.prepareCollections();
   await relay.start();
   t.teardown(() => relay.stop());
   await fake.down();
@@ -96,7 +103,7 @@ t.test("429 with Retry-After is honoured", async (t) => {
   const documentId = await insertDocument(db);
   await putChunk(db, documentId, randomUUID(), "x");
   const relay = relayFor(db, fake);
-  await relay.prepareCollection();
+  await relay.prepareCollections();
   fake.faults.next({ kind: "status", status: 429, retryAfterSeconds: 2, message: "Too many requests" });
   await relay.syncBatch();
   const [row] = await db.query<{ wait_s: number; attempts: number }>(
@@ -121,7 +128,7 @@ t.test("a wrong vector size ends dead with a clear reason, not in an endless ret
 t.test("Qdrant rejecting a batch (400) kills only the offending points; after the fix, outbox retry converges", async (t) => {
   const { db, fake } = await setup(t);
   const relay = relayFor(db, fake);
-  t.ok(await relay.prepareCollection());
+  t.ok(await relay.prepareCollections());
   // Someone recreates the collection with another size behind the relay's back.
   const client = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
   await client.deleteCollection(COLLECTION);
@@ -146,9 +153,9 @@ t.test("Qdrant rejecting a batch (400) kills only the offending points; after th
 
 t.test("a collection with another vector size is refused with one clear line", async (t) => {
   const { db, fake } = await setup(t, DIMENSIONS + 4);
-  await t.rejects(relayFor(db, fake).prepareCollection(), {
+  await t.rejects(relayFor(db, fake).prepareCollections(), {
     name: "ConfigError",
-    message: `Qdrant collection "${COLLECTION}" has ${DIMENSIONS + 4}-dimensional Cosine vectors, but the embeddings are ${DIMENSIONS}-dimensional Cosine; set QDRANT_COLLECTION to another name or recreate the collection`,
+    message: `Qdrant collection "${COLLECTION}" has ${DIMENSIONS + 4}-dimensional Cosine vectors, but its sync declares ${DIMENSIONS}-dimensional Cosine; sync to another collection or recreate this one`,
   });
 });
 

@@ -17,6 +17,8 @@ interface Collection {
   size: number;
   distance: string;
   points: Map<string, StoredPoint>;
+  /** Payload indexes: field name -> schema (e.g. "keyword"). */
+  indexes: Map<string, string>;
 }
 
 class HttpError extends Error {
@@ -47,6 +49,40 @@ function selectPayload(payload: Record<string, unknown>, withPayload: unknown): 
   const include = Array.isArray(withPayload) ? withPayload : (withPayload as { include?: string[] }).include;
   if (!include) return payload;
   return Object.fromEntries(include.filter((key) => key in payload).map((key) => [key, payload[key]]));
+}
+
+const INDEX_SCHEMAS = ["keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid"];
+
+/**
+ * Qdrant's filter (must / should / must_not), for the conditions used here: a field match
+ * (`{ key, match: { value } }`, any element of an array payload value matches), `is_empty`
+ * (key absent, null or []), `has_id`, and nested filters. Others are refused with a 400.
+ */
+function matches(point: StoredPoint, filter: unknown): boolean {
+  if (filter === undefined || filter === null) return true;
+  if (typeof filter !== "object") throw new HttpError(400, "Format error in JSON body: filter must be an object");
+  const { must, should, must_not: mustNot } = filter as { must?: unknown; should?: unknown; must_not?: unknown };
+  const list = (conditions: unknown) => (conditions === undefined || conditions === null ? [] : Array.isArray(conditions) ? conditions : [conditions]);
+  if (!list(must).every((condition) => holds(point, condition))) return false;
+  if (list(mustNot).some((condition) => holds(point, condition))) return false;
+  const any = list(should);
+  return any.length === 0 || any.some((condition) => holds(point, condition));
+}
+
+function holds(point: StoredPoint, condition: unknown): boolean {
+  const c = (condition ?? {}) as Record<string, unknown>;
+  if ("must" in c || "should" in c || "must_not" in c) return matches(point, c);
+  if ("has_id" in c && Array.isArray(c.has_id)) return c.has_id.some((id) => pointKey(id).key === pointKey(point.id).key);
+  if ("is_empty" in c) {
+    const value = point.payload[String((c.is_empty as { key?: unknown } | null)?.key)];
+    return value === undefined || value === null || (Array.isArray(value) && value.length === 0);
+  }
+  if (typeof c.key === "string" && c.match && typeof c.match === "object" && "value" in c.match) {
+    const expected = (c.match as { value: unknown }).value;
+    const value = point.payload[c.key];
+    return Array.isArray(value) ? value.includes(expected) : value === expected;
+  }
+  throw new HttpError(400, "Format error in JSON body: data did not match any variant of untagged enum Condition");
 }
 
 function cosine(a: number[], b: number[]): number {
@@ -142,7 +178,9 @@ export class FakeQdrant extends TestServer {
       case "POST /collections/{name}/points/scroll":
         return this.scroll(name, body);
       case "POST /collections/{name}/points/count":
-        return { count: this.collection(name).points.size };
+        return { count: [...this.collection(name).points.values()].filter((point) => matches(point, body.filter)).length };
+      case "PUT /collections/{name}/index":
+        return this.createIndex(name, body);
       case "POST /collections/{name}/points/search":
         return this.search(name, body.vector, body);
       case "POST /collections/{name}/points/query":
@@ -161,8 +199,22 @@ export class FakeQdrant extends TestServer {
       indexed_vectors_count: collection.points.size,
       segments_count: 1,
       config: { params: { vectors: { size: collection.size, distance: collection.distance } } },
-      payload_schema: {},
+      payload_schema: Object.fromEntries(
+        [...collection.indexes].map(([field, schema]) => [field, { data_type: schema, points: this.points(name).filter((point) => point.payload[field] !== undefined).length }]),
+      ),
     };
+  }
+
+  /** Creating an index that exists is accepted, as Qdrant does. */
+  private createIndex(name: string, body: Record<string, unknown>): unknown {
+    const collection = this.collection(name);
+    if (typeof body.field_name !== "string" || body.field_name === "") throw new HttpError(400, "Format error in JSON body: missing field `field_name`");
+    const schema = typeof body.field_schema === "string" ? body.field_schema : (body.field_schema as { type?: unknown } | undefined)?.type;
+    if (typeof schema !== "string" || !INDEX_SCHEMAS.includes(schema)) {
+      throw new HttpError(400, `Format error in JSON body: unknown variant \`${String(schema)}\``);
+    }
+    collection.indexes.set(body.field_name, schema);
+    return { operation_id: Date.now() - this.started, status: "completed" };
   }
 
   private create(name: string, body: Record<string, unknown>): boolean {
@@ -174,7 +226,7 @@ export class FakeQdrant extends TestServer {
     if (!["Cosine", "Dot", "Euclid", "Manhattan"].includes(String(vectors.distance))) {
       throw new HttpError(400, `Format error in JSON body: unknown variant \`${String(vectors.distance)}\``);
     }
-    this.collections.set(name, { size: vectors.size, distance: String(vectors.distance), points: new Map() });
+    this.collections.set(name, { size: vectors.size, distance: String(vectors.distance), points: new Map(), indexes: new Map() });
     return true;
   }
 
@@ -226,7 +278,7 @@ export class FakeQdrant extends TestServer {
   private scroll(name: string, body: Record<string, unknown>): unknown {
     const collection = this.collection(name);
     const limit = typeof body.limit === "number" ? body.limit : 10;
-    const sorted = [...collection.points.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const sorted = [...collection.points.entries()].filter(([, point]) => matches(point, body.filter)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     const start = body.offset === undefined || body.offset === null ? 0 : sorted.findIndex(([key]) => key >= pointKey(body.offset).key);
     const page = start < 0 ? [] : sorted.slice(start, start + limit);
     const next = start < 0 ? undefined : sorted[start + limit];

@@ -1,39 +1,18 @@
-import { sql } from "slonik";
-import { z } from "zod";
 import type { Config } from "../../config.ts";
 import type { Logger } from "../../log.ts";
-import { retryDead } from "../../outbox/outbox.ts";
+import { listChanges, retryDead } from "../../outbox/outbox.ts";
 import { withContext } from "../context.ts";
 import { formatTable } from "../table.ts";
 
 export class UsageError extends Error {}
 
-const OutboxRow = z.object({
-  id: z.coerce.string(),
-  collection: z.string(),
-  point_id: z.string(),
-  state: z.string(),
-  version: z.coerce.number(),
-  attempts: z.number(),
-  age_s: z.number(),
-  next_attempt_in_s: z.number().nullable(),
-  last_error: z.string().nullable(),
-});
-
-/** `pgconverge outbox list [--dead] [--limit N] [--json]`: the changes not yet in Qdrant, oldest first. */
-export async function outboxListCommand(config: Config, log: Logger, flags: { dead: boolean; limit: number; json: boolean }): Promise<number> {
-  const rows = await withContext(config, log, 1, (context) =>
-    context.appPool.any(sql.type(OutboxRow)`
-      select id, collection, point_id, state, version, attempts,
-             extract(epoch from now() - created_at)::float8 as age_s,
-             case when state = 'pending' then extract(epoch from next_attempt_at - now())::float8 end as next_attempt_in_s,
-             last_error
-      from outbox
-      ${flags.dead ? sql.fragment`where state = 'dead'` : sql.fragment``}
-      order by (state = 'dead') desc, created_at
-      limit ${flags.limit}
-    `),
-  );
+/** `pgconverge outbox list [--dead] [--collection NAME] [--limit N] [--json]`: the changes not yet in Qdrant, dead first, then oldest first. */
+export async function outboxListCommand(
+  config: Config,
+  log: Logger,
+  flags: { dead: boolean; limit: number; json: boolean; collection?: string | undefined },
+): Promise<number> {
+  const rows = await withContext(config, log, 1, (context) => listChanges(context.appPool, flags));
   if (flags.json) {
     console.log(JSON.stringify(rows));
     return 0;
@@ -42,12 +21,15 @@ export async function outboxListCommand(config: Config, log: Logger, flags: { de
     console.log(flags.dead ? "no dead outbox changes" : "the outbox is empty: Qdrant has every change");
     return 0;
   }
+  // The collection column only when there is more than one to tell apart.
+  const collections = new Set(rows.map((row) => row.collection)).size > 1;
   console.log(
     formatTable(
-      ["id", "state", "point", "attempts", "age", "next try", "last error"],
+      ["id", "state", ...(collections ? ["collection"] : []), "point", "attempts", "age", "next try", "last error"],
       rows.map((row) => [
         row.id,
         row.state,
+        ...(collections ? [row.collection] : []),
         row.point_id,
         String(row.attempts),
         `${row.age_s.toFixed(1)}s`,
@@ -59,12 +41,13 @@ export async function outboxListCommand(config: Config, log: Logger, flags: { de
   return 0;
 }
 
-/** `pgconverge outbox retry <id>... | --all`: puts dead changes back in line (after the cause is fixed). */
-export async function outboxRetryCommand(config: Config, log: Logger, ids: string[], all: boolean): Promise<number> {
+/** `pgconverge outbox retry <id>... | --all [--collection NAME]`: puts dead changes back in line (after the cause is fixed). */
+export async function outboxRetryCommand(config: Config, log: Logger, ids: string[], all: boolean, collection?: string): Promise<number> {
   if (all === ids.length > 0) throw new UsageError("outbox retry takes dead change ids or --all");
+  if (collection !== undefined && !all) throw new UsageError("outbox retry: --collection goes with --all");
   const bad = ids.find((id) => !/^[1-9][0-9]{0,18}$/.test(id));
   if (bad) throw new UsageError(`outbox retry: ${JSON.stringify(bad)} is not an outbox id`);
-  const count = await withContext(config, log, 1, (context) => retryDead(context.appPool, all ? undefined : ids));
+  const count = await withContext(config, log, 1, (context) => retryDead(context.appPool, all ? undefined : ids, collection));
   console.log(`${count} dead change${count === 1 ? "" : "s"} put back in line for the relay`);
   return ids.length > 0 && count < ids.length ? 1 : 0;
 }

@@ -1,34 +1,58 @@
 import type { Config } from "../../config.ts";
 import type { Logger } from "../../log.ts";
-import { reconcile, recordReconcileRun, type DriftReport } from "../../outbox/reconciler.ts";
-import { withContext } from "../context.ts";
+import { readOwner, recordReconcileRun } from "../../outbox/outbox.ts";
+import { reconcile, type DriftReport } from "../../outbox/reconciler.ts";
+import { declaredSyncs, withContext } from "../context.ts";
+import { UsageError } from "./outbox.ts";
 
-/** `pgconverge reconcile [--repair] [--json]`: counts drift between Qdrant and Postgres; repairs it with --repair. */
-export async function reconcileCommand(config: Config, log: Logger, flags: { repair: boolean; json: boolean }): Promise<number> {
+/**
+ * `pgconverge reconcile [--collection NAME] [--repair] [--json]`: counts drift between Qdrant
+ * and Postgres for every declared sync (or one); repairs it with --repair. --json prints one
+ * JSON object per line, one line per collection.
+ */
+export async function reconcileCommand(config: Config, log: Logger, flags: { repair: boolean; json: boolean; collection?: string | undefined }): Promise<number> {
+  const declared = declaredSyncs(config);
+  const syncs = flags.collection === undefined ? declared : declared.filter((sync) => sync.collection === flags.collection);
+  if (syncs.length === 0) {
+    throw new UsageError(`reconcile: no sync declares collection ${JSON.stringify(flags.collection)} (declared: ${declared.map((sync) => sync.collection).join(", ")})`);
+  }
   const progress = process.stderr.isTTY && !flags.json;
-  const report = await withContext(config, log, 2, async (context) => {
-    const result = await reconcile({
-      pool: context.appPool,
-      qdrant: context.qdrant,
-      collection: config.QDRANT_COLLECTION,
-      repair: flags.repair,
-      ...(progress
-        ? { onProgress: ({ phase, done, total }) => process.stderr.write(`\rreconcile: ${phase} ${done.toLocaleString("en")} / ${total.toLocaleString("en")} points   `) }
-        : {}),
-    });
-    if (progress) process.stderr.write("\n");
-    await recordReconcileRun(context.appPool, result);
-    return result;
+  const reports = await withContext(config, log, 2, async (context) => {
+    const owner = await readOwner(context.appPool);
+    const results: DriftReport[] = [];
+    for (const sync of syncs) {
+      const result = await reconcile({
+        pool: context.appPool,
+        qdrant: context.qdrant,
+        sync,
+        owner,
+        repair: flags.repair,
+        ...(progress
+          ? {
+              onProgress: ({ phase, done, total }) =>
+                process.stderr.write(`\rreconcile ${sync.collection}: ${phase} ${done.toLocaleString("en")}${total === null ? "" : ` / ${total.toLocaleString("en")}`} points   `),
+            }
+          : {}),
+      });
+      if (progress) process.stderr.write("\n");
+      await recordReconcileRun(context.appPool, result);
+      results.push(result);
+    }
+    return results;
   });
-  console.log(flags.json ? JSON.stringify(report) : summary(report));
+  for (const report of reports) console.log(flags.json ? JSON.stringify(report) : summary(report));
   return 0;
 }
 
 function summary(report: DriftReport): string {
   const drift = report.missing + report.extra + report.stale;
   const counts = `missing ${report.missing}, extra ${report.extra}, stale ${report.stale}`;
-  const scope = `${report.qdrantPoints} points in Qdrant, ${report.postgresPoints} embedded chunks in Postgres`;
+  const scope = `${report.qdrantPoints} points of this database in Qdrant, ${report.postgresPoints} rows in Postgres`;
   const inFlight = report.inFlight > 0 ? `; ${report.inFlight} changes already in flight` : "";
-  if (drift === 0) return `collection ${report.collection}: no drift (${scope}${inFlight})`;
-  return `collection ${report.collection}: ${counts} (${scope}${inFlight}); ${report.repaired ? "queued for repair" : "run with --repair to fix"}`;
+  const unowned =
+    report.unowned > 0
+      ? `; ${report.unowned} points without an owner (written before owners existed): never deleted by a repair, a repair adopts those with a row`
+      : "";
+  if (drift === 0) return `collection ${report.collection}: no drift (${scope}${inFlight})${unowned}`;
+  return `collection ${report.collection}: ${counts} (${scope}${inFlight}); ${report.repaired ? "queued for repair" : "run with --repair to fix"}${unowned}`;
 }

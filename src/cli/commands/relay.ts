@@ -1,16 +1,16 @@
 import type { Config } from "../../config.ts";
 import { migrate } from "../../db/migrate.ts";
 import type { Logger } from "../../log.ts";
-import { createRelay, withContext, untilSignal } from "../context.ts";
+import { createRelay, declaredSyncs, withContext, untilSignal } from "../context.ts";
 
 /** `pgconverge relay`: only the outbox relay, until a signal (the worker runs one too). */
 export async function relayCommand(config: Config, log: Logger): Promise<number> {
   return withContext(config, log, 2, async (context) => {
     await migrate(context.queuePool, log);
     const relay = createRelay(context);
-    await relay.prepareCollection();
+    await relay.prepareCollections();
     await relay.start();
-    log.info({ relayId: relay.id, collection: config.QDRANT_COLLECTION }, "relay started");
+    log.info({ relayId: relay.id, collections: declaredSyncs(config).map((sync) => sync.collection) }, "relay started");
     return untilSignal(log, () => relay.stop());
   });
 }

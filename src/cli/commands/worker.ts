@@ -10,7 +10,7 @@ import { EMBED_CHUNKS } from "../../pipeline/queries.ts";
 import { checkModelDimensions, createPipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
 import { Worker, workerSettings } from "../../worker.ts";
-import { createRelay, openContext, untilSignal } from "../context.ts";
+import { createRelay, declaredSyncs, openContext, untilSignal } from "../context.ts";
 
 function reconcileCron(config: Config): CronItem[] {
   if (config.RECONCILE_CRON === "off") return [];
@@ -38,8 +38,8 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
     const pipeline = createPipeline(config);
     // A model or collection of the wrong size is fatal now; an unreachable Qdrant or Ollama is only waited for.
     if (tasks.has(EMBED_CHUNKS)) await checkModelDimensions(config, pipeline.embedder, log);
-    await relay.prepareCollection();
-    tasks.set(RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, collection: config.QDRANT_COLLECTION }));
+    await relay.prepareCollections();
+    tasks.set(RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, syncs: declaredSyncs(config) }));
     const worker = new Worker({
       queuePool: context.queuePool,
       appPool: context.appPool,
