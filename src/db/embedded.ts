@@ -86,7 +86,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const account = serverAccount();
   const binaries = reachableBinaries(await packagedBinaries(), account);
   const dataDir = placeDataDir(requested, account);
-  if (!existsSync(join(dataDir, "PG_VERSION"))) await initialise(dataDir, binaries, account);
+  if (!existsSync(join(dataDir, "PG_VERSION"))) await initialise(dataDir, binaries, account, options.persistent);
   if (!existsSync(join(dataDir, PASSWORD_FILE))) await givePassword(dataDir, binaries, account);
   const password = readFileSync(join(dataDir, PASSWORD_FILE), "utf8").trim();
   const port = options.port ?? (await freePort());
@@ -235,7 +235,7 @@ function placeDataDir(requested: string, account: Account): string {
 }
 
 /** initdb with a random superuser password, which is then kept in the data directory. */
-async function initialise(dataDir: string, binaries: Binaries, account: Account): Promise<void> {
+async function initialise(dataDir: string, binaries: Binaries, account: Account, persistent: boolean): Promise<void> {
   const password = randomBytes(24).toString("base64url");
   // initdb reads the password from a file; this one is private to the server's account and removed at once.
   const secretDir = mkdtempSync(join(tmpdir(), "pgconverge-initdb-"));
@@ -246,7 +246,10 @@ async function initialise(dataDir: string, binaries: Binaries, account: Account)
       chownSync(secretDir, account.uid, account.gid);
       chownSync(passwordFile, account.uid, account.gid);
     }
-    await runToEnd(binaries.initdb, [`--pgdata=${dataDir}`, "--auth=scram-sha-256", `--username=${USER}`, `--pwfile=${passwordFile}`, "--lc-messages=C"], account, dataDir);
+    const args = [`--pgdata=${dataDir}`, "--auth=scram-sha-256", `--username=${USER}`, `--pwfile=${passwordFile}`, "--lc-messages=C"];
+    // A throw-away cluster need not wait for its files to reach the disk.
+    if (!persistent) args.push("--no-sync");
+    await runToEnd(binaries.initdb, args, account, dataDir);
   } finally {
     rmSync(secretDir, { recursive: true, force: true });
   }
