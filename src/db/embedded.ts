@@ -279,7 +279,9 @@ async function runToEnd(file: string, args: string[], account: Account, cwd: str
   child.stdout.on("data", (chunk) => (output += chunk));
   child.stderr.on("data", (chunk) => (output += chunk));
   child.stdin.end(input);
-  const [code] = (await once(child, "close")) as [number | null];
+  const [code] = (await once(child, "close").catch((error: Error) => {
+    throw new EmbeddedPostgresError(`could not run ${file}: ${error.message}`);
+  })) as [number | null];
   if (code !== 0) throw new EmbeddedPostgresError(`the embedded Postgres could not be set up in ${cwd}: ${firstProblem(output)}`);
   return output;
 }
@@ -324,6 +326,7 @@ async function startServer(dataDir: string, binaries: Binaries, account: Account
     const onExit = () => reject(new EmbeddedPostgresError(`the embedded Postgres in ${dataDir} did not start: ${firstProblem(output)}`));
     child.stderr!.on("data", onLog);
     child.once("exit", onExit);
+    child.once("error", (error) => reject(new EmbeddedPostgresError(`could not start the embedded Postgres: ${error.message}`)));
   });
   // The server's log is not kept; it must still be read, or the server blocks once the pipe is full.
   child.stderr!.resume();

@@ -1,7 +1,9 @@
 // The embedded Postgres's own password, and where it runs as root. Each test starts servers of its own.
-import { existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import t, { type Test } from "tap";
 import { PASSWORD_FILE, startEmbeddedPostgres, type EmbeddedPostgresServer } from "../../src/db/embedded.ts";
@@ -80,4 +82,21 @@ t.test("as root, a data directory under a directory only root may enter is place
   t.ok(lstatSync(dataDir).isSymbolicLink(), "the requested path leads to the data directory");
   t.equal(realpathSync(dataDir), server.dataDir);
   t.equal(statSync(home).mode & 0o777, 0o700, "the enclosing directory was not opened to anyone");
+});
+
+t.test("a server that cannot start ends the command with one line that says why, exit 1", async (t) => {
+  const dataDir = dataDirectory(t);
+  chmodSync(join(dataDir, ".."), 0o755);
+  mkdirSync(dataDir, { mode: 0o700 });
+  // A data directory that is not a whole cluster.
+  writeFileSync(join(dataDir, "PG_VERSION"), "17\n");
+  writeFileSync(join(dataDir, PASSWORD_FILE), "secret\n", { mode: 0o600 });
+  const env: NodeJS.ProcessEnv = { ...process.env, PGCONVERGE_DATA_DIR: join(dataDir, "..") };
+  delete env.DATABASE_URL;
+  const cli = fileURLToPath(new URL("../../bin/pgconverge.js", import.meta.url));
+  const run = spawnSync(process.execPath, [cli, "migrate"], { env, encoding: "utf8" });
+  t.equal(run.status, 1, run.stderr);
+  const lines = run.stderr.trim().split("\n");
+  t.equal(lines.length, 1, run.stderr);
+  t.match(lines[0], /^pgconverge: EmbeddedPostgresError: the embedded Postgres in .* did not start: postgres: could not access the server configuration file/);
 });
