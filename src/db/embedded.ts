@@ -77,6 +77,8 @@ interface Binaries {
  * only the owner holds, and stops the server (fast shutdown) when that pipe closes, also when
  * the owner was SIGKILLed. So a later start finds no orphan holding the data directory; a
  * postmaster.pid left by a server that was itself killed is stale, and Postgres replaces it.
+ * Only a server whose supervising shell was killed on purpose (it is in no terminal's group)
+ * would live on; a later start joins it, and `pg_ctl stop -D <data directory>` ends it.
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresServer> {
   const requested = resolve(options.dataDir);
