@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startEmbeddedPostgres } from "../src/db/embedded.ts";
+import { EmbeddedPostgresError, startEmbeddedPostgres } from "../src/db/embedded.ts";
 
 const TEST_SERVER_SETTINGS = {
   // Parallel test files, each with its own database, pools and worker processes.
@@ -21,7 +21,12 @@ let stopServer = async () => {};
 const env = { ...process.env };
 if (!env.DATABASE_URL) {
   const dataDir = mkdtempSync(join(tmpdir(), "pgconverge-test-"));
-  const server = await startEmbeddedPostgres({ dataDir, persistent: false, settings: TEST_SERVER_SETTINGS });
+  const server = await startEmbeddedPostgres({ dataDir, persistent: false, settings: TEST_SERVER_SETTINGS }).catch((error: unknown) => {
+    rmSync(dataDir, { recursive: true, force: true });
+    // One line that says what to do, not a stack trace.
+    console.error(`npm test: ${error instanceof EmbeddedPostgresError ? error.message : `the embedded Postgres did not start: ${String(error)}`}`);
+    process.exit(1);
+  });
   env.DATABASE_URL = server.url;
   stopServer = async () => {
     await server.stop();

@@ -14,6 +14,6 @@ export async function openDatabase(config: Config, log: Logger): Promise<Databas
   if (config.DATABASE_URL) return { url: config.DATABASE_URL, close: async () => {} };
   const dataDir = join(config.PGCONVERGE_DATA_DIR, "pgdata");
   const server = await startEmbeddedPostgres({ dataDir, persistent: true });
-  log.info({ dataDir }, "using the embedded Postgres (set DATABASE_URL to use your own)");
+  log.info({ dataDir: server.dataDir, port: Number(new URL(server.url).port) }, "using the embedded Postgres (set DATABASE_URL to use your own)");
   return { url: server.url, close: () => server.stop() };
 }

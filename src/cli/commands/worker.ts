@@ -63,16 +63,25 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
       relay,
       heartbeat: worker.heartbeat,
     });
+    // Before any job is claimed: a metrics port in use stops the worker with exit code 2.
+    const starting = (async () => {
+      await ops?.start();
+      await worker.start();
+      await relay.start();
+    })();
+    const started = starting.catch(() => {});
     stopAll = async () => {
+      // A signal during startup stops the services once they are up, not halfway.
+      await started;
       await worker.stop();
       await relay.stop();
       await ops?.stop();
     };
-    // Before any job is claimed: a metrics port in use stops the worker with exit code 2.
-    await ops?.start();
-    await worker.start();
-    await relay.start();
-    return await untilSignal(log, stopAll, worker.done);
+    // Signals are handled from before the worker registers: the default action of a Ctrl-C during
+    // startup would kill it registered, and its jobs would wait for the dead-worker threshold.
+    const exitCode = untilSignal(log, stopAll, starting.then(() => worker.done, () => new Promise(() => {})));
+    await starting;
+    return await exitCode;
   } catch (error) {
     await stopAll();
     throw error;
