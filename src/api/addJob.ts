@@ -26,7 +26,9 @@ function isSlonik(db: unknown): db is CommonQueryMethods {
 function slonikStatement(values: unknown[]) {
   const parts = ADD_JOB_STATEMENT.split(/\$\d+/);
   const args = [...ADD_JOB_STATEMENT.matchAll(/\$(\d+)/g)].map((match) => values[Number(match[1]) - 1]);
-  return sql.unsafe(Object.assign([...parts], { raw: parts }) as unknown as TemplateStringsArray, ...(args as never[]));
+  // slonik takes only what looks like a template literal: a frozen `raw` beside the strings.
+  const strings = Object.freeze(Object.assign([...parts], { raw: Object.freeze([...parts]) })) as unknown as TemplateStringsArray;
+  return sql.unsafe(strings, ...(args as never[]));
 }
 
 /**
