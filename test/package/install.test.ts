@@ -1,7 +1,7 @@
 // Proof from outside: the packed tarball, installed into an application outside the
 // repository, works through its public entry point alone (the app is test/package/app).
 import { execFile } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,6 +39,10 @@ t.test("the tarball holds the compiled package and nothing of the repository's t
   t.ok(paths.some((path) => /^sql\/\d{6}_.*\.sql$/.test(path)), "the migrations");
   t.same(paths.filter((path) => /^(test|bench|tasks|src)\//.test(path) || path.endsWith(".ts") && !path.endsWith(".d.ts")), [], "no tests, benches, tasks or TypeScript sources");
   t.comment(`tarball ${packed!.size} bytes, unpacked ${packed!.unpackedSize} bytes, ${paths.length} files`);
+  const bytes = (dir: string) =>
+    readdirSync(dir, { recursive: true, encoding: "utf8" }).reduce((sum, file) => sum + (statSync(join(dir, file)).isFile() ? statSync(join(dir, file)).size : 0), 0);
+  const modules = join(appDir, "node_modules");
+  t.comment(`installed: pgconverge ${bytes(join(modules, "pgconverge"))} bytes; node_modules with its dependencies and the app's ${bytes(modules)} bytes`);
 });
 
 t.test("an application enqueues in its own transaction and runs a worker with its own task and service", async (t) => {
@@ -54,6 +58,19 @@ t.test("an application enqueues in its own transaction and runs a worker with it
   t.equal(result.catalogCalls, 1);
   t.equal(result.jobsLeft, 0);
   t.equal(result.workersLeft, 0, "stop() deregistered the worker");
+});
+
+t.test("without tsx, a TypeScript task file is one line saying what to install", { skip: Boolean((process as { features?: { typescript?: unknown } }).features?.typescript) && "this Node loads TypeScript itself" }, async (t) => {
+  const tasks = join(appDir, "ts_tasks");
+  mkdirSync(tasks, { recursive: true });
+  writeFileSync(join(tasks, "typed.ts"), `import { defineTask } from "pgconverge";\nconst n: number = 1;\nexport default n;\n`);
+  const bin = join(appDir, "node_modules", ".bin", "pgconverge");
+  const result = await run(bin, ["worker", "--tasks", tasks], { cwd: appDir, env: { ...process.env, DATABASE_URL: "postgres://127.0.0.1:1/none", NODE_OPTIONS: "" } }).then(
+    () => ({ code: 0, stderr: "" }),
+    (error: { code: number; stderr: string }) => error,
+  );
+  t.equal(result.code, 2);
+  t.equal(result.stderr, `pgconverge: ${join(tasks, "typed.ts")}: TypeScript task files need tsx (npm install tsx), or compile them to .js\n`);
 });
 
 t.test("the installed bin migrates", async (t) => {
