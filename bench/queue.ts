@@ -13,7 +13,7 @@ import { migrate } from "../src/db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger, graphileLogger } from "../src/log.ts";
 import { createPipeline } from "../src/pipeline/services.ts";
-import { defineTask, type DefinedTask } from "../src/runtime/defineTask.ts";
+import { defineTask, type DefinedTask } from "pgconverge";
 import { Worker, workerSettings } from "../src/worker.ts";
 import { benchPool, createDatabase, percentile, round, sleep, waitUntil, type BenchDatabase, type BenchServer } from "./lib.ts";
 

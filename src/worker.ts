@@ -6,7 +6,7 @@ import type { DatabasePool } from "slonik";
 import { Heartbeat } from "./liveness/heartbeat.ts";
 import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
-import type { DefinedTask, TaskServices } from "./runtime/defineTask.ts";
+import type { AnyTask } from "./runtime/defineTask.ts";
 import { toGraphileTask } from "./runtime/executor.ts";
 import { GroupCommitter } from "./runtime/groupCommit.ts";
 
@@ -16,9 +16,9 @@ export interface WorkerConfig {
   /** The heartbeat's and sweeper's own pool (createLivenessPool), so job work cannot delay them. */
   livenessPool: DatabasePool;
   log: Logger;
-  tasks: Map<string, DefinedTask>;
+  tasks: Map<string, AnyTask>;
   /** Clients handed to every task run. */
-  services: TaskServices;
+  services: object;
   concurrency: number;
   taskTimeoutMs: number;
   applyTimeoutMs: number;

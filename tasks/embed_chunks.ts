@@ -1,8 +1,8 @@
+import { defineTask, PermanentError } from "pgconverge";
 import { z } from "zod";
+import type { PipelineServices } from "../src/pipeline/services.ts";
 import { enqueuePointChanges } from "../src/outbox/outbox.ts";
 import { chunksToEmbed, documentJobKey, EMBED_CHUNKS, hasUnembeddedChunks, lockDocument, storeEmbeddings } from "../src/pipeline/queries.ts";
-import { defineTask } from "../src/runtime/defineTask.ts";
-import { PermanentError } from "../src/runtime/errors.ts";
 
 /**
  * Chunks per job: enough to batch Ollama requests, few enough that one job stays well within
@@ -15,7 +15,7 @@ const CHUNKS_PER_JOB = 64;
  * apply stores the vectors, queues the points for Qdrant and (if chunks remain) the next
  * job, all in the job's one transaction.
  */
-export default defineTask({
+export default defineTask.withServices<PipelineServices>()({
   payload: z.object({ documentId: z.string().uuid() }),
   async prepare({ payload, db, signal, services }) {
     const { pipeline } = services;

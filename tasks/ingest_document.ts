@@ -1,5 +1,6 @@
+import { defineTask } from "pgconverge";
 import { z } from "zod";
-import { defineTask } from "../src/runtime/defineTask.ts";
+import type { PipelineServices } from "../src/pipeline/services.ts";
 import { enqueuePointChanges } from "../src/outbox/outbox.ts";
 import { chunkText } from "../src/pipeline/chunker.ts";
 import { documentJobKey, EMBED_CHUNKS, lockDocument, replaceChunks } from "../src/pipeline/queries.ts";
@@ -11,7 +12,7 @@ import { documentJobKey, EMBED_CHUNKS, lockDocument, replaceChunks } from "../sr
  * what changed. The payload names the document; the content is read at run time, so a run
  * after a later edit processes the latest text.
  */
-export default defineTask({
+export default defineTask.withServices<PipelineServices>()({
   payload: z.object({ documentId: z.string().uuid() }),
   async apply({ payload, tx, addJob, services, log }) {
     const document = await lockDocument(tx, payload.documentId);

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import t from "tap";
-import { CONFIG_VARIABLES, loadConfig } from "../src/config.ts";
+import { CONFIG_VARIABLES, CoreShape, loadConfig } from "../src/config.ts";
+import { PipelineShape } from "../src/pipeline/config.ts";
 
 const read = (file: string) => readFileSync(new URL(`../${file}`, import.meta.url), "utf8");
 
@@ -16,4 +17,11 @@ t.test("the defaults in .env.example are the defaults loadConfig applies", async
   for (const [, name, value] of read(".env.example").matchAll(/^([A-Z][A-Z0-9_]+)=(.*)$/gm)) {
     t.equal(String(defaults[name as keyof typeof defaults]), value, name!);
   }
+});
+
+t.test(".env.example keeps the reference pipeline's settings in a section of their own", async (t) => {
+  const [core = "", pipeline = ""] = read(".env.example").split(/^# -+ The reference pipeline .*$/m);
+  const names = (text: string) => [...text.matchAll(/^#? ?([A-Z][A-Z0-9_]+)=/gm)].map((match) => match[1]!).sort();
+  t.same(names(pipeline), Object.keys(PipelineShape.shape).sort(), "the pipeline section");
+  t.same(names(core), Object.keys(CoreShape.shape).sort(), "the queue's section");
 });

@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
-import { migrate } from "../db/migrate.ts";
+import { migrate } from "../api/migrate.ts";
 import { createLogger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
@@ -19,7 +19,8 @@ import { withContext } from "./context.ts";
 const USAGE = `usage: pgconverge <command> [options]
 
 commands:
-  worker                        migrate if needed, then run jobs, relay and reconcile cron until SIGTERM/SIGINT
+  worker [--tasks DIR]          migrate if needed, then run jobs, relay and reconcile cron until SIGTERM/SIGINT;
+                                task files from DIR (default PGCONVERGE_TASKS_DIR, "tasks")
   migrate                       apply graphile-worker's schema and the sql/ migrations
   relay                         run only the outbox relay (Postgres -> Qdrant) until SIGTERM/SIGINT
   ingest <file|dir|->... [--source NAME]
@@ -64,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
       source: { type: "string" },
       task: { type: "string" },
       collection: { type: "string" },
+      tasks: { type: "string" },
     },
   });
   const [command, ...rest] = positionals;
@@ -85,14 +87,14 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "worker":
       noArguments();
-      return workerCommand(config, log);
+      return workerCommand(config, log, values.tasks === undefined ? {} : { tasksDir: values.tasks });
     case "relay":
       noArguments();
       return relayCommand(config, log);
     case "migrate":
       noArguments();
       return withContext(config, log, 1, async (context) => {
-        const applied = await migrate(context.queuePool, log);
+        const applied = await migrate({ pool: context.queuePool, logger: log });
         console.log(applied.length ? `applied ${applied.join(", ")}` : "schema is up to date");
         return 0;
       });

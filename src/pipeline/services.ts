@@ -15,10 +15,9 @@ export interface Pipeline {
   chunker: ChunkerOptions;
 }
 
-declare module "../runtime/defineTask.ts" {
-  interface TaskServices {
-    pipeline: Pipeline;
-  }
+/** The services the pipeline's tasks need (`defineTask.withServices<PipelineServices>()`). */
+export interface PipelineServices {
+  pipeline: Pipeline;
 }
 
 /** The process's one Ollama client. */

@@ -13,17 +13,14 @@ export interface FollowUpJobSpec {
 }
 
 /**
- * Long-lived clients a task uses, created once per worker process and handed to every run
- * (a client per run would leak sockets). Empty here; an application declares its own
- * members by declaration merging, as the reference pipeline does in src/pipeline/services.ts:
- *
- * ```ts
- * declare module "../runtime/defineTask.ts" { interface TaskServices { mail: MailClient } }
- * ```
+ * What a task's contexts receive as `services`: the long-lived clients (HTTP, mail, an LLM
+ * client) created once per worker and handed to every run, because a client per run would
+ * leak sockets. A task states the services it needs with `defineTask.withServices<S>()`;
+ * the worker that runs it must be given them (checked at compile time by runWorker).
  */
-export interface TaskServices {}
+export type NoServices = Record<never, never>;
 
-export interface PrepareContext<Payload> {
+export interface PrepareContext<Payload, Services = NoServices> {
   payload: Payload;
   job: Job;
   /** Fires when the deadline passes or the worker shuts down; pass it to every I/O call. */
@@ -33,11 +30,12 @@ export interface PrepareContext<Payload> {
    * own; writes belong in apply, where they commit with the job.
    */
   db: CommonQueryMethods;
-  services: TaskServices;
+  /** The services of the worker running the task (see NoServices). */
+  services: Services;
   log: Logger;
 }
 
-export interface ApplyContext<Payload, Prepared> {
+export interface ApplyContext<Payload, Prepared, Services = NoServices> {
   payload: Payload;
   job: Job;
   /** What prepare returned. */
@@ -46,7 +44,8 @@ export interface ApplyContext<Payload, Prepared> {
   tx: DatabaseTransactionConnection;
   /** Enqueues a job in this same transaction (graphile_worker.add_job), so it exists iff this job applied. */
   addJob(identifier: string, payload: unknown, spec?: FollowUpJobSpec): Promise<void>;
-  services: TaskServices;
+  /** The services of the worker running the task (see NoServices). */
+  services: Services;
   log: Logger;
 }
 
@@ -58,25 +57,35 @@ export interface BatchItem<Payload, Prepared> {
   prepared: Prepared;
 }
 
-export interface ApplyBatchContext<Payload, Prepared> {
+export interface ApplyBatchContext<Payload, Prepared, Services = NoServices> {
   /** The jobs whose writes this call makes, each held by this worker and not yet applied. */
   items: Array<BatchItem<Payload, Prepared>>;
   /** The batch's one transaction: it commits the items' writes with their applied-records. */
   tx: DatabaseTransactionConnection;
   /** Enqueues a job in this same transaction, so it exists iff the items applied. */
   addJob(identifier: string, payload: unknown, spec?: FollowUpJobSpec): Promise<void>;
-  services: TaskServices;
+  /** The services of the worker running the task (see NoServices). */
+  services: Services;
   log: Logger;
 }
 
-interface TaskDefinitionBase<Payload, Prepared> {
-  /** Validates every payload; a payload that fails is a permanent failure (dead letter, no retry). */
-  payload: z.ZodType<Payload, z.ZodTypeDef, unknown>;
+interface TaskDefinitionBase<Payload, Prepared, Services, Input> {
+  /**
+   * Validates every payload when the job runs (jobs inserted from SQL cannot be trusted); a
+   * payload that fails is a permanent failure (dead letter, no retry). Its input type is what
+   * `addJob(db, task, payload)` accepts.
+   */
+  payload: z.ZodType<Payload, z.ZodTypeDef, Input>;
+  /**
+   * The task's identifier, for `addJob(db, task, payload)`. Optional: a task file's name, or
+   * its key in runWorker's `tasks`, names it too; when given, it must agree with them.
+   */
+  identifier?: string;
   /**
    * External I/O (HTTP, LLM calls). Runs with no database transaction open, under the task's
    * deadline; it must honour `signal`. Whatever it returns is handed to apply.
    */
-  prepare?(context: PrepareContext<Payload>): Promise<Prepared>;
+  prepare?(context: PrepareContext<Payload, Services>): Promise<Prepared>;
   /** Deadline of prepare in ms; defaults to TASK_TIMEOUT_MS. */
   timeoutMs?: number;
 }
@@ -90,41 +99,54 @@ interface TaskDefinitionBase<Payload, Prepared> {
  *   If the call fails, each of its jobs is applied again in a call and a transaction of its
  *   own, so a failure stays with the job that caused it.
  */
-export type TaskDefinition<Payload = unknown, Prepared = undefined> = TaskDefinitionBase<Payload, Prepared> &
+export type TaskDefinition<Payload = unknown, Prepared = undefined, Services = NoServices, Input = unknown> = TaskDefinitionBase<
+  Payload,
+  Prepared,
+  Services,
+  Input
+> &
   (
     | {
         /** Database writes only: runs in ONE transaction that also records the job as applied. */
-        apply(context: ApplyContext<Payload, Prepared>): Promise<void>;
+        apply(context: ApplyContext<Payload, Prepared, Services>): Promise<void>;
         applyBatch?: never;
       }
     | {
         apply?: never;
         /** Database writes of several jobs at once, in the transaction that records them as applied. */
-        applyBatch(context: ApplyBatchContext<Payload, Prepared>): Promise<void>;
+        applyBatch(context: ApplyBatchContext<Payload, Prepared, Services>): Promise<void>;
       }
   );
 
 const TASK_DEFINITION = Symbol.for("pgconverge.taskDefinition");
+/** Type-only marks: the services a task needs and the payload it accepts (no runtime value). */
+declare const NEEDS: unique symbol;
+declare const ACCEPTS: unique symbol;
 
-export type DefinedTask<Payload = unknown, Prepared = unknown> = TaskDefinition<Payload, Prepared> & {
+/** What defineTask returns; pass it to runWorker's `tasks` or default-export it from a task file. */
+export type DefinedTask<Payload = unknown, Prepared = unknown, Services = NoServices, Input = unknown> = TaskDefinition<
+  Payload,
+  Prepared,
+  Services,
+  Input
+> & {
   readonly [TASK_DEFINITION]: true;
+  // Methods, so that a task needing services still fits where any task is expected.
+  [NEEDS]?(services: Services): void;
+  [ACCEPTS]?(payload: Input): void;
 };
 
-/**
- * Declares a task; a file in `tasks/` default-exports the result and its file name is the
- * task identifier.
- *
- * ```ts
- * export default defineTask({
- *   payload: z.object({ documentId: z.uuid() }),
- *   async prepare({ payload, signal }) { return fetchSomething(payload, { signal }); },
- *   async apply({ tx, prepared }) { await tx.query(sql.unsafe`insert ...`); },
- * });
- * ```
- */
-export function defineTask<Payload, Prepared = undefined>(
-  definition: TaskDefinition<Payload, Prepared>,
-): DefinedTask<Payload, Prepared> {
+/** Any defined task, whatever its payload and services. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyTask = DefinedTask<any, any, any, any>;
+
+/** The services a task needs. */
+export type ServicesOf<Task> = Task extends { [NEEDS]?(services: infer Services): void } ? Services : never;
+
+/** The payload a task accepts at enqueue (its schema's input type). */
+export type PayloadOf<Task> = Task extends { [ACCEPTS]?(payload: infer Input): void } ? Input : never;
+
+function define(definition: TaskDefinition<unknown, unknown, unknown, unknown>): AnyTask {
   const applies = [definition.apply, definition.applyBatch].filter((apply) => apply !== undefined);
   if (applies.length !== 1 || typeof applies[0] !== "function") {
     throw new TypeError("defineTask: give exactly one of apply and applyBatch, as a function");
@@ -135,9 +157,48 @@ export function defineTask<Payload, Prepared = undefined>(
   if (definition.timeoutMs !== undefined && !(Number.isInteger(definition.timeoutMs) && definition.timeoutMs > 0)) {
     throw new TypeError("defineTask: timeoutMs must be a positive integer");
   }
+  if (definition.identifier !== undefined && !TASK_IDENTIFIER.test(definition.identifier)) {
+    throw new TypeError(`defineTask: identifier must be letters, digits and _, not starting with a digit (got ${JSON.stringify(definition.identifier)})`);
+  }
   return Object.freeze({ ...definition, [TASK_DEFINITION]: true as const });
 }
 
-export function isDefinedTask(value: unknown): value is DefinedTask {
+/** Task identifiers: what a task file may be named (graphile-worker's convention). */
+export const TASK_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Declares a task that needs no services. A task file default-exports the result (its file
+ * name is the identifier), or an application passes it to runWorker's `tasks`.
+ *
+ * ```ts
+ * export default defineTask({
+ *   payload: z.object({ documentId: z.string().uuid() }),
+ *   async prepare({ payload, signal }) { return fetchSomething(payload, { signal }); },
+ *   async apply({ tx, prepared }) { await tx.query(sql.unsafe`insert ...`); },
+ * });
+ * ```
+ *
+ * A task that needs services states them, and gets them typed:
+ * `defineTask.withServices<{ mail: Mailer }>()({ payload, async apply({ services }) { ... } })`.
+ */
+export function defineTask<Payload, Prepared = undefined, Input = Payload>(
+  definition: TaskDefinition<Payload, Prepared, NoServices, Input>,
+): DefinedTask<Payload, Prepared, NoServices, Input> {
+  return define(definition as TaskDefinition<unknown, unknown, unknown, unknown>) as DefinedTask<Payload, Prepared, NoServices, Input>;
+}
+
+/**
+ * `defineTask.withServices<Services>()(definition)`: a task whose contexts carry `services`
+ * of this type. Curried because TypeScript cannot take Services explicitly while inferring
+ * the payload type from the schema.
+ */
+defineTask.withServices = function withServices<Services extends object>() {
+  return <Payload, Prepared = undefined, Input = Payload>(
+    definition: TaskDefinition<Payload, Prepared, Services, Input>,
+  ): DefinedTask<Payload, Prepared, Services, Input> =>
+    define(definition as TaskDefinition<unknown, unknown, unknown, unknown>) as DefinedTask<Payload, Prepared, Services, Input>;
+};
+
+export function isDefinedTask(value: unknown): value is AnyTask {
   return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[TASK_DEFINITION] === true;
 }

@@ -1,14 +1,40 @@
 import { TimeoutError } from "p-timeout";
 import { ZodError } from "zod";
 
-/** Throw from a task to fail the job at once: no retry, straight to dead_letters. */
+/**
+ * Marks a PermanentError by a registry symbol rather than by class identity, so one thrown by
+ * another copy of this module (an application's task importing a second install of the
+ * package) is still recognised.
+ */
+const PERMANENT = Symbol.for("pgconverge.permanentError");
+
+/**
+ * Throw from a task to fail the job at once: no retry, straight to `dead_letters` with this
+ * message. Use it for input that no retry can fix (an invalid document, a 4xx from an API);
+ * any other error is retried with backoff.
+ */
 export class PermanentError extends Error {
   override name = "PermanentError";
+  readonly [PERMANENT] = true;
+
+  /** True for any PermanentError, from whichever copy of pgconverge threw it. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== PermanentError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[PERMANENT] === true;
+  }
 }
 
 /** A task's prepare phase outlived its deadline; the job is retried. */
 export class TaskTimeoutError extends Error {
   override name = "TaskTimeoutError";
+}
+
+/**
+ * A zod validation error, also from an application's own copy of zod (its task schemas are
+ * built with it), which `instanceof ZodError` would miss.
+ */
+function isZodError(error: unknown): error is ZodError {
+  return error instanceof ZodError || (error instanceof Error && error.name === "ZodError" && Array.isArray((error as ZodError).issues));
 }
 
 export type ErrorClass = "transient" | "permanent";
@@ -63,7 +89,7 @@ export function classifyError(error: unknown): ErrorClass {
   let current: unknown = error;
   while (current && typeof current === "object" && !seen.has(current)) {
     seen.add(current);
-    if (current instanceof PermanentError || current instanceof ZodError) return "permanent";
+    if (current instanceof PermanentError || isZodError(current)) return "permanent";
     if (current instanceof TaskTimeoutError || current instanceof TimeoutError) return "transient";
     const record = current as Record<string, unknown>;
     if (record.name === "AbortError" || (typeof record.name === "string" && record.name.endsWith("TimeoutError"))) return "transient";
@@ -85,7 +111,7 @@ export function classifyError(error: unknown): ErrorClass {
 
 /** One line for logs and dead letters: the error's name and message, never a stack. */
 export function describeError(error: unknown): string {
-  if (error instanceof ZodError) {
+  if (isZodError(error)) {
     const issue = error.issues[0];
     return `invalid payload: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : error.message}`;
   }

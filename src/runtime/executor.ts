@@ -3,7 +3,7 @@ import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
-import type { BatchItem, DefinedTask, TaskServices } from "./defineTask.ts";
+import type { AnyTask, BatchItem } from "./defineTask.ts";
 import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import type { BatchApply, GroupCommitter } from "./groupCommit.ts";
@@ -16,7 +16,7 @@ export interface ExecutorOptions {
   taskTimeoutMs: number;
   /** statement_timeout inside the apply transaction, ms. */
   applyTimeoutMs: number;
-  services: TaskServices;
+  services: object;
   /** Commits apply phases, grouped with those of other jobs finishing at the same time. */
   committer: GroupCommitter;
 }
@@ -38,7 +38,7 @@ export class JobTakenOverError extends Error {
  * Failures are classified: transient ones are rethrown for graphile-worker to retry, permanent
  * or final ones are dead-lettered and the job then completes, leaving the queue.
  */
-export function toGraphileTask(identifier: string, task: DefinedTask, options: ExecutorOptions): Task {
+export function toGraphileTask(identifier: string, task: AnyTask, options: ExecutorOptions): Task {
   const { pool } = options;
   const taskLog = options.log.child({ task: identifier });
   // One function per task, so the committer gathers this task's jobs of a batch into one call.
@@ -102,7 +102,7 @@ export function toGraphileTask(identifier: string, task: DefinedTask, options: E
 }
 
 async function runPrepare(
-  task: DefinedTask,
+  task: AnyTask,
   run: { payload: unknown; helpers: JobHelpers; log: Logger; options: ExecutorOptions },
 ): Promise<unknown> {
   const timeoutMs = task.timeoutMs ?? run.options.taskTimeoutMs;

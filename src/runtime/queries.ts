@@ -130,3 +130,26 @@ export async function addJob(
     )
   `);
 }
+
+/**
+ * The enqueue of `addJob` above as ONE plain-text statement, for an application's own driver
+ * (a pg client or pool, anything with `query(text, values)`): one statement is atomic on any
+ * of them, even on a pool. The data-modifying CTE reads the same snapshot as add_job, so it
+ * sees the running job with this key before add_job marks it. Parameters: identifier,
+ * payload (json text), queue name, run at, max attempts, job key, priority.
+ */
+export const ADD_JOB_STATEMENT = `
+  with superseded as (
+    insert into superseded_jobs (job_id)
+    select id from graphile_worker._private_jobs where key = $6::text and locked_at is not null
+    on conflict do nothing
+  )
+  select graphile_worker.add_job(
+    identifier => $1::text,
+    payload => $2::json,
+    queue_name => $3::text,
+    run_at => $4::timestamptz,
+    max_attempts => $5::int,
+    job_key => $6::text,
+    priority => $7::int
+  ) is not null as added`;

@@ -1,7 +1,7 @@
 // defineTask rejects a definition it could not run, with a one-line reason.
 import t from "tap";
 import { z } from "zod";
-import { defineTask } from "../../src/runtime/defineTask.ts";
+import { defineTask } from "pgconverge";
 
 t.test("a task has exactly one of apply and applyBatch", async (t) => {
   const payload = z.object({});

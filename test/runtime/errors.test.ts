@@ -50,3 +50,17 @@ t.test("describeError is one line without a stack", async (t) => {
   t.equal(describeError("plain"), "plain");
   t.ok(describeError(new Error("x".repeat(5000))).length < 2100, "bounded length");
 });
+
+t.test("errors from another copy of pgconverge or of zod are still permanent", async (t) => {
+  // What a PermanentError and a ZodError thrown by a second install of the package (or the
+  // application's own zod) look like here: same brand and name, another class.
+  const permanent = Object.assign(new Error("document is not valid UTF-8"), { [Symbol.for("pgconverge.permanentError")]: true });
+  t.ok(permanent instanceof PermanentError);
+  t.equal(classifyError(permanent), "permanent");
+  const zodError = Object.assign(new Error("invalid"), { name: "ZodError", issues: [{ path: ["n"], message: "Expected number" }] });
+  t.equal(classifyError(zodError), "permanent");
+  t.equal(describeError(zodError), "invalid payload: n: Expected number");
+  t.notOk(new Error("plain") instanceof PermanentError);
+  class Narrower extends PermanentError {}
+  t.notOk(new PermanentError("x") instanceof Narrower, "a subclass keeps ordinary instanceof");
+});

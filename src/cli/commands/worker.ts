@@ -1,15 +1,12 @@
 import { parseCronItems, type CronItem } from "graphile-worker";
-import type { DatabasePool } from "slonik";
 import { ConfigError, type Config } from "../../config.ts";
-import { migrate } from "../../db/migrate.ts";
-import { createLivenessPool } from "../../db/pools.ts";
+import { createWorker, workerSettingsFromConfig } from "../../api/runWorker.ts";
 import type { Logger } from "../../log.ts";
 import { OpsService } from "../../ops/opsService.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
 import { EMBED_CHUNKS } from "../../pipeline/queries.ts";
-import { checkModelDimensions, createPipeline } from "../../pipeline/services.ts";
+import { checkModelDimensions, createPipeline, type PipelineServices } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
-import { Worker, workerSettings } from "../../worker.ts";
 import { createRelay, declaredSyncs, openContext, untilSignal } from "../context.ts";
 
 function reconcileCron(config: Config): CronItem[] {
@@ -23,33 +20,42 @@ function reconcileCron(config: Config): CronItem[] {
   return [item];
 }
 
-/** `pgconverge worker`: migrations, then jobs, heartbeat, sweeper, relay, reconcile cron and metrics until a signal. */
-export async function workerCommand(config: Config, log: Logger): Promise<number> {
-  const tasks = await loadTasks(config.PGCONVERGE_TASKS_DIR);
-  if (tasks.size === 0) log.warn({ directory: config.PGCONVERGE_TASKS_DIR }, "no task files found; only pgconverge's own jobs will run");
+/**
+ * `pgconverge worker`: a worker built by the public runWorker's own path (createWorker) from
+ * the environment's settings and the task directory, plus what the CLI runs beside it: the
+ * relay, the reconcile cron and the metrics server.
+ */
+export async function workerCommand(config: Config, log: Logger, options: { tasksDir?: string } = {}): Promise<number> {
+  const tasksDir = options.tasksDir ?? config.PGCONVERGE_TASKS_DIR;
+  const tasks = await loadTasks(tasksDir);
+  if (tasks.size === 0) log.warn({ directory: tasksDir }, "no task files found; only pgconverge's own jobs will run");
   const cronItems = reconcileCron(config);
   const context = await openContext(config, log, config.WORKER_CONCURRENCY);
   let stopAll = async () => {};
-  let livenessPool: DatabasePool | null = null;
+  let closeWorker = async () => {};
   try {
-    livenessPool = await createLivenessPool(context.database.url, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
-    await migrate(context.queuePool, log);
     const relay = createRelay(context);
+    // The reference pipeline's services; other task directories simply do not use them.
     const pipeline = createPipeline(config);
+    const { worker, close } = await createWorker(
+      {
+        pool: context.queuePool,
+        databaseUrl: context.database.url,
+        tasks: Object.fromEntries(tasks),
+        services: { pipeline } satisfies PipelineServices,
+        logger: log,
+        ...workerSettingsFromConfig(config),
+      },
+      {
+        appPool: context.appPool,
+        cronItems,
+        extraTasks: new Map([[RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, syncs: declaredSyncs(config) })]]),
+      },
+    );
+    closeWorker = close;
     // A model or collection of the wrong size is fatal now; an unreachable Qdrant or Ollama is only waited for.
     if (tasks.has(EMBED_CHUNKS)) await checkModelDimensions(config, pipeline.embedder, log);
     await relay.prepareCollections();
-    tasks.set(RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, syncs: declaredSyncs(config) }));
-    const worker = new Worker({
-      queuePool: context.queuePool,
-      appPool: context.appPool,
-      livenessPool,
-      log,
-      tasks,
-      services: { pipeline },
-      cronItems,
-      ...workerSettings(config),
-    });
     const ops = config.METRICS_PORT === 0 ? null : new OpsService({
       host: config.METRICS_HOST,
       port: config.METRICS_PORT,
@@ -57,7 +63,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
       databaseUrl: context.database.url,
       collection: config.QDRANT_COLLECTION,
       deadAfterMs: config.WORKER_DEAD_AFTER_MS,
-      tasks: [...tasks.keys()],
+      tasks: [...tasks.keys(), RECONCILE_TASK],
       queuePool: context.queuePool,
       appPool: context.appPool,
       relay,
@@ -86,7 +92,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
     await stopAll();
     throw error;
   } finally {
-    await livenessPool?.end();
+    await closeWorker();
     await context.close();
   }
 }

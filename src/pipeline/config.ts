@@ -1,0 +1,26 @@
+import { z } from "zod";
+import { int } from "../configFields.ts";
+
+/**
+ * The reference pipeline's settings (Ollama, embeddings, its Qdrant collection, ingest), read
+ * from the same environment as the queue's. `.env.example` documents them in a section of
+ * their own; keep the two in step.
+ */
+export const PipelineShape = z.object({
+  /** The collection chunks are mirrored into; created on first use with EMBED_DIMENSIONS. */
+  QDRANT_COLLECTION: z.string().regex(/^[A-Za-z0-9_-]{1,255}$/, "must be letters, digits, _ or -").default("chunks"),
+  /** Ollama server that embeds chunks and search queries (Ollama's own OLLAMA_HOST format). */
+  OLLAMA_HOST: z.string().regex(/^(https?:\/\/)?[^\s]+$/, "must be host[:port] or an http(s):// URL").default("http://127.0.0.1:11434"),
+  /** Embedding model; pull it first (`ollama pull nomic-embed-text`). */
+  EMBED_MODEL: z.string().min(1).default("nomic-embed-text"),
+  /** Vector size of EMBED_MODEL's embeddings and of the Qdrant collection (768 for nomic-embed-text); checked against the model at start. */
+  EMBED_DIMENSIONS: int(1, 65_536).default(768),
+  /** Inputs per Ollama embed request. */
+  EMBED_BATCH_SIZE: int(1, 2048).default(32),
+  /** Deadline of each Ollama request, ms. */
+  OLLAMA_TIMEOUT_MS: int(100, 600_000).default(30_000),
+  /** `pgconverge ingest` rejects files larger than this, bytes. */
+  INGEST_MAX_BYTES: int(1, 1_073_741_824).default(5_242_880),
+});
+
+export type PipelineConfig = z.infer<typeof PipelineShape>;

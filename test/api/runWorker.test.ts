@@ -1,0 +1,43 @@
+// runWorker from an application's code: settings validated like the environment's, tasks and
+// services given in code, stop() deregisters and closes what it opened.
+import { defineTask, runWorker } from "pgconverge";
+import { sql } from "slonik";
+import t from "tap";
+import { z } from "zod";
+import { createTestDatabase, testLog, waitFor } from "../helpers/db.ts";
+
+const record = defineTask.withServices<{ stamp: () => string }>()({
+  payload: z.object({ n: z.number().int() }),
+  async apply({ payload, tx, services }) {
+    await tx.query(sql.unsafe`insert into stamped (n, stamp) values (${payload.n}, ${services.stamp()})`);
+  },
+});
+
+t.test("bad settings and options are one-line errors naming the option, before any connection", async (t) => {
+  const databaseUrl = "postgres://127.0.0.1:1/none";
+  const base = { databaseUrl, tasks: { record }, services: { stamp: () => "x" }, logger: testLog };
+  await t.rejects(runWorker({ ...base, concurrency: 0 }), { name: "ConfigError", message: "concurrency: must be at least 1 (got 0)" });
+  await t.rejects(runWorker({ ...base, heartbeatIntervalMs: 20_000 }), { message: /^deadAfterMs: must be at least 3 x heartbeatIntervalMs/ });
+  await t.rejects(runWorker({ ...base, databaseUrl: undefined }), { message: "runWorker: give databaseUrl or pool" });
+  await t.rejects(runWorker({ ...base, tasks: { "no-dashes": record } }), { message: /task identifier "no-dashes" must be letters/ });
+  const named = defineTask({ identifier: "other", payload: z.object({}), async apply() {} });
+  await t.rejects(runWorker({ ...base, tasks: { mine: named } }), { message: 'task mine is defined with identifier "other"' });
+});
+
+t.test("a worker run from code applies jobs with its services, and stop() deregisters it", async (t) => {
+  const db = await createTestDatabase(t);
+  await db.query("create table stamped (n int not null, stamp text not null)");
+  await db.query("select graphile_worker.add_job('record', json_build_object('n', n)) from generate_series(1, 5) n");
+  const ownConnections = async () =>
+    (await db.query("select 1 from pg_stat_activity where datname = $1 and application_name in ('pgconverge-app', 'pgconverge-liveness')", [db.name])).length;
+  const before = await ownConnections();
+  const worker = await runWorker({ pool: db.pool, tasks: { record }, services: { stamp: () => "from-code" }, logger: testLog, concurrency: 2, migrate: false });
+  t.ok((await db.query("select 1 from workers where id = $1", [worker.id])).length === 1, "registered under its id");
+  await waitFor("the jobs to be applied", async () => (await db.query("select 1 from graphile_worker.jobs")).length === 0);
+  await worker.stop();
+  await worker.done;
+  t.same(await db.query("select n, stamp from stamped order by n"), [1, 2, 3, 4, 5].map((n) => ({ n, stamp: "from-code" })));
+  t.same(await db.query("select * from workers"), [], "deregistered");
+  await waitFor("its own pools to close", async () => (await ownConnections()) === before);
+  await worker.stop();
+});
