@@ -30,5 +30,10 @@ export type { RunningWorker, RunWorkerOptions, ServicesFor, TaskRecord, WorkerSe
 export { migrate } from "./api/migrate.ts";
 export type { MigrateOptions } from "./api/migrate.ts";
 
-// Outbox syncs (a table mirrored into a Qdrant collection) and the reconciler join the public
-// API here once their declarations land.
+// Outbox syncs: a table (or query) of the application mirrored into a Qdrant collection. Declare
+// it, write its changes in your transaction, relay it from a worker (runWorker's `syncs`), and
+// compare and repair with the reconciler.
+export { defineSync } from "./outbox/sync.ts";
+export type { Distance, PointId, PointState, Sync, SyncDefinition } from "./outbox/sync.ts";
+export { enqueueSync, reconcile } from "./api/syncs.ts";
+export type { DriftReport, QdrantOptions, ReconcileOptions, RelayOptions } from "./api/syncs.ts";

@@ -1,35 +1,13 @@
-import { sql, type CommonQueryMethods } from "slonik";
+import type { CommonQueryMethods } from "slonik";
 import type { AnyTask, FollowUpJobSpec, PayloadOf } from "../runtime/defineTask.ts";
 import { describeError } from "../runtime/errors.ts";
 import { ADD_JOB_STATEMENT } from "../runtime/queries.ts";
+import { runStatement, type Queryable } from "../db/queryable.ts";
 
-/**
- * A database handle that addJob can enqueue through: a `pg` Client or PoolClient inside the
- * application's transaction, a `pg` Pool (the job then commits on its own), or anything with
- * `query(text, values)` returning a promise. A slonik connection or transaction is accepted
- * as well (see addJob).
- */
-export interface Queryable {
-  query(text: string, values: unknown[]): Promise<unknown>;
-}
+export type { Queryable };
 
 /** Options of an enqueued job (graphile-worker's add_job). */
 export type JobSpec = FollowUpJobSpec;
-
-/** A slonik connection, pool or transaction: its query takes sql tokens, not text. */
-function isSlonik(db: unknown): db is CommonQueryMethods {
-  const candidate = db as Partial<CommonQueryMethods> | null;
-  return typeof candidate?.anyFirst === "function" && typeof candidate.maybeOneFirst === "function";
-}
-
-/** The statement as a slonik query: its `$n` placeholders become template values. */
-function slonikStatement(values: unknown[]) {
-  const parts = ADD_JOB_STATEMENT.split(/\$\d+/);
-  const args = [...ADD_JOB_STATEMENT.matchAll(/\$(\d+)/g)].map((match) => values[Number(match[1]) - 1]);
-  // slonik takes only what looks like a template literal: a frozen `raw` beside the strings.
-  const strings = Object.freeze(Object.assign([...parts], { raw: Object.freeze([...parts]) })) as unknown as TemplateStringsArray;
-  return sql.unsafe(strings, ...(args as never[]));
-}
 
 /**
  * Enqueues a job through the application's own connection, so the job exists if and only if
@@ -73,7 +51,5 @@ export async function addJob(db: Queryable | CommonQueryMethods, taskOrIdentifie
     spec.jobKey ?? null,
     spec.priority ?? null,
   ];
-  if (isSlonik(db)) await db.query(slonikStatement(values));
-  else if (typeof (db as Queryable | null)?.query === "function") await (db as Queryable).query(ADD_JOB_STATEMENT, values);
-  else throw new TypeError("addJob: db must be a pg client or pool, a slonik connection, or have query(text, values)");
+  await runStatement(db, ADD_JOB_STATEMENT, values, "addJob");
 }

@@ -8,7 +8,10 @@ import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.
 import { createLogger, type Logger } from "../log.ts";
 import { isDefinedTask, TASK_IDENTIFIER, type AnyTask, type ServicesOf } from "../runtime/defineTask.ts";
 import { loadTasks, TaskLoadError } from "../runtime/loadTasks.ts";
+import type { Relay } from "../outbox/relay.ts";
+import type { SyncDefinition } from "../outbox/sync.ts";
 import { Worker } from "../worker.ts";
+import { createReconcileTask, createSyncRelay, qdrantClientOf, RECONCILE_TASK, reconcileCronItems, syncsOf, urlOfPool, type QdrantOptions, type RelayOptions } from "./syncs.ts";
 
 /**
  * The worker's settings, the same ones `pgconverge worker` reads from the environment (named
@@ -117,10 +120,23 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
     /** Apply pgconverge's schema first (migrate()), under an advisory lock. Default true. */
     migrate?: boolean;
     /**
-     * Reserved for the outbox syncs (tables mirrored into Qdrant collections) that this worker
-     * will relay; not available yet.
+     * Outbox syncs (tables mirrored into Qdrant collections, each declared with defineSync)
+     * that this worker relays beside its jobs: their collections are created (or checked) at
+     * start, changes written with enqueueSync reach Qdrant, and stop() stops the relay too.
+     * Default none. Needs `qdrant`. Any number of workers may relay the same syncs.
      */
-    syncs?: never;
+    syncs?: readonly SyncDefinition[];
+    /** Where Qdrant is; required with `syncs`. */
+    qdrant?: QdrantOptions;
+    /** The relay's batch size, poll, lease and backoff; defaults as the CLI's RELAY_* variables. */
+    relay?: RelayOptions;
+    /**
+     * When this worker reconciles `syncs` with Qdrant and queues repairs (graphile-worker cron
+     * syntax, e.g. "0 * * * *" hourly; one run per tick however many workers run it). Default
+     * none (false): the CLI's RECONCILE_CRON defaults to hourly, a library should not start
+     * work that was not asked for.
+     */
+    reconcileCron?: string | false;
   };
 
 /** A running worker, as runWorker returns it. */
@@ -143,19 +159,6 @@ export interface WorkerExtras {
   extraTasks?: Map<string, AnyTask>;
 }
 
-/** The postgres:// URL of a pg Pool's connection settings. */
-function urlOfPool(pool: pg.Pool): string {
-  const options = (pool as pg.Pool & { options: pg.PoolConfig }).options;
-  if (options.connectionString) return options.connectionString;
-  const url = new URL("postgres://localhost");
-  url.hostname = options.host ?? process.env.PGHOST ?? "localhost";
-  url.port = String(options.port ?? process.env.PGPORT ?? 5432);
-  url.username = options.user ?? process.env.PGUSER ?? "";
-  if (typeof options.password === "string") url.password = options.password;
-  url.pathname = `/${options.database ?? process.env.PGDATABASE ?? ""}`;
-  return url.toString();
-}
-
 async function tasksOf(tasks: TaskRecord | string): Promise<Map<string, AnyTask>> {
   if (typeof tasks === "string") return loadTasks(tasks);
   const map = new Map<string, AnyTask>();
@@ -172,13 +175,16 @@ async function tasksOf(tasks: TaskRecord | string): Promise<Map<string, AnyTask>
  * Builds (does not start) a worker from the public options; runWorker and the CLI both use it.
  * `close()` ends the pools it opened.
  */
-export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras: WorkerExtras = {}): Promise<{ worker: Worker; close(): Promise<void> }> {
+export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras: WorkerExtras = {}): Promise<{ worker: Worker; relay: Relay | null; close(): Promise<void> }> {
   const settings = workerSettingsOf(options);
   if (options.databaseUrl === undefined && options.pool === undefined) throw new ConfigError("runWorker: give databaseUrl or pool");
   if (options.databaseUrl !== undefined && !z.string().regex(/^postgres(ql)?:\/\//).safeParse(options.databaseUrl).success) {
     throw new ConfigError("databaseUrl: must be a postgres:// or postgresql:// URL");
   }
   const log = options.logger ?? createLogger("info");
+  const syncs = syncsOf(options.syncs ?? []);
+  const qdrant = syncs.length > 0 ? qdrantClientOf(options.qdrant, "runWorker") : null;
+  const cronItems = [...(extras.cronItems ?? []), ...(syncs.length > 0 ? reconcileCronItems(options.reconcileCron, "reconcileCron") : [])];
   const tasks = await tasksOf(options.tasks);
   for (const [identifier, task] of extras.extraTasks ?? []) tasks.set(identifier, task);
   const url = options.databaseUrl ?? urlOfPool(options.pool!);
@@ -195,6 +201,12 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
     const livenessPool = await createLivenessPool(url, timeouts);
     toEnd.push(livenessPool);
     if (options.migrate !== false) await migrateSchema(queuePool, log);
+    let relay: Relay | null = null;
+    if (qdrant) {
+      relay = createSyncRelay({ pool: appPool, databaseUrl: url, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, syncs, relay: options.relay, log });
+      // Registered whenever syncs are relayed, so a reconcile scheduled by any worker finds a runner.
+      tasks.set(RECONCILE_TASK, createReconcileTask({ pool: appPool, qdrant: qdrant.client, syncs }));
+    }
     const worker = new Worker({
       queuePool,
       appPool,
@@ -202,10 +214,10 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
       log,
       tasks,
       services: options.services ?? {},
-      ...(extras.cronItems ? { cronItems: extras.cronItems } : {}),
+      cronItems,
       ...settings,
     });
-    return { worker, close };
+    return { worker, relay, close };
   } catch (error) {
     await close();
     throw error;
@@ -222,16 +234,29 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
  * ```
  */
 export async function runWorker<Tasks extends TaskRecord>(options: RunWorkerOptions<Tasks>): Promise<RunningWorker> {
-  const { worker, close } = await createWorker(options as RunWorkerOptions<TaskRecord>);
+  const { worker, relay, close } = await createWorker(options as RunWorkerOptions<TaskRecord>);
   try {
+    // A collection with other vectors than its sync declares is fatal before any job is claimed;
+    // an unreachable Qdrant is only waited for (changes stay pending).
+    await relay?.prepareCollections();
     await worker.start();
+    await relay?.start();
   } catch (error) {
     await worker.stop().catch(() => {});
+    await relay?.stop().catch(() => {});
     await close();
     throw error;
   }
   let stopping: Promise<void> | null = null;
-  const stop = () => (stopping ??= worker.stop().finally(close));
+  const stop = () =>
+    (stopping ??= (async () => {
+      try {
+        await worker.stop();
+        await relay?.stop();
+      } finally {
+        await close();
+      }
+    })());
   // A runner that dies on its own (a lost database) still deregisters and closes its pools.
   const done = worker.done.then(
     () => stopping ?? Promise.resolve(),

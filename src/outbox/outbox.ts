@@ -1,31 +1,35 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
+import { runStatement, type Queryable } from "../db/queryable.ts";
 import { pointIdText, type PointId } from "./sync.ts";
 
 /** The outbox's SQL (and the reconciler's and the owner's), one statement per function. */
+
+const ENQUEUE_POINT_CHANGES = `
+  insert into outbox (collection, point_id)
+  select $1::text, id from jsonb_array_elements_text($2::jsonb) as id
+  on conflict (collection, point_id) do update set
+    version = outbox.version + 1,
+    state = 'pending',
+    attempts = 0,
+    next_attempt_at = now(),
+    last_error = null,
+    dead_at = null,
+    created_at = case when outbox.state = 'dead' then now() else outbox.created_at end,
+    updated_at = now()
+`;
 
 /**
  * The outbox write API: call it inside the transaction that changes the data. One row per
  * (collection, point id); a second write to a pending key only bumps its version, so ten
  * updates of a chunk before the relay runs cost one Qdrant write. A write to a dead key
- * makes it pending again: the new state deserves a new attempt.
+ * makes it pending again: the new state deserves a new attempt. Takes any driver (the public
+ * enqueueSync is this function): the statement is text with `$n` placeholders, one SQL path.
  */
-export async function enqueuePointChanges(tx: CommonQueryMethods, collection: string, pointIds: readonly PointId[]): Promise<void> {
+export async function enqueuePointChanges(tx: Queryable | CommonQueryMethods, collection: string, pointIds: readonly PointId[], caller = "enqueuePointChanges"): Promise<void> {
   if (pointIds.length === 0) return;
   const ids = [...new Set(pointIds.map(pointIdText))];
-  await tx.query(sql.unsafe`
-    insert into outbox (collection, point_id)
-    select ${collection}, id from unnest(${sql.array(ids, "text")}) as id
-    on conflict (collection, point_id) do update set
-      version = outbox.version + 1,
-      state = 'pending',
-      attempts = 0,
-      next_attempt_at = now(),
-      last_error = null,
-      dead_at = null,
-      created_at = case when outbox.state = 'dead' then now() else outbox.created_at end,
-      updated_at = now()
-  `);
+  await runStatement(tx, ENQUEUE_POINT_CHANGES, [collection, JSON.stringify(ids)], caller);
 }
 
 export const ClaimedChange = z.object({

@@ -1,7 +1,7 @@
 // Type-level tests of the public API, checked by `npm run typecheck` (never run): each
 // expect-error directive below fails the typecheck if the line after it compiles.
 import pg from "pg";
-import { addJob, defineTask, runWorker } from "pgconverge";
+import { addJob, defineSync, defineTask, enqueueSync, reconcile, runWorker, type PointId, type PointState } from "pgconverge";
 import { z } from "zod";
 
 interface Mailer {
@@ -53,4 +53,44 @@ export async function typeTests(pool: pg.Pool, client: pg.PoolClient, mail: Mail
       services.mail;
     },
   });
+
+  const products = defineSync({
+    collection: "products",
+    vectors: { size: 3 },
+    async load(_db, ids) {
+      return new Map<PointId, PointState>(ids.map((id) => [id, { vector: [1, 0, 0], payload: { name: "lamp" }, hash: "h" }]));
+    },
+    async page() {
+      return [{ id: 1, hash: "h" }];
+    },
+  });
+  defineSync({
+    collection: "bad",
+    vectors: { size: 3 },
+    // @ts-expect-error load must return a map of points (vector, payload, hash), not rows
+    async load(_db, ids) {
+      return ids.map((id) => ({ id, embedding: [1, 0, 0] }));
+    },
+    async page() {
+      return [];
+    },
+  });
+  defineSync({
+    collection: "bad",
+    vectors: { size: 3 },
+    async load() {
+      // @ts-expect-error a point without its hash
+      return new Map<PointId, PointState>([[1, { vector: [1], payload: {} }]]);
+    },
+    async page() {
+      return [];
+    },
+  });
+  await enqueueSync(client, products, [1, "5f0c6a52-3c64-4d5e-9d3b-1f7a0e7a5e11"]);
+  await enqueueSync(pool, "products", [2n]);
+  // @ts-expect-error ids are point ids, not rows
+  await enqueueSync(client, products, [{ id: 1 }]);
+  await runWorker({ pool, tasks: { count: noServices }, syncs: [products], qdrant: { url: "http://127.0.0.1:6333" }, reconcileCron: "0 * * * *" });
+  const [report] = await reconcile({ pool, qdrant: { url: "http://127.0.0.1:6333" }, syncs: [products], repair: true });
+  report!.missing satisfies number;
 }

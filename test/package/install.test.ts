@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import t from "tap";
 import { createTestDatabase } from "../helpers/db.ts";
+import { FakeQdrant } from "../servers/qdrant.ts";
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -58,6 +59,35 @@ t.test("an application enqueues in its own transaction and runs a worker with it
   t.equal(result.catalogCalls, 1);
   t.equal(result.jobsLeft, 0);
   t.equal(result.workersLeft, 0, "stop() deregistered the worker");
+});
+
+t.test("an application syncs its own table to Qdrant from its transaction, and repairs tampering with the reconciler", async (t) => {
+  const db = await createTestDatabase(t, { migrate: false });
+  const qdrant = new FakeQdrant();
+  await qdrant.start();
+  t.teardown(() => qdrant.stop());
+  const env = { ...process.env, DATABASE_URL: db.url, QDRANT_URL: qdrant.url, NODE_OPTIONS: "" };
+  const { stdout } = await run(process.execPath, ["sync.mjs"], { cwd: appDir, env, maxBuffer: 16 * 1024 * 1024 });
+  const line = stdout.split("\n").find((text) => text.startsWith("RESULT "));
+  t.ok(line, "the application printed its RESULT line", { stdout });
+  const result = JSON.parse(line!.slice("RESULT ".length));
+  t.equal(result.outboxAfterRollback, 0, "rolled back: no outbox change");
+  t.equal(result.outboxAfterCommit, 3, "committed: one change per row");
+  t.same(result.afterInsert, [
+    { id: 1, name: "lamp", vector: [1, 0, 0] },
+    { id: 2, name: "desk", vector: [0, 1, 0] },
+    { id: 3, name: "chair", vector: [0, 0, 1] },
+  ], "Qdrant equals the table");
+  t.same(result.afterUpdate, [
+    { id: 1, name: "big lamp", vector: [1, 0, 0] },
+    { id: 2, name: "desk", vector: [0, 1, 0] },
+  ], "an update and a delete reach Qdrant");
+  t.same(result.found, { missing: 1, extra: 0, stale: 1, repaired: false }, "the reconciler finds the deleted point and the changed payload");
+  t.same(result.repaired, { missing: 1, extra: 0, stale: 1, repaired: true });
+  t.same(result.after, { missing: 0, extra: 0, stale: 0, repaired: false }, "no drift once the repairs are relayed");
+  t.same(result.afterRepair, result.afterUpdate, "Qdrant equals the table again");
+  t.equal(result.workersLeft, 0, "stop() deregistered the worker");
+  t.same(qdrant.points("products").map((point) => point.id).sort(), [1, 2]);
 });
 
 t.test("without tsx, a TypeScript task file is one line saying what to install", { skip: Boolean((process as { features?: { typescript?: unknown } }).features?.typescript) && "this Node loads TypeScript itself" }, async (t) => {

@@ -1,24 +1,13 @@
-import { parseCronItems, type CronItem } from "graphile-worker";
-import { ConfigError, type Config } from "../../config.ts";
+import type { Config } from "../../config.ts";
 import { createWorker, workerSettingsFromConfig } from "../../api/runWorker.ts";
+import { reconcileCronItems, syncOptionsFromConfig } from "../../api/syncs.ts";
 import type { Logger } from "../../log.ts";
 import { OpsService } from "../../ops/opsService.ts";
-import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
+import { RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
 import { EMBED_CHUNKS } from "../../pipeline/queries.ts";
 import { checkModelDimensions, createPipeline, type PipelineServices } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
-import { createRelay, declaredSyncs, openContext, untilSignal } from "../context.ts";
-
-function reconcileCron(config: Config): CronItem[] {
-  if (config.RECONCILE_CRON === "off") return [];
-  const item: CronItem = { task: RECONCILE_TASK, match: config.RECONCILE_CRON, identifier: RECONCILE_TASK, options: { backfillPeriod: 0, maxAttempts: 3 } };
-  try {
-    parseCronItems([item]);
-  } catch (error) {
-    throw new ConfigError(`RECONCILE_CRON: ${(error as Error).message.split("\n", 1)[0]} (got ${JSON.stringify(config.RECONCILE_CRON)})`);
-  }
-  return [item];
-}
+import { declaredSyncs, openContext, untilSignal } from "../context.ts";
 
 /**
  * `pgconverge worker`: a worker built by the public runWorker's own path (createWorker) from
@@ -29,15 +18,15 @@ export async function workerCommand(config: Config, log: Logger, options: { task
   const tasksDir = options.tasksDir ?? config.PGCONVERGE_TASKS_DIR;
   const tasks = await loadTasks(tasksDir);
   if (tasks.size === 0) log.warn({ directory: tasksDir }, "no task files found; only pgconverge's own jobs will run");
-  const cronItems = reconcileCron(config);
+  // Checked here to name the variable; runWorker's own check names its option.
+  reconcileCronItems(config.RECONCILE_CRON, "RECONCILE_CRON");
   const context = await openContext(config, log, config.WORKER_CONCURRENCY);
   let stopAll = async () => {};
   let closeWorker = async () => {};
   try {
-    const relay = createRelay(context);
     // The reference pipeline's services; other task directories simply do not use them.
     const pipeline = createPipeline(config);
-    const { worker, close } = await createWorker(
+    const { worker, relay, close } = await createWorker(
       {
         pool: context.queuePool,
         databaseUrl: context.database.url,
@@ -45,17 +34,14 @@ export async function workerCommand(config: Config, log: Logger, options: { task
         services: { pipeline } satisfies PipelineServices,
         logger: log,
         ...workerSettingsFromConfig(config),
+        ...syncOptionsFromConfig(config, declaredSyncs(config)),
       },
-      {
-        appPool: context.appPool,
-        cronItems,
-        extraTasks: new Map([[RECONCILE_TASK, createReconcileTask({ pool: context.appPool, qdrant: context.qdrant, syncs: declaredSyncs(config) })]]),
-      },
+      { appPool: context.appPool },
     );
     closeWorker = close;
     // A model or collection of the wrong size is fatal now; an unreachable Qdrant or Ollama is only waited for.
     if (tasks.has(EMBED_CHUNKS)) await checkModelDimensions(config, pipeline.embedder, log);
-    await relay.prepareCollections();
+    await relay?.prepareCollections();
     const ops = config.METRICS_PORT === 0 ? null : new OpsService({
       host: config.METRICS_HOST,
       port: config.METRICS_PORT,
@@ -66,21 +52,21 @@ export async function workerCommand(config: Config, log: Logger, options: { task
       tasks: [...tasks.keys(), RECONCILE_TASK],
       queuePool: context.queuePool,
       appPool: context.appPool,
-      relay,
+      relay: relay ?? undefined,
       heartbeat: worker.heartbeat,
     });
     // Before any job is claimed: a metrics port in use stops the worker with exit code 2.
     const starting = (async () => {
       await ops?.start();
       await worker.start();
-      await relay.start();
+      await relay?.start();
     })();
     const started = starting.catch(() => {});
     stopAll = async () => {
       // A signal during startup stops the services once they are up, not halfway.
       await started;
       await worker.stop();
-      await relay.stop();
+      await relay?.stop();
       await ops?.stop();
     };
     // Signals are handled from before the worker registers: the default action of a Ctrl-C during
