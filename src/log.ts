@@ -2,6 +2,7 @@ import { isatty } from "node:tty";
 import { pino, type DestinationStream, type Logger } from "pino";
 import { prettyFactory } from "pino-pretty";
 import { Logger as GraphileLogger, type LogFunctionFactory } from "graphile-worker";
+import { redactCredentials } from "./redact.ts";
 import { describeError } from "./runtime/errors.ts";
 
 export type { Logger };
@@ -9,11 +10,12 @@ export type { Logger };
 /**
  * One JSON line per event; on a terminal (or with `pretty`), one human-readable line per
  * event instead. Both write synchronously, so the last lines before an exit are not lost.
- * Expected failures are logged as one line with the reason, never a stack.
+ * Expected failures are logged as one line with the reason, never a stack. Credentials in any
+ * URL a line holds (a setting, an error message of a client) are redacted from the whole line.
  */
 export function createLogger(level: string, fd: 1 | 2 = 1, pretty = isatty(fd)): Logger {
   const destination = pino.destination({ fd, sync: true });
-  return pino({ level, base: { pid: process.pid } }, pretty ? prettyDestination(destination) : destination);
+  return pino({ level, base: { pid: process.pid }, hooks: { streamWrite: redactCredentials } }, pretty ? prettyDestination(destination) : destination);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { TimeoutError } from "p-timeout";
 import { ZodError } from "zod";
+import { redactCredentials } from "../redact.ts";
 
 /** Throw from a task to fail the job at once: no retry, straight to dead_letters. */
 export class PermanentError extends Error {
@@ -83,8 +84,15 @@ export function classifyError(error: unknown): ErrorClass {
   return "transient";
 }
 
-/** One line for logs and dead letters: the error's name and message, never a stack. */
+/**
+ * One line for logs and dead letters: the error's name and message, never a stack, and never
+ * the credentials of a URL it quotes.
+ */
 export function describeError(error: unknown): string {
+  return redactCredentials(describe(error));
+}
+
+function describe(error: unknown): string {
   if (error instanceof ZodError) {
     const issue = error.issues[0];
     return `invalid payload: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : error.message}`;
