@@ -59,8 +59,6 @@ export interface WorkerProcess {
   child: ChildProcess;
   /** What the process printed, for failure messages. */
   output(): string;
-  /** What it printed on stdout alone (its log). */
-  stdout(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -81,8 +79,6 @@ export function spawnWorker(t: Teardown, db: Pick<TestDatabase, "url">, env: Rec
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
-  let stdout = "";
-  child.stdout!.on("data", (chunk) => (stdout = (stdout + chunk).slice(-20_000)));
   child.stdout!.on("data", (chunk) => (output = (output + chunk).slice(-20_000)));
   child.stderr!.on("data", (chunk) => (output = (output + chunk).slice(-20_000)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
@@ -92,7 +88,7 @@ export function spawnWorker(t: Teardown, db: Pick<TestDatabase, "url">, env: Rec
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     return exited;
   });
-  return { child, output: () => output, stdout: () => stdout, exited };
+  return { child, output: () => output, exited };
 }
 
 /** Waits until the process has registered in `workers` with its graphile-worker lock ids. */
