@@ -2,6 +2,7 @@ import { isatty } from "node:tty";
 import { pino, type DestinationStream, type Logger } from "pino";
 import { prettyFactory } from "pino-pretty";
 import { Logger as GraphileLogger, type LogFunctionFactory } from "graphile-worker";
+import { printable } from "./cli/printable.ts";
 import { redactCredentials } from "./redact.ts";
 import { describeError } from "./runtime/errors.ts";
 
@@ -26,7 +27,10 @@ function prettyDestination(destination: DestinationStream): DestinationStream {
   // Our `error` fields are already one-line strings; as an "error-like" key pino-pretty would
   // print them on lines of their own.
   const format = prettyFactory({ singleLine: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", errorLikeObjectKeys: ["err"] });
-  return { write: (line: string) => destination.write(format(line)) };
+  // On a terminal, text from stored data (a task name, an error quoting a document) must not
+  // drive it: every string is made printable before pino-pretty writes it out raw.
+  const printableStrings = (_key: string, value: unknown) => (typeof value === "string" ? printable(value) : value);
+  return { write: (line: string) => destination.write(format(JSON.stringify(JSON.parse(line), printableStrings))) };
 }
 
 /**
