@@ -37,11 +37,15 @@ export const CoreShape = z.object({
   /** Jobs fetched and locked per query and handed out locally, with completions batched too; 1 fetches one job per query. */
   WORKER_LOCAL_QUEUE_SIZE: int(1, 1000).default(1),
   /** How often a worker records that it is alive. */
-  HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(5_000),
-  /** A worker whose last heartbeat is older than this is dead and its jobs are released. */
-  WORKER_DEAD_AFTER_MS: int(1_000, 86_400_000).default(30_000),
+  HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(2_000),
+  /**
+   * A worker whose last heartbeat is older than this is dead and its jobs are released. With
+   * SWEEP_INTERVAL_MS and POLL_INTERVAL_MS it bounds how soon a crashed worker's job runs again
+   * (15 s + 2 s + 2 s at the defaults); 7 missed beats leave room for a slow database.
+   */
+  WORKER_DEAD_AFTER_MS: int(1_000, 86_400_000).default(15_000),
   /** How often a worker looks for dead workers, exhausted jobs and prunable ledger rows. */
-  SWEEP_INTERVAL_MS: int(100, 600_000).default(5_000),
+  SWEEP_INTERVAL_MS: int(100, 600_000).default(2_000),
   /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
   QDRANT_URL: z.string().regex(/^https?:\/\/[^\s]+$/, "must be an http:// or https:// URL").default("http://127.0.0.1:6333"),

@@ -4,6 +4,7 @@ import type { Config } from "../config.ts";
 import { openDatabase, type Database } from "../db/database.ts";
 import { createAppPool, createQueuePool } from "../db/pools.ts";
 import type { Logger } from "../log.ts";
+import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
 import { Relay } from "../outbox/relay.ts";
@@ -33,6 +34,9 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
     throw error;
   }
   const qdrant = createQdrantClient({ url: config.QDRANT_URL, apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS });
+  if (config.QDRANT_API_KEY && /^http:/i.test(config.QDRANT_URL)) {
+    log.warn({ qdrantUrl: redactCredentials(config.QDRANT_URL) }, "QDRANT_API_KEY is sent over plain http; use an https:// QDRANT_URL outside a trusted network");
+  }
   return {
     config,
     log,

@@ -2,6 +2,7 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
 import { migrate } from "../api/migrate.ts";
 import { createLogger } from "../log.ts";
+import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
 import { deleteCommand } from "./commands/delete.ts";
@@ -15,6 +16,7 @@ import { relayCommand } from "./commands/relay.ts";
 import { statusCommand } from "./commands/status.ts";
 import { workerCommand } from "./commands/worker.ts";
 import { withContext } from "./context.ts";
+import { printable } from "./printable.ts";
 
 const USAGE = `usage: pgconverge <command> [options]
 
@@ -144,8 +146,8 @@ main(process.argv.slice(2)).then(
   (error: unknown) => {
     const usage = isUsageError(error);
     const code = usage || error instanceof ConfigError || error instanceof TaskLoadError ? EXIT_USAGE : EXIT_RUNTIME;
-    const line = code === EXIT_USAGE ? (error as Error).message : describeError(error);
-    console.error(`pgconverge: ${line}${usage ? " (see pgconverge --help)" : ""}`);
+    const line = code === EXIT_USAGE ? redactCredentials((error as Error).message) : describeError(error);
+    console.error(`pgconverge: ${printable(line)}${usage ? " (see pgconverge --help)" : ""}`);
     process.exit(code);
   },
 );

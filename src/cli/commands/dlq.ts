@@ -2,6 +2,7 @@ import type { Config } from "../../config.ts";
 import type { Logger } from "../../log.ts";
 import { discardDeadLetters, listDeadLetters, retryDeadLetters, type DeadLetterSelection } from "../../ops/deadLetters.ts";
 import { withContext } from "../context.ts";
+import { printable } from "../printable.ts";
 import { formatAge } from "../duration.ts";
 import { formatTable } from "../table.ts";
 import { UsageError } from "./outbox.ts";
@@ -18,7 +19,7 @@ export async function dlqListCommand(config: Config, log: Logger, flags: { task?
     return 0;
   }
   if (rows.length === 0) {
-    console.log(flags.task === undefined ? "no dead letters" : `no dead letters of task ${flags.task}`);
+    console.log(flags.task === undefined ? "no dead letters" : `no dead letters of task ${printable(flags.task)}`);
     return 0;
   }
   console.log(
@@ -41,7 +42,7 @@ export async function dlqRetryCommand(config: Config, log: Logger, ids: string[]
   checkIds("retry", ids);
   const selection: DeadLetterSelection = flags.all ? { all: true, ...(flags.task === undefined ? {} : { task: flags.task }) } : { ids };
   const retried = await withContext(config, log, 1, (context) => retryDeadLetters(context.appPool, selection));
-  for (const row of retried) console.log(`dead letter ${row.deadLetterId} (${row.task}) re-enqueued as job ${row.jobId}`);
+  for (const row of retried) console.log(`dead letter ${row.deadLetterId} (${printable(row.task)}) re-enqueued as job ${row.jobId}`);
   if (flags.all && retried.length === 0) console.log("no dead letters to retry");
   return reportMissing(ids, retried.map((row) => row.deadLetterId));
 }
