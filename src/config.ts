@@ -1,4 +1,7 @@
-import { z } from "zod";
+import { Ollama } from "ollama";
+import pg from "pg";
+import { parseDsn } from "slonik";
+import { z, type ZodIssue } from "zod";
 
 /** A configuration problem: the CLI reports it as one line and exits with code 2. */
 export class ConfigError extends Error {
@@ -12,16 +15,97 @@ const int = (min: number, max: number) =>
     .min(min, `must be at least ${min}`)
     .max(max, `must be at most ${max}`);
 
+/** Turns a check returning the problem (or null) into a zod refinement. */
+function problemsOf(check: (value: string) => string | null) {
+  return (value: string, context: z.RefinementCtx) => {
+    const problem = check(value);
+    if (problem) context.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+  };
+}
+
+const URL_SYNTAX = "is not a valid URL: check the host and port, and percent-encode @ : / ? # % and spaces in the user name and password";
+
+/**
+ * Why DATABASE_URL would be refused, or null. It is parsed the way it will be used: by pg
+ * (graphile-worker's pool) and by slonik (the application's pool), which accept different
+ * things (slonik knows fewer sslmode values, pg decodes a stray % literally where slonik
+ * throws), so that a URL either works for both or stops the process here. The message never
+ * contains the URL: it may hold a password.
+ */
+function databaseUrlProblem(value: string): string | null {
+  if (!/^postgres(ql)?:\/\//.test(value)) return "must be a postgres:// or postgresql:// URL";
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return URL_SYNTAX;
+  }
+  const parts = { "user name": url.username, password: url.password, host: url.hostname, "database name": url.pathname };
+  for (const [part, text] of Object.entries(parts)) {
+    try {
+      decodeURIComponent(text);
+    } catch {
+      return `the ${part} has a % that is not followed by two hex digits (write a literal % as %25)`;
+    }
+  }
+  // postgres://user:12/3@host/db parses as host "user", port 12 and database "3@host/db".
+  if (url.pathname.includes("@")) return "the database name contains @: percent-encode @ : / ? # % in the password";
+  const secrets = [url.password, safeDecode(url.password)].filter((secret) => secret.length > 0);
+  const hide = (message: string) => secrets.reduce((text, secret) => text.split(secret).join("****"), message.split("\n", 1)[0]!);
+  try {
+    parseDsn(value);
+  } catch (error) {
+    // slonik validates the query parameters with its own copy of zod: recognise the error by shape.
+    const issue = (error as { issues?: ZodIssue[] }).issues?.[0];
+    if (issue) {
+      const rule = "options" in issue ? `must be one of ${(issue.options as unknown[]).join(", ")}` : issue.message;
+      const received = "received" in issue ? ` (got ${JSON.stringify(issue.received)})` : "";
+      return hide(`${String(issue.path[0])} ${rule}${received}`);
+    }
+    return hide((error as Error).message);
+  }
+  try {
+    new pg.Client({ connectionString: value });
+  } catch (error) {
+    return hide((error as Error).message);
+  }
+  return null;
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Why a URL setting (QDRANT_URL) is not an http(s) URL the clients can parse, or null. */
+function httpUrlProblem(value: string): string | null {
+  if (!/^https?:\/\//.test(value)) return "must be an http:// or https:// URL";
+  if (!URL.canParse(value)) return URL_SYNTAX;
+  return null;
+}
+
+/** OLLAMA_HOST as the ollama client reads it: host[:port], :port, or an http(s) URL. */
+function ollamaHostProblem(value: string): string | null {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value) && !/^https?:\/\//i.test(value)) return "must be host[:port] or an http:// or https:// URL";
+  if (/\s/.test(value)) return "must be host[:port] or an http(s):// URL, without spaces";
+  try {
+    new Ollama({ host: value });
+  } catch {
+    return URL_SYNTAX;
+  }
+  return null;
+}
+
 /**
  * Every setting pgconverge reads from the environment, with its default.
  * `.env.example` documents the same list; keep the two in step.
  */
 const EnvShape = z.object({
     /** Postgres to use; unset means an embedded Postgres kept under PGCONVERGE_DATA_DIR. */
-    DATABASE_URL: z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
-      .optional(),
+    DATABASE_URL: z.string().superRefine(problemsOf(databaseUrlProblem)).optional(),
     /** Where the embedded Postgres keeps its data between runs (only without DATABASE_URL). */
     PGCONVERGE_DATA_DIR: z.string().min(1).default(".pgconverge"),
     /** Directory of task files, one task per file, named after its identifier (graphile-worker's convention). */
@@ -52,14 +136,14 @@ const EnvShape = z.object({
     /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
     SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
 
-    QDRANT_URL: z.string().regex(/^https?:\/\/[^\s]+$/, "must be an http:// or https:// URL").default("http://127.0.0.1:6333"),
+    QDRANT_URL: z.string().superRefine(problemsOf(httpUrlProblem)).default("http://127.0.0.1:6333"),
     QDRANT_API_KEY: z.string().min(1).optional(),
     /** The collection chunks are mirrored into; created on first use with EMBED_DIMENSIONS. */
     QDRANT_COLLECTION: z.string().regex(/^[A-Za-z0-9_-]{1,255}$/, "must be letters, digits, _ or -").default("chunks"),
     /** Deadline of each Qdrant request, ms. */
     QDRANT_TIMEOUT_MS: int(100, 600_000).default(10_000),
     /** Ollama server that embeds chunks and search queries (Ollama's own OLLAMA_HOST format). */
-    OLLAMA_HOST: z.string().regex(/^(https?:\/\/)?[^\s]+$/, "must be host[:port] or an http(s):// URL").default("http://127.0.0.1:11434"),
+    OLLAMA_HOST: z.string().superRefine(problemsOf(ollamaHostProblem)).default("http://127.0.0.1:11434"),
     /** Embedding model; pull it first (`ollama pull nomic-embed-text`). */
     EMBED_MODEL: z.string().min(1).default("nomic-embed-text"),
     /** Vector size of EMBED_MODEL's embeddings and of the Qdrant collection (768 for nomic-embed-text); checked against the model at start. */
@@ -95,6 +179,9 @@ export type Config = z.infer<typeof EnvSchema>;
 /** The names of every variable loadConfig reads. */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvShape.shape);
 
+/** Variables whose value is never repeated in an error line: they may hold a password or key. */
+const SECRET_VARIABLES = new Set(["DATABASE_URL", "QDRANT_API_KEY"]);
+
 /** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const present = Object.fromEntries(
@@ -104,6 +191,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
   const name = String(issue.path[0] ?? "environment");
-  const got = present[name] === undefined ? "" : ` (got ${JSON.stringify(present[name])})`;
+  const got = present[name] === undefined || SECRET_VARIABLES.has(name) ? "" : ` (got ${JSON.stringify(present[name])})`;
   throw new ConfigError(`${name}: ${issue.message}${got}`);
 }

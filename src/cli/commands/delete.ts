@@ -3,7 +3,7 @@ import type { Config } from "../../config.ts";
 import type { Logger } from "../../log.ts";
 import { deleteDocument, findDocument } from "../../pipeline/queries.ts";
 import { withContext } from "../context.ts";
-import { UsageError } from "./outbox.ts";
+import { UsageError } from "../usage.ts";
 
 /**
  * `pgconverge delete <document id or source>...`: deletes each document and its chunks, and

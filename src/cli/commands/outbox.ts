@@ -5,8 +5,9 @@ import type { Logger } from "../../log.ts";
 import { retryDead } from "../../outbox/outbox.ts";
 import { withContext } from "../context.ts";
 import { formatTable } from "../table.ts";
+import { checkIds, UsageError } from "../usage.ts";
 
-export class UsageError extends Error {}
+export { UsageError } from "../usage.ts";
 
 const OutboxRow = z.object({
   id: z.coerce.string(),
@@ -62,8 +63,7 @@ export async function outboxListCommand(config: Config, log: Logger, flags: { de
 /** `pgconverge outbox retry <id>... | --all`: puts dead changes back in line (after the cause is fixed). */
 export async function outboxRetryCommand(config: Config, log: Logger, ids: string[], all: boolean): Promise<number> {
   if (all === ids.length > 0) throw new UsageError("outbox retry takes dead change ids or --all");
-  const bad = ids.find((id) => !/^[1-9][0-9]{0,18}$/.test(id));
-  if (bad) throw new UsageError(`outbox retry: ${JSON.stringify(bad)} is not an outbox id`);
+  checkIds("outbox retry", "an outbox id", ids);
   const count = await withContext(config, log, 1, (context) => retryDead(context.appPool, all ? undefined : ids));
   console.log(`${count} dead change${count === 1 ? "" : "s"} put back in line for the relay`);
   return ids.length > 0 && count < ids.length ? 1 : 0;

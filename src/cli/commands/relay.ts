@@ -12,5 +12,5 @@ export async function relayCommand(config: Config, log: Logger): Promise<number>
     await relay.start();
     log.info({ relayId: relay.id, collection: config.QDRANT_COLLECTION }, "relay started");
     return untilSignal(log, () => relay.stop());
-  });
+  }, { migrates: true });
 }

@@ -28,7 +28,7 @@ export async function workerCommand(config: Config, log: Logger): Promise<number
   const tasks = await loadTasks(config.PGCONVERGE_TASKS_DIR);
   if (tasks.size === 0) log.warn({ directory: config.PGCONVERGE_TASKS_DIR }, "no task files found; only pgconverge's own jobs will run");
   const cronItems = reconcileCron(config);
-  const context = await openContext(config, log, config.WORKER_CONCURRENCY);
+  const context = await openContext(config, log, config.WORKER_CONCURRENCY, { migrates: true });
   let stopAll = async () => {};
   let livenessPool: DatabasePool | null = null;
   try {
