@@ -108,11 +108,11 @@ export async function markDead(db: CommonQueryMethods, relayId: string, change: 
   `);
 }
 
-/** Puts dead changes back in line (all, or one collection's); returns how many. */
-export async function retryDead(db: CommonQueryMethods, ids?: readonly string[]): Promise<number> {
-  const result = await db.query(sql.unsafe`
+/** Puts dead changes back in line (all, or these ids); returns the ids it put back. */
+export async function retryDead(db: CommonQueryMethods, ids?: readonly string[]): Promise<readonly string[]> {
+  return db.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
     update outbox set state = 'pending', dead_at = null, attempts = 0, next_attempt_at = now(), updated_at = now()
     where state = 'dead' ${ids ? sql.fragment`and id = any(${sql.array([...ids], "int8")})` : sql.fragment``}
+    returning id
   `);
-  return result.rowCount;
 }

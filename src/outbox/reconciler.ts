@@ -29,7 +29,7 @@ export interface DriftReport {
   /** Differences not counted because an outbox change for the key is already pending. */
   inFlight: number;
   repaired: boolean;
-  /** Database time the comparison started. */
+  /** Database time the comparison started, ISO 8601 in UTC. */
   startedAt: string;
 }
 
@@ -45,8 +45,8 @@ const ChunkHash = z.object({ id: z.string(), content_sha256: z.string() });
 export async function reconcile(options: ReconcileOptions): Promise<DriftReport> {
   const { pool, qdrant, collection, repair } = options;
   const pageSize = options.pageSize ?? 1000;
-  // The database clock, like finished_at's default.
-  const startedAt = await pool.oneFirst(sql.type(z.object({ now: z.string() }))`select clock_timestamp()::text as now`);
+  // The database clock, like finished_at's default; ISO 8601 in UTC like every time in --json output.
+  const startedAt = (await pool.oneFirst(sql.type(z.object({ now: z.coerce.date() }))`select clock_timestamp() as now`)).toISOString();
   const report: DriftReport = { collection, qdrantPoints: 0, postgresPoints: 0, missing: 0, extra: 0, stale: 0, inFlight: 0, repaired: repair, startedAt };
 
   // A deleted collection is drift too (every point missing), not an error: that is how

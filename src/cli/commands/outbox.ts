@@ -64,7 +64,13 @@ export async function outboxListCommand(config: Config, log: Logger, flags: { de
 export async function outboxRetryCommand(config: Config, log: Logger, ids: string[], all: boolean): Promise<number> {
   if (all === ids.length > 0) throw new UsageError("outbox retry takes dead change ids or --all");
   checkIds("outbox retry", "an outbox id", ids);
-  const count = await withContext(config, log, 1, (context) => retryDead(context.appPool, all ? undefined : ids));
-  console.log(`${count} dead change${count === 1 ? "" : "s"} put back in line for the relay`);
-  return ids.length > 0 && count < ids.length ? 1 : 0;
+  const retried = await withContext(config, log, 1, (context) => retryDead(context.appPool, all ? undefined : ids));
+  const count = retried.length;
+  if (count > 0 || all) console.log(`${count} dead change${count === 1 ? "" : "s"} put back in line for the relay`);
+  // As `dlq retry` does: one line naming the ids that were not dead changes, exit 1.
+  const found = new Set(retried);
+  const missing = [...new Set(ids)].filter((id) => !found.has(id));
+  if (missing.length === 0) return 0;
+  console.error(`pgconverge: no dead outbox change ${missing.join(", ")} (never existed, not dead, or already retried)`);
+  return 1;
 }
