@@ -45,8 +45,9 @@ t.test("status --json reports exactly the state the database is in", async (t) =
   const result = await runCli(["status", "--json"], { env: { DATABASE_URL: db.url } });
   t.equal(result.code, 0, result.stderr);
   const report = JSON.parse(result.stdout);
-  const { oldestPendingAgeSeconds, byTask, ...jobs } = report.jobs;
+  const { oldestPendingAgeSeconds, byTask, unknownTasks, ...jobs } = report.jobs;
   t.same(jobs, { pending: 2, scheduled: 1, retrying: 1, running: 1, exhausted: 0, dead: 1 }, "jobs by state");
+  t.same(unknownTasks, [], "the live worker has every queued task");
   t.ok(oldestPendingAgeSeconds >= 0 && oldestPendingAgeSeconds < 60, "queue lag of the pending jobs");
   t.same(byTask.effect, { pending: 2, scheduled: 1, retrying: 0, running: 1, exhausted: 0, dead: 1, oldestPendingAgeSeconds });
   t.same(byTask.fan_out, { pending: 0, scheduled: 0, retrying: 1, running: 0, exhausted: 0, dead: 0, oldestPendingAgeSeconds: null });
@@ -104,7 +105,7 @@ t.test("status of an empty queue says so", async (t) => {
   const result = await runCli(["status", "--json"], { env: { DATABASE_URL: db.url } });
   t.equal(result.code, 0, result.stderr);
   t.same(JSON.parse(result.stdout), {
-    jobs: { pending: 0, scheduled: 0, retrying: 0, running: 0, exhausted: 0, dead: 0, oldestPendingAgeSeconds: null, byTask: {} },
+    jobs: { pending: 0, scheduled: 0, retrying: 0, running: 0, exhausted: 0, dead: 0, oldestPendingAgeSeconds: null, byTask: {}, unknownTasks: [] },
     outbox: { pending: 0, retrying: 0, inFlight: 0, dead: 0, oldestPendingAgeSeconds: null, byCollection: {} },
     workers: { alive: 0, dead: 0, deadAfterMs: 15_000, list: [] },
     reconcile: { byCollection: {} },

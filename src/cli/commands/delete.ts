@@ -4,7 +4,7 @@ import type { Logger } from "../../log.ts";
 import { deleteDocument, findDocument } from "../../pipeline/queries.ts";
 import { withContext } from "../context.ts";
 import { printable } from "../printable.ts";
-import { UsageError } from "./outbox.ts";
+import { UsageError } from "../usage.ts";
 
 /**
  * `pgconverge delete <document id or source>...`: deletes each document and its chunks, and

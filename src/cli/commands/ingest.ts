@@ -5,7 +5,7 @@ import { upsertDocument, type DocumentChange } from "../../pipeline/queries.ts";
 import { withContext } from "../context.ts";
 import { printable } from "../printable.ts";
 import { progressBar } from "../progress.ts";
-import { UsageError } from "./outbox.ts";
+import { UsageError } from "../usage.ts";
 
 /**
  * `pgconverge ingest <file|dir|->...`: each good file is upserted with its ingest job in one

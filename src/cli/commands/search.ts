@@ -4,7 +4,7 @@ import { search } from "../../pipeline/search.ts";
 import { createEmbedder } from "../../pipeline/services.ts";
 import { withContext } from "../context.ts";
 import { printable } from "../printable.ts";
-import { UsageError } from "./outbox.ts";
+import { UsageError } from "../usage.ts";
 
 /** `pgconverge search "<text>" [--limit N] [--json]`: the chunks nearest to the text, best first. */
 export async function searchCommand(config: Config, log: Logger, words: readonly string[], flags: { limit: number; json: boolean }): Promise<number> {

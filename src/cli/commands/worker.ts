@@ -30,7 +30,7 @@ export async function workerCommand(config: Config, log: Logger, options: { task
   const tasks = await loadTasks(tasksDir);
   if (tasks.size === 0) log.warn({ directory: tasksDir }, "no task files found; only pgconverge's own jobs will run");
   const cronItems = reconcileCron(config);
-  const context = await openContext(config, log, config.WORKER_CONCURRENCY);
+  const context = await openContext(config, log, config.WORKER_CONCURRENCY, { migrates: true });
   let stopAll = async () => {};
   let closeWorker = async () => {};
   try {
