@@ -1,8 +1,72 @@
-import { z } from "zod";
-import { ConfigError, int } from "./configFields.ts";
+import pg from "pg";
+import { parseDsn } from "slonik";
+import { z, type ZodIssue } from "zod";
+import { ConfigError, int, problemsOf, URL_SYNTAX } from "./configFields.ts";
 import { PipelineShape } from "./pipeline/config.ts";
 
 export { ConfigError, int } from "./configFields.ts";
+
+/**
+ * Why DATABASE_URL would be refused, or null. It is parsed the way it will be used: by pg
+ * (graphile-worker's pool) and by slonik (the application's pool), which accept different
+ * things (slonik knows fewer sslmode values, pg decodes a stray % literally where slonik
+ * throws), so that a URL either works for both or stops the process here. The message never
+ * contains the URL: it may hold a password.
+ */
+function databaseUrlProblem(value: string): string | null {
+  if (!/^postgres(ql)?:\/\//.test(value)) return "must be a postgres:// or postgresql:// URL";
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return URL_SYNTAX;
+  }
+  const parts = { "user name": url.username, password: url.password, host: url.hostname, "database name": url.pathname };
+  for (const [part, text] of Object.entries(parts)) {
+    try {
+      decodeURIComponent(text);
+    } catch {
+      return `the ${part} has a % that is not followed by two hex digits (write a literal % as %25)`;
+    }
+  }
+  // postgres://user:12/3@host/db parses as host "user", port 12 and database "3@host/db".
+  if (url.pathname.includes("@")) return "the database name contains @: percent-encode @ : / ? # % in the password";
+  const secrets = [url.password, safeDecode(url.password)].filter((secret) => secret.length > 0);
+  const hide = (message: string) => secrets.reduce((text, secret) => text.split(secret).join("****"), message.split("\n", 1)[0]!);
+  try {
+    parseDsn(value);
+  } catch (error) {
+    // slonik validates the query parameters with its own copy of zod: recognise the error by shape.
+    const issue = (error as { issues?: ZodIssue[] }).issues?.[0];
+    if (issue) {
+      const rule = "options" in issue ? `must be one of ${(issue.options as unknown[]).join(", ")}` : issue.message;
+      const received = "received" in issue ? ` (got ${JSON.stringify(issue.received)})` : "";
+      return hide(`${String(issue.path[0])} ${rule}${received}`);
+    }
+    return hide((error as Error).message);
+  }
+  try {
+    new pg.Client({ connectionString: value });
+  } catch (error) {
+    return hide((error as Error).message);
+  }
+  return null;
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Why a URL setting (QDRANT_URL) is not an http(s) URL the clients can parse, or null. */
+function httpUrlProblem(value: string): string | null {
+  if (!/^https?:\/\//.test(value)) return "must be an http:// or https:// URL";
+  if (!URL.canParse(value)) return URL_SYNTAX;
+  return null;
+}
 
 /**
  * The queue's settings (core): database, worker, liveness, metrics, outbox relay and
@@ -11,10 +75,7 @@ export { ConfigError, int } from "./configFields.ts";
  */
 export const CoreShape = z.object({
   /** Postgres to use; unset means an embedded Postgres kept under PGCONVERGE_DATA_DIR. */
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
-    .optional(),
+  DATABASE_URL: z.string().superRefine(problemsOf(databaseUrlProblem)).optional(),
   /** Where the embedded Postgres keeps its data between runs (only without DATABASE_URL). */
   PGCONVERGE_DATA_DIR: z.string().min(1).default(".pgconverge"),
   /** Directory of task files, one task per file, named after its identifier (graphile-worker's convention). */
@@ -37,14 +98,18 @@ export const CoreShape = z.object({
   /** Jobs fetched and locked per query and handed out locally, with completions batched too; 1 fetches one job per query. */
   WORKER_LOCAL_QUEUE_SIZE: int(1, 1000).default(1),
   /** How often a worker records that it is alive. */
-  HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(5_000),
-  /** A worker whose last heartbeat is older than this is dead and its jobs are released. */
-  WORKER_DEAD_AFTER_MS: int(1_000, 86_400_000).default(30_000),
+  HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(2_000),
+  /**
+   * A worker whose last heartbeat is older than this is dead and its jobs are released. With
+   * SWEEP_INTERVAL_MS and POLL_INTERVAL_MS it bounds how soon a crashed worker's job runs again
+   * (15 s + 2 s + 2 s at the defaults); 7 missed beats leave room for a slow database.
+   */
+  WORKER_DEAD_AFTER_MS: int(1_000, 86_400_000).default(15_000),
   /** How often a worker looks for dead workers, exhausted jobs and prunable ledger rows. */
-  SWEEP_INTERVAL_MS: int(100, 600_000).default(5_000),
+  SWEEP_INTERVAL_MS: int(100, 600_000).default(2_000),
   /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
-  QDRANT_URL: z.string().regex(/^https?:\/\/[^\s]+$/, "must be an http:// or https:// URL").default("http://127.0.0.1:6333"),
+  QDRANT_URL: z.string().superRefine(problemsOf(httpUrlProblem)).default("http://127.0.0.1:6333"),
   QDRANT_API_KEY: z.string().min(1).optional(),
   /** Deadline of each Qdrant request, ms. */
   QDRANT_TIMEOUT_MS: int(100, 600_000).default(10_000),
@@ -86,6 +151,9 @@ export type Config = z.infer<typeof EnvSchema>;
 /** The names of every variable loadConfig reads. */
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvShape.shape);
 
+/** Variables whose value is never repeated in an error line: they may hold a password or key. */
+const SECRET_VARIABLES = new Set(["DATABASE_URL", "QDRANT_API_KEY"]);
+
 /** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const present = Object.fromEntries(
@@ -95,6 +163,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
   const name = String(issue.path[0] ?? "environment");
-  const got = present[name] === undefined ? "" : ` (got ${JSON.stringify(present[name])})`;
+  const got = present[name] === undefined || SECRET_VARIABLES.has(name) ? "" : ` (got ${JSON.stringify(present[name])})`;
   throw new ConfigError(`${name}: ${issue.message}${got}`);
 }

@@ -12,3 +12,13 @@ export const int = (min: number, max: number) =>
     .int("must be a whole number")
     .min(min, `must be at least ${min}`)
     .max(max, `must be at most ${max}`);
+
+/** Turns a check returning the problem (or null) into a zod refinement. */
+export function problemsOf(check: (value: string) => string | null) {
+  return (value: string, context: z.RefinementCtx) => {
+    const problem = check(value);
+    if (problem) context.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+  };
+}
+
+export const URL_SYNTAX = "is not a valid URL: check the host and port, and percent-encode @ : / ? # % and spaces in the user name and password";

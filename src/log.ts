@@ -2,6 +2,8 @@ import { isatty } from "node:tty";
 import { pino, type DestinationStream, type Logger } from "pino";
 import { prettyFactory } from "pino-pretty";
 import { Logger as GraphileLogger, type LogFunctionFactory } from "graphile-worker";
+import { printable } from "./cli/printable.ts";
+import { redactCredentials } from "./redact.ts";
 import { describeError } from "./runtime/errors.ts";
 
 export type { Logger };
@@ -9,11 +11,12 @@ export type { Logger };
 /**
  * One JSON line per event; on a terminal (or with `pretty`), one human-readable line per
  * event instead. Both write synchronously, so the last lines before an exit are not lost.
- * Expected failures are logged as one line with the reason, never a stack.
+ * Expected failures are logged as one line with the reason, never a stack. Credentials in any
+ * URL a line holds (a setting, an error message of a client) are redacted from the whole line.
  */
 export function createLogger(level: string, fd: 1 | 2 = 1, pretty = isatty(fd)): Logger {
   const destination = pino.destination({ fd, sync: true });
-  return pino({ level, base: { pid: process.pid } }, pretty ? prettyDestination(destination) : destination);
+  return pino({ level, base: { pid: process.pid }, hooks: { streamWrite: redactCredentials } }, pretty ? prettyDestination(destination) : destination);
 }
 
 /**
@@ -24,7 +27,10 @@ function prettyDestination(destination: DestinationStream): DestinationStream {
   // Our `error` fields are already one-line strings; as an "error-like" key pino-pretty would
   // print them on lines of their own.
   const format = prettyFactory({ singleLine: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", errorLikeObjectKeys: ["err"] });
-  return { write: (line: string) => destination.write(format(line)) };
+  // On a terminal, text from stored data (a task name, an error quoting a document) must not
+  // drive it: every string is made printable before pino-pretty writes it out raw.
+  const printableStrings = (_key: string, value: unknown) => (typeof value === "string" ? printable(value) : value);
+  return { write: (line: string) => destination.write(format(JSON.stringify(JSON.parse(line), printableStrings))) };
 }
 
 /**

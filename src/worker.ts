@@ -88,6 +88,7 @@ export class Worker {
       log: config.log,
       concurrency: config.concurrency,
       intervalMs: config.heartbeatIntervalMs,
+      tasks: [...config.tasks.keys()],
     });
     this.sweeper = new Sweeper({
       pool: config.livenessPool,

@@ -84,3 +84,17 @@ t.test("a logger writing to a terminal prints one readable line per event", { sk
   t.match(lines[0], /^\[\d\d:\d\d:\d\d\.\d{3}\] WARN: attempt failed; will retry \{.*"jobId":"42".*"error":"Error: read ECONNRESET".*\}$/);
   t.match(lines[1], /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: job applied \{"jobId":"43","durationMs":12\}$/);
 });
+
+t.test("on a terminal, control characters in a log line are printed escaped", { skip: hasScript ? false : "needs util-linux `script` for a pseudo-terminal" }, async (t) => {
+  const program = `
+    const { createLogger } = await import(${JSON.stringify(LOG_MODULE)});
+    createLogger("info").warn({ task: "evil\\u001b[2J\\u202e" }, "failed on click\\u001b]8;;http://evil\\u0007here");
+  `;
+  const command = [process.execPath, "--import", "tsx", "--input-type=module", "-e", program].map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(" ");
+  const result = runProgram("script", ["-qec", command, "/dev/null"]);
+  t.equal(result.status, 0, result.stderr);
+  // eslint-disable-next-line no-control-regex
+  const output = result.stdout.replace(/\u001b\[[0-9;]*m/g, "").replace(/\r/g, "");
+  t.notMatch(output, /[\u0007\u001b\u202e]/, "no BEL, ESC or bidi override reaches the terminal");
+  t.match(output, "failed on click\\x1b]8;;http://evil\\x07here");
+});

@@ -2,8 +2,10 @@ import type pg from "pg";
 import type { DatabasePool } from "slonik";
 import type { Config } from "../config.ts";
 import { openDatabase, type Database } from "../db/database.ts";
+import { checkMigrations, SchemaError } from "../db/migrate.ts";
 import { createAppPool, createQueuePool } from "../db/pools.ts";
 import type { Logger } from "../log.ts";
+import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
 import { Relay } from "../outbox/relay.ts";
@@ -21,11 +23,25 @@ export interface CommandContext {
   close(): Promise<void>;
 }
 
-export async function openContext(config: Config, log: Logger, concurrency: number): Promise<CommandContext> {
+export interface ContextOptions {
+  /**
+   * The command applies the migrations itself (worker, relay, migrate). Every other command
+   * first checks that the database's schema is this version's, so that an unmigrated (or
+   * older) database is one line saying to run `pgconverge migrate`, never "relation … does
+   * not exist" from whichever query comes first.
+   */
+  migrates?: boolean;
+}
+
+export async function openContext(config: Config, log: Logger, concurrency: number, options: ContextOptions = {}): Promise<CommandContext> {
   const database = await openDatabase(config, log);
   const queuePool = createQueuePool(database.url, concurrency);
   let appPool: DatabasePool;
   try {
+    if (!options.migrates) {
+      const schema = await checkMigrations(queuePool);
+      if (!schema.ok) throw new SchemaError(`this database is not ready for this version of pgconverge: ${schema.reason}`);
+    }
     appPool = await createAppPool(database.url, concurrency, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
   } catch (error) {
     await queuePool.end();
@@ -33,6 +49,9 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
     throw error;
   }
   const qdrant = createQdrantClient({ url: config.QDRANT_URL, apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS });
+  if (config.QDRANT_API_KEY && /^http:/i.test(config.QDRANT_URL)) {
+    log.warn({ qdrantUrl: redactCredentials(config.QDRANT_URL) }, "QDRANT_API_KEY is sent over plain http; use an https:// QDRANT_URL outside a trusted network");
+  }
   return {
     config,
     log,
@@ -49,8 +68,14 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
 }
 
 /** Runs `fn` with a context and closes it on every path. */
-export async function withContext<T>(config: Config, log: Logger, concurrency: number, fn: (context: CommandContext) => Promise<T>): Promise<T> {
-  const context = await openContext(config, log, concurrency);
+export async function withContext<T>(
+  config: Config,
+  log: Logger,
+  concurrency: number,
+  fn: (context: CommandContext) => Promise<T>,
+  options: ContextOptions = {},
+): Promise<T> {
+  const context = await openContext(config, log, concurrency, options);
   try {
     return await fn(context);
   } finally {

@@ -1,20 +1,24 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
 import { migrate } from "../api/migrate.ts";
+import { SchemaError } from "../db/migrate.ts";
 import { createLogger } from "../log.ts";
+import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
 import { deleteCommand } from "./commands/delete.ts";
 import { dlqDiscardCommand, dlqListCommand, dlqRetryCommand } from "./commands/dlq.ts";
 import { ingestCommand } from "./commands/ingest.ts";
 import { searchCommand } from "./commands/search.ts";
-import { outboxListCommand, outboxRetryCommand, UsageError } from "./commands/outbox.ts";
+import { outboxListCommand, outboxRetryCommand } from "./commands/outbox.ts";
 import { rechunkCommand } from "./commands/rechunk.ts";
 import { reconcileCommand } from "./commands/reconcile.ts";
 import { relayCommand } from "./commands/relay.ts";
 import { statusCommand } from "./commands/status.ts";
 import { workerCommand } from "./commands/worker.ts";
 import { withContext } from "./context.ts";
+import { printable } from "./printable.ts";
+import { nonBlank, UsageError } from "./usage.ts";
 
 const USAGE = `usage: pgconverge <command> [options]
 
@@ -47,6 +51,20 @@ commands:
 
 configuration comes from the environment; see .env.example`;
 
+/** The flags each command takes; any other is a usage error rather than silently ignored. */
+const COMMAND_FLAGS: Record<string, readonly string[]> = {
+  worker: [],
+  relay: [],
+  migrate: [],
+  reconcile: ["repair", "json"],
+  ingest: ["source"],
+  delete: [],
+  search: ["limit", "json"],
+  outbox: ["dead", "limit", "json", "all"],
+  status: ["json"],
+  dlq: ["task", "limit", "json", "all"],
+};
+
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
 
@@ -74,6 +92,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (!command) throw new UsageError("a command is required");
+  const taken = COMMAND_FLAGS[command];
+  if (!taken) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  const flag = Object.entries(values).find(([name, value]) => name !== "help" && value !== undefined && value !== false && !taken.includes(name));
+  if (flag) throw new UsageError(`${command} does not take --${flag[0]}`);
   const noArguments = () => {
     if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
   };
@@ -81,6 +103,9 @@ async function main(argv: string[]): Promise<number> {
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 100_000)) {
     throw new UsageError(`--limit must be a whole number from 1 to 100000 (got ${JSON.stringify(values.limit)})`);
   }
+  // A blank --source would be a document without a name; a blank --task matches nothing.
+  const source = nonBlank("source", values.source);
+  const task = nonBlank("task", values.task);
   const config = loadConfig();
   // Commands that print results keep stdout for them; logs go to stderr.
   const log = createLogger(config.LOG_LEVEL, command === "worker" || command === "relay" ? 1 : 2);
@@ -97,12 +122,12 @@ async function main(argv: string[]): Promise<number> {
         const applied = await migrate({ pool: context.queuePool, logger: log });
         console.log(applied.length ? `applied ${applied.join(", ")}` : "schema is up to date");
         return 0;
-      });
+      }, { migrates: true });
     case "reconcile":
       noArguments();
       return reconcileCommand(config, log, { repair: values.repair, json: values.json, collection: values.collection });
     case "ingest":
-      return ingestCommand(config, log, rest, { source: values.source });
+      return ingestCommand(config, log, rest, { source });
     case "delete":
       return deleteCommand(config, log, rest);
     case "rechunk":
@@ -120,7 +145,6 @@ async function main(argv: string[]): Promise<number> {
       return statusCommand(config, log, { json: values.json });
     case "dlq": {
       const [sub, ...ids] = rest;
-      const task = values.task;
       if (sub === "list") {
         if (ids.length > 0) throw new UsageError(`dlq list: unexpected argument ${JSON.stringify(ids[0])}`);
         return dlqListCommand(config, log, { limit: limit ?? 50, json: values.json, ...(task === undefined ? {} : { task }) });
@@ -143,9 +167,11 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
     const usage = isUsageError(error);
-    const code = usage || error instanceof ConfigError || error instanceof TaskLoadError ? EXIT_USAGE : EXIT_RUNTIME;
-    const line = code === EXIT_USAGE ? (error as Error).message : describeError(error);
-    console.error(`pgconverge: ${line}${usage ? " (see pgconverge --help)" : ""}`);
+    // A database whose schema is not this version's is a setup problem, like bad configuration:
+    // retrying cannot fix it, running `pgconverge migrate` (or pointing at the right database) does.
+    const code = usage || error instanceof ConfigError || error instanceof TaskLoadError || error instanceof SchemaError ? EXIT_USAGE : EXIT_RUNTIME;
+    const line = code === EXIT_USAGE ? redactCredentials((error as Error).message) : describeError(error);
+    console.error(`pgconverge: ${printable(line)}${usage ? " (see pgconverge --help)" : ""}`);
     process.exit(code);
   },
 );

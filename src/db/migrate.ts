@@ -15,6 +15,45 @@ export class MigrationError extends Error {
   override name = "MigrationError";
 }
 
+/**
+ * The database's schema is not the one this version of pgconverge works with (not migrated,
+ * a migration pending, changed or unknown): the CLI reports it in one line, exit code 2.
+ */
+export class SchemaError extends Error {
+  override name = "SchemaError";
+}
+
+const UNDEFINED_TABLE = "42P01";
+
+export type SchemaState = { ok: true } | { ok: false; reason: string };
+
+/**
+ * Whether the migrations recorded in the database are exactly `expected` (none pending, none
+ * changed, none newer than this version knows); one statement, never a write. Commands that
+ * need the schema check this first, so that an unmigrated database is named as such instead of
+ * failing on the first missing relation.
+ */
+export async function checkMigrations(db: Pick<pg.Pool, "query">, expected: readonly Migration[] = readMigrations()): Promise<SchemaState> {
+  let rows: { id: number; name: string; checksum: string }[];
+  try {
+    ({ rows } = await db.query<{ id: number; name: string; checksum: string }>("select id, name, checksum from migrations order by id"));
+  } catch (error) {
+    if ((error as { code?: string }).code === UNDEFINED_TABLE) return { ok: false, reason: "migrations not applied (run pgconverge migrate)" };
+    throw error;
+  }
+  const recorded = new Map(rows.map((row) => [row.id, row]));
+  const changed = expected.filter((migration) => {
+    const row = recorded.get(migration.id);
+    return row && (row.checksum !== migration.checksum || row.name !== migration.name);
+  });
+  if (changed.length > 0) return { ok: false, reason: `applied migration differs from its file: ${changed.map((m) => m.name).join(", ")}` };
+  const pending = expected.filter((migration) => !recorded.has(migration.id));
+  if (pending.length > 0) return { ok: false, reason: `migrations pending: ${pending.map((m) => m.name).join(", ")} (run pgconverge migrate)` };
+  const newer = rows.filter((row) => !expected.some((migration) => migration.id === row.id));
+  if (newer.length > 0) return { ok: false, reason: `the database has migrations this version does not know: ${newer.map((row) => row.name).join(", ")}` };
+  return { ok: true };
+}
+
 export interface Migration {
   id: number;
   name: string;

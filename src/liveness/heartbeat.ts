@@ -11,6 +11,11 @@ export interface HeartbeatConfig {
   concurrency: number;
   /** How often to beat, ms; must be well under the sweeper's dead threshold. */
   intervalMs: number;
+  /**
+   * Task identifiers this process runs, recorded in `workers.tasks` so that jobs no live worker
+   * can run are reported (the unknown_tasks view). Unset: recorded as null, "every task".
+   */
+  tasks?: readonly string[];
 }
 
 /**
@@ -79,9 +84,10 @@ export class Heartbeat extends EventEmitter<{ beat: [{ ok: boolean }] }> {
 
   private async register(): Promise<void> {
     await this.config.pool.query(sql.unsafe`
-      insert into workers (id, hostname, pid, concurrency, locker_ids)
-      values (${this.workerId}, ${hostname()}, ${process.pid}, ${this.config.concurrency}, ${sql.array([...this.lockerIds], "text")})
-      on conflict (id) do update set heartbeat_at = now(), locker_ids = excluded.locker_ids
+      insert into workers (id, hostname, pid, concurrency, locker_ids, tasks)
+      values (${this.workerId}, ${hostname()}, ${process.pid}, ${this.config.concurrency}, ${sql.array([...this.lockerIds], "text")},
+              ${this.config.tasks ? sql.array([...this.config.tasks], "text") : null})
+      on conflict (id) do update set heartbeat_at = now(), locker_ids = excluded.locker_ids, tasks = excluded.tasks
     `);
   }
 

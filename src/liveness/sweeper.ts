@@ -16,9 +16,18 @@ export interface SweepResult {
   deadLettered: number;
   completed: number;
   pruned: number;
+  /** Due jobs of tasks no live worker runs, per task. */
+  unknownTasks: readonly UnknownTask[];
+}
+
+export interface UnknownTask {
+  task: string;
+  jobs: number;
 }
 
 const BATCH = 500;
+
+const UnknownTaskRow = z.object({ task: z.string(), jobs: z.coerce.number() });
 
 const DeadWorker = z.object({ id: z.string(), locker_ids: z.array(z.string()) });
 const ExhaustedJob = z.object({
@@ -36,17 +45,25 @@ const ExhaustedJob = z.object({
  *  - moves jobs graphile-worker has given up on (attempts exhausted, e.g. the process died
  *    during the final attempt) into dead_letters, or completes them if their effects
  *    already committed or a newer job with their job_key superseded them;
- *  - prunes ledger and failure rows of jobs that have left the queue.
+ *  - prunes ledger and failure rows of jobs that have left the queue;
+ *  - logs, once per task name, due jobs that no live worker runs: graphile-worker fetches only
+ *    the tasks a worker has, so without this line they would wait forever in silence.
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<SweepResult> | null = null;
+  /** Unknown tasks already logged; a task leaves the set once it is no longer unknown. */
+  private readonly reported = new Set<string>();
 
   constructor(private readonly config: SweeperConfig) {}
 
   start(): void {
     if (this.timer) return;
     this.schedule();
+    // At start too, not only after the first interval: the jobs may be waiting already.
+    void this.reportUnknownTasks().catch((error) =>
+      this.config.log.warn({ error: describeError(error) }, "could not look for jobs of unknown tasks; retrying at the next sweep"),
+    );
   }
 
   async stop(): Promise<void> {
@@ -74,7 +91,22 @@ export class Sweeper {
     const deadWorkers = await this.releaseDeadWorkers();
     const { deadLettered, completed } = await this.retireExhaustedJobs();
     const pruned = await this.pruneLedger();
-    return { deadWorkers, deadLettered, completed, pruned };
+    const unknownTasks = await this.reportUnknownTasks();
+    return { deadWorkers, deadLettered, completed, pruned, unknownTasks };
+  }
+
+  /** Due jobs of tasks no live worker runs (sql/000005), each task logged once while it lasts. */
+  async reportUnknownTasks(): Promise<readonly UnknownTask[]> {
+    const { pool, log, deadAfterMs } = this.config;
+    const unknown = await pool.any(sql.type(UnknownTaskRow)`select task, jobs from pgconverge_unknown_tasks(${deadAfterMs}) order by task`);
+    for (const { task, jobs } of unknown) {
+      if (this.reported.has(task)) continue;
+      this.reported.add(task);
+      log.warn({ task, jobs }, `${jobs} job(s) of task ${JSON.stringify(task)} wait, but no live worker has that task; start one that does, or remove them`);
+    }
+    const current = new Set(unknown.map((row) => row.task));
+    for (const task of this.reported) if (!current.has(task)) this.reported.delete(task);
+    return unknown;
   }
 
   private async releaseDeadWorkers(): Promise<number> {

@@ -36,6 +36,7 @@ export class DatabaseGauges {
   private readonly drift: Gauge<"collection" | "kind">;
   private readonly reconcileFinished: Gauge<"collection">;
   private readonly workers: Gauge<"state">;
+  private readonly unknownTasks: Gauge<"task">;
   private readonly errors: Counter<"query">;
   private readonly failing = new Set<string>();
   private refreshing: Promise<void> | null = null;
@@ -79,6 +80,12 @@ export class DatabaseGauges {
       labelNames: ["state"],
       registers,
     });
+    this.unknownTasks = new Gauge({
+      name: "pgconverge_jobs_unknown_task",
+      help: "Due jobs of a task no live worker runs: they wait until a worker that has the task starts (absent when none, or when no worker is alive).",
+      labelNames: ["task"],
+      registers,
+    });
     this.errors = new Counter({
       name: "pgconverge_scrape_errors_total",
       help: "Scrape-time database queries that failed (their families were left out of that scrape).",
@@ -100,6 +107,7 @@ export class DatabaseGauges {
     await this.read("outbox", [this.outboxChanges, this.outboxOldest], () => this.readOutbox());
     await this.read("reconcile_runs", [this.drift, this.reconcileFinished], () => this.readReconcile());
     await this.read("workers", [this.workers], () => this.readWorkers());
+    await this.read("unknown_tasks", [this.unknownTasks], () => this.readUnknownTasks());
   }
 
   private async read(query: string, gauges: Gauge<string>[], run: () => Promise<void>): Promise<void> {
@@ -165,6 +173,16 @@ export class DatabaseGauges {
     if (!run) return;
     for (const kind of ["missing", "extra", "stale"] as const) this.drift.set({ collection, kind }, Number(run[kind]));
     this.reconcileFinished.set({ collection }, run.finished);
+  }
+
+  private async readUnknownTasks(): Promise<void> {
+    // The same definition as the unknown_tasks view, with this process's threshold.
+    const { rows } = await this.config.pool.query<{ task: string; jobs: number }>(
+      "select task, jobs::int as jobs from pgconverge_unknown_tasks($1)",
+      [this.config.deadAfterMs],
+    );
+    this.unknownTasks.reset();
+    for (const row of rows) this.unknownTasks.set({ task: row.task }, row.jobs);
   }
 
   private async readWorkers(): Promise<void> {

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import pTimeout from "p-timeout";
-import { readMigrations, type Migration } from "../db/migrate.ts";
+import { checkMigrations, readMigrations, type Migration } from "../db/migrate.ts";
 import { describeError } from "../runtime/errors.ts";
 
 export type Readiness = { ready: true } | { ready: false; reason: string };
@@ -13,8 +13,6 @@ export interface ReadinessCheckConfig {
   /** The migrations this version of pgconverge expects; defaults to the files of sql/. */
   migrations?: readonly Migration[];
 }
-
-const UNDEFINED_TABLE = "42P01";
 
 /**
  * Ready means: the database answers `select 1` within the deadline, and the migrations it
@@ -31,22 +29,6 @@ export function createReadinessCheck(config: ReadinessCheckConfig): () => Promis
 
 async function check(pool: pg.Pool, expected: readonly Migration[]): Promise<Readiness> {
   await pool.query("select 1");
-  let rows: { id: number; name: string; checksum: string }[];
-  try {
-    ({ rows } = await pool.query<{ id: number; name: string; checksum: string }>("select id, name, checksum from migrations order by id"));
-  } catch (error) {
-    if ((error as { code?: string }).code === UNDEFINED_TABLE) return { ready: false, reason: "migrations not applied (run pgconverge migrate)" };
-    throw error;
-  }
-  const recorded = new Map(rows.map((row) => [row.id, row]));
-  const changed = expected.filter((migration) => {
-    const row = recorded.get(migration.id);
-    return row && (row.checksum !== migration.checksum || row.name !== migration.name);
-  });
-  if (changed.length > 0) return { ready: false, reason: `applied migration differs from its file: ${changed.map((m) => m.name).join(", ")}` };
-  const pending = expected.filter((migration) => !recorded.has(migration.id));
-  if (pending.length > 0) return { ready: false, reason: `migrations pending: ${pending.map((m) => m.name).join(", ")} (run pgconverge migrate)` };
-  const newer = rows.filter((row) => !expected.some((migration) => migration.id === row.id));
-  if (newer.length > 0) return { ready: false, reason: `the database has migrations this version does not know: ${newer.map((row) => row.name).join(", ")}` };
-  return { ready: true };
+  const schema = await checkMigrations(pool, expected);
+  return schema.ok ? { ready: true } : { ready: false, reason: schema.reason };
 }

@@ -53,8 +53,15 @@ export interface ReconcileState {
   ageSeconds: number;
 }
 
+export interface UnknownTaskJobs {
+  task: string;
+  /** Due jobs of the task; no live worker runs it, so they wait until one that does starts. */
+  count: number;
+}
+
 export interface StatusReport {
-  jobs: JobStateCounts & { byTask: Record<string, JobStateCounts> };
+  /** unknownTasks: due jobs of tasks no live worker runs (empty when no worker is alive). */
+  jobs: JobStateCounts & { byTask: Record<string, JobStateCounts>; unknownTasks: UnknownTaskJobs[] };
   outbox: OutboxCounts & { byCollection: Record<string, OutboxCounts> };
   /** deadAfterMs is the threshold alive/dead was judged by. */
   workers: { alive: number; dead: number; deadAfterMs: number; list: WorkerState[] };
@@ -75,6 +82,8 @@ const JobCountsRow = z.object({
   dead: count,
   oldest_pending_age_s: seconds,
 });
+
+const UnknownTaskRow = z.object({ task: z.string(), jobs: count });
 
 const OutboxLagRow = z.object({
   collection: z.string(),
@@ -151,6 +160,7 @@ async function readJobs(tx: CommonQueryMethods): Promise<StatusReport["jobs"]> {
       oldestPendingAgeSeconds: row.oldest_pending_age_s,
     };
   }
+  const unknown = await tx.any(sql.type(UnknownTaskRow)`select task, jobs from unknown_tasks order by task`);
   const tasks = Object.values(byTask);
   return {
     pending: sum(tasks, "pending"),
@@ -161,6 +171,7 @@ async function readJobs(tx: CommonQueryMethods): Promise<StatusReport["jobs"]> {
     dead: sum(tasks, "dead"),
     oldestPendingAgeSeconds: oldest(tasks),
     byTask,
+    unknownTasks: unknown.map((row) => ({ task: row.task, count: row.jobs })),
   };
 }
 

@@ -118,14 +118,14 @@ export async function markDead(db: CommonQueryMethods, relayId: string, change: 
   `);
 }
 
-/** Puts dead changes back in line (the given ids, or all; optionally one collection's only); returns how many. */
-export async function retryDead(db: CommonQueryMethods, ids?: readonly string[], collection?: string): Promise<number> {
-  const result = await db.query(sql.unsafe`
+/** Puts dead changes back in line (the given ids, or all; optionally one collection's only); returns the ids it put back. */
+export async function retryDead(db: CommonQueryMethods, ids?: readonly string[], collection?: string): Promise<readonly string[]> {
+  return db.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
     update outbox set state = 'pending', dead_at = null, attempts = 0, next_attempt_at = now(), updated_at = now()
     where state = 'dead' ${ids ? sql.fragment`and id = any(${sql.array([...ids], "int8")})` : sql.fragment``}
       ${collection === undefined ? sql.fragment`` : sql.fragment`and collection = ${collection}`}
+    returning id
   `);
-  return result.rowCount;
 }
 
 /** Milliseconds until the next change of these collections falls due (a retry or a lease ending); null if none is pending. */
@@ -162,9 +162,10 @@ export async function pendingKeys(db: CommonQueryMethods, collection: string, id
   return new Set(pending);
 }
 
-/** The database clock (like finished_at's default), as text. */
-export function databaseNow(db: CommonQueryMethods): Promise<string> {
-  return db.oneFirst(sql.type(z.object({ now: z.string() }))`select clock_timestamp()::text as now`);
+/** The database clock (like finished_at's default), ISO 8601 in UTC. */
+export async function databaseNow(db: CommonQueryMethods): Promise<string> {
+  const now = await db.oneFirst(sql.type(z.object({ now: z.coerce.date() }))`select clock_timestamp() as now`);
+  return now.toISOString();
 }
 
 /** The id this database stamps into every point it writes (qdrant_owner). */

@@ -1,11 +1,14 @@
 import { QdrantClient } from "@qdrant/js-client-rest";
 import { ConfigError } from "../config.ts";
 import { OWNER_KEY, type Distance } from "./sync.ts";
+import { redactCredentials, splitCredentials } from "../redact.ts";
 
 export type { QdrantClient };
 
 export interface QdrantSettings {
+  /** QDRANT_URL; credentials in it (`https://user:password@host`, for a proxy) are sent as Basic authorization. */
   url: string;
+  /** Sent as the `api-key` header. */
   apiKey?: string | undefined;
   /** Deadline of every request, ms; enforced by the client with an AbortSignal. */
   timeoutMs: number;
@@ -13,9 +16,13 @@ export interface QdrantSettings {
 
 /** One client per process: it keeps a pool of keep-alive sockets (undici). */
 export function createQdrantClient(settings: QdrantSettings): QdrantClient {
+  // fetch refuses a URL with credentials (and would quote it in its error): they go in a header.
+  const { url, authorization } = splitCredentials(settings.url);
   return new QdrantClient({
-    url: settings.url,
-    ...(settings.apiKey ? { apiKey: settings.apiKey } : {}),
+    url,
+    // The key as a plain header: given as apiKey over http, the client prints a warning of its
+    // own to stdout, outside the log (openContext logs it instead).
+    headers: { ...(settings.apiKey ? { "api-key": settings.apiKey } : {}), ...(authorization ? { authorization } : {}) },
     timeout: settings.timeoutMs,
     // The version probe is a request at construction that nobody awaits; we check by using it.
     checkCompatibility: false,
@@ -75,8 +82,8 @@ export function describeQdrantError(error: unknown): string {
   const status = statusOf(error);
   const data = (error as { data?: { status?: { error?: unknown } } } | null)?.data;
   const said = typeof data?.status?.error === "string" ? data.status.error : undefined;
-  if (status !== undefined) return `Qdrant ${status}: ${said ?? (error as Error).message}`.replace(/\s+/g, " ");
+  if (status !== undefined) return redactCredentials(`Qdrant ${status}: ${said ?? (error as Error).message}`.replace(/\s+/g, " "));
   const cause = (error as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
   const detail = typeof cause?.code === "string" ? `${(error as Error).message} (${cause.code})` : (error as Error)?.message;
-  return `Qdrant unreachable: ${detail ?? String(error)}`.replace(/\s+/g, " ");
+  return redactCredentials(`Qdrant unreachable: ${detail ?? String(error)}`.replace(/\s+/g, " "));
 }

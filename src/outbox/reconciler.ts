@@ -37,7 +37,7 @@ export interface DriftReport {
   /** Differences not counted because an outbox change for the key is already pending. */
   inFlight: number;
   repaired: boolean;
-  /** Database time the comparison started. */
+  /** Database time the comparison started, ISO 8601 in UTC. */
   startedAt: string;
 }
 
@@ -55,6 +55,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
   const { collection } = sync;
   const pageSize = options.pageSize ?? 1000;
   const owner = options.owner ?? (await readOwner(pool));
+  // ISO 8601 in UTC, like every time in --json output.
   const startedAt = await databaseNow(pool);
   const report: DriftReport = { collection, qdrantPoints: 0, postgresPoints: 0, missing: 0, extra: 0, stale: 0, unowned: 0, inFlight: 0, repaired: repair, startedAt };
   const ours = { must: [{ key: OWNER_KEY, match: { value: owner } }] };

@@ -1,5 +1,18 @@
+import { Ollama } from "ollama";
 import { z } from "zod";
-import { int } from "../configFields.ts";
+import { int, problemsOf, URL_SYNTAX } from "../configFields.ts";
+
+/** OLLAMA_HOST as the ollama client reads it: host[:port], :port, or an http(s) URL. */
+function ollamaHostProblem(value: string): string | null {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value) && !/^https?:\/\//i.test(value)) return "must be host[:port] or an http:// or https:// URL";
+  if (/\s/.test(value)) return "must be host[:port] or an http(s):// URL, without spaces";
+  try {
+    new Ollama({ host: value });
+  } catch {
+    return URL_SYNTAX;
+  }
+  return null;
+}
 
 /**
  * The reference pipeline's settings (Ollama, embeddings, its Qdrant collection, ingest), read
@@ -10,7 +23,7 @@ export const PipelineShape = z.object({
   /** The collection chunks are mirrored into; created on first use with EMBED_DIMENSIONS. */
   QDRANT_COLLECTION: z.string().regex(/^[A-Za-z0-9_-]{1,255}$/, "must be letters, digits, _ or -").default("chunks"),
   /** Ollama server that embeds chunks and search queries (Ollama's own OLLAMA_HOST format). */
-  OLLAMA_HOST: z.string().regex(/^(https?:\/\/)?[^\s]+$/, "must be host[:port] or an http(s):// URL").default("http://127.0.0.1:11434"),
+  OLLAMA_HOST: z.string().superRefine(problemsOf(ollamaHostProblem)).default("http://127.0.0.1:11434"),
   /** Embedding model; pull it first (`ollama pull nomic-embed-text`). */
   EMBED_MODEL: z.string().min(1).default("nomic-embed-text"),
   /** Vector size of EMBED_MODEL's embeddings and of the Qdrant collection (768 for nomic-embed-text); checked against the model at start. */

@@ -1,8 +1,10 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { Ollama } from "ollama";
+import { splitCredentials } from "../redact.ts";
 import { PermanentError } from "../runtime/errors.ts";
 
 export interface EmbedderSettings {
+  /** OLLAMA_HOST; credentials in it (`http://user:password@host`) are sent as Basic authorization. */
   host: string;
   model: string;
   /** Deadline of each /api/embed request, ms. */
@@ -17,11 +19,26 @@ export interface EmbedderSettings {
  */
 const requestSignal = new AsyncLocalStorage<AbortSignal>();
 
-const signalledFetch: typeof fetch = (input, init) => {
+const signalledFetch: typeof fetch = async (input, init) => {
   const signal = requestSignal.getStore();
-  if (!signal) return fetch(input, init);
-  return fetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal });
+  const response = await fetch(input, signal ? { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal } : init);
+  return response.ok ? response : asJsonError(response);
 };
+
+/**
+ * The client prints lines of its own to stdout, outside the log, when an error response is not
+ * JSON (a proxy's 502 page, say): such a body reaches it as an Ollama JSON error instead.
+ */
+async function asJsonError(response: Response): Promise<Response> {
+  const text = await response.text();
+  let body = text;
+  try {
+    JSON.parse(text);
+  } catch {
+    body = JSON.stringify({ error: text.trim().slice(0, 500) || `${response.status} ${response.statusText}` });
+  }
+  return new Response(body, { status: response.status, statusText: response.statusText, headers: { "content-type": "application/json" } });
+}
 
 /**
  * Embeds text with Ollama through the official client: one client (and so one keep-alive
@@ -31,9 +48,14 @@ const signalledFetch: typeof fetch = (input, init) => {
  */
 export class Embedder {
   private readonly client: Ollama;
+  /** The host without its credentials: the one messages may name. */
+  private readonly host: string;
 
   constructor(readonly settings: EmbedderSettings) {
-    this.client = new Ollama({ host: settings.host, fetch: signalledFetch });
+    // fetch refuses a URL with credentials (and would quote it in its error): they go in a header.
+    const { url, authorization } = splitCredentials(settings.host);
+    this.host = url;
+    this.client = new Ollama({ host: url, fetch: signalledFetch, ...(authorization ? { headers: { authorization } } : {}) });
   }
 
   async embed(texts: readonly string[], signal?: AbortSignal): Promise<number[][]> {
@@ -43,7 +65,7 @@ export class Embedder {
       const deadline = AbortSignal.timeout(this.settings.timeoutMs);
       const combined = signal ? AbortSignal.any([signal, deadline]) : deadline;
       const response = await requestSignal.run(combined, () => this.client.embed({ model: this.settings.model, input: batch })).catch((error: unknown) => {
-        throw this.explain(error, combined);
+        throw this.explain(error, deadline);
       });
       if (response.embeddings.length !== batch.length) {
         throw new PermanentError(`Ollama returned ${response.embeddings.length} embeddings for ${batch.length} inputs`);
@@ -59,19 +81,20 @@ export class Embedder {
     return vector!.length;
   }
 
-  private explain(error: unknown, signal: AbortSignal): unknown {
+  /** `deadline` is this request's own: a caller's signal that fired is the caller's to explain. */
+  private explain(error: unknown, deadline: AbortSignal): unknown {
     const status = (error as { status_code?: unknown } | null)?.status_code;
     const message = (error as Error | null)?.message ?? String(error);
     if (status === 404 && /not found/.test(message)) {
       return new PermanentError(`Ollama model "${this.settings.model}" is not available (${message}); run: ollama pull ${this.settings.model}`, { cause: error });
     }
-    if (signal.aborted && signal.reason instanceof DOMException && signal.reason.name === "TimeoutError") {
+    if (deadline.aborted) {
       return Object.assign(new Error(`Ollama request exceeded its ${this.settings.timeoutMs} ms deadline`), { name: "TimeoutError", cause: error });
     }
     const code = ((error as { cause?: { code?: unknown } } | null)?.cause)?.code;
     if (error instanceof TypeError && typeof code === "string") {
       // fetch's own message is only "fetch failed"; the reason is in its cause.
-      return Object.assign(new Error(`Ollama at ${this.settings.host} is unreachable (${code})`, { cause: error }), { code });
+      return Object.assign(new Error(`Ollama at ${this.host} is unreachable (${code})`, { cause: error }), { code });
     }
     return error;
   }

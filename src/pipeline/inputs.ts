@@ -38,10 +38,18 @@ export async function expandInputs(args: readonly string[], stdinSource: string)
     const path = resolve(arg);
     const info = await stat(path).catch((error: NodeJS.ErrnoException) => error);
     if (info instanceof Error) rejected.push({ ok: false, source: path, reason: fileError(info) });
-    else if (info.isDirectory()) inputs.push(...(await walk(path)).map((file) => ({ kind: "file" as const, path: file })));
-    else inputs.push({ kind: "file", path });
+    else if (info.isDirectory()) {
+      const files = await walk(path);
+      if (files.length === 0) rejected.push({ ok: false, source: path, reason: nothingMatched() });
+      inputs.push(...files.map((file) => ({ kind: "file" as const, path: file })));
+    } else inputs.push({ kind: "file", path });
   }
   return { inputs, rejected };
+}
+
+/** Why a directory gave nothing: which names were looked for, so the user can rename or name files explicitly. */
+function nothingMatched(): string {
+  return `no files to ingest: looked for ${[...TEXT_EXTENSIONS].join(", ")} (hidden entries skipped; name other files explicitly)`;
 }
 
 async function walk(directory: string): Promise<string[]> {

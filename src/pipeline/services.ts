@@ -1,6 +1,7 @@
 import type { Config } from "../config.ts";
 import { ConfigError } from "../config.ts";
 import type { Logger } from "../log.ts";
+import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { DEFAULT_CHUNKER, type ChunkerOptions } from "./chunker.ts";
 import { Embedder } from "./embedder.ts";
@@ -29,6 +30,7 @@ export function createPipeline(config: Config, embedder: Embedder = createEmbedd
   return { embedder, collection: config.QDRANT_COLLECTION, dimensions: config.EMBED_DIMENSIONS, chunker: DEFAULT_CHUNKER };
 }
 
+/** A short wait: a worker must not hang at start because Ollama is slow to load the model. */
 const MODEL_CHECK_TIMEOUT_MS = 5_000;
 
 /**
@@ -38,11 +40,12 @@ const MODEL_CHECK_TIMEOUT_MS = 5_000;
  */
 export async function checkModelDimensions(config: Config, embedder: Embedder, log: Logger): Promise<void> {
   let dimensions: number;
+  const check = AbortSignal.timeout(MODEL_CHECK_TIMEOUT_MS);
   try {
-    // A short wait: a worker must not hang at start because Ollama is slow to load the model.
-    dimensions = await embedder.dimensions(AbortSignal.timeout(MODEL_CHECK_TIMEOUT_MS));
+    dimensions = await embedder.dimensions(check);
   } catch (error) {
-    log.warn({ error: describeError(error), host: config.OLLAMA_HOST }, "could not check the embedding model; embed jobs retry until Ollama answers");
+    const reason = check.aborted ? `no answer within ${MODEL_CHECK_TIMEOUT_MS} ms` : describeError(error);
+    log.warn({ error: reason, host: redactCredentials(config.OLLAMA_HOST) }, "could not check the embedding model; embed jobs retry until Ollama answers");
     return;
   }
   if (dimensions !== config.EMBED_DIMENSIONS) {

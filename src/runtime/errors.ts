@@ -1,5 +1,6 @@
 import { TimeoutError } from "p-timeout";
 import { ZodError } from "zod";
+import { redactCredentials } from "../redact.ts";
 
 /**
  * Marks a PermanentError by a registry symbol rather than by class identity, so one thrown by
@@ -109,8 +110,15 @@ export function classifyError(error: unknown): ErrorClass {
   return "transient";
 }
 
-/** One line for logs and dead letters: the error's name and message, never a stack. */
+/**
+ * One line for logs and dead letters: the error's name and message, never a stack, and never
+ * the credentials of a URL it quotes.
+ */
 export function describeError(error: unknown): string {
+  return redactCredentials(describe(error));
+}
+
+function describe(error: unknown): string {
   if (isZodError(error)) {
     const issue = error.issues[0];
     return `invalid payload: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : error.message}`;

@@ -107,9 +107,7 @@ async function runPrepare(
 ): Promise<unknown> {
   const timeoutMs = task.timeoutMs ?? run.options.taskTimeoutMs;
   const controller = new AbortController();
-  const shutdown = run.helpers.abortSignal;
-  const abortOnShutdown = () => controller.abort(shutdown.reason);
-  shutdown.addEventListener("abort", abortOnShutdown, { once: true });
+  const unlink = abortOnShutdown(run.helpers.abortSignal, controller);
   try {
     return await pTimeout(
       task.prepare!({
@@ -132,8 +130,34 @@ async function runPrepare(
     controller.abort(error);
     throw error;
   } finally {
-    shutdown.removeEventListener("abort", abortOnShutdown);
+    unlink();
   }
+}
+
+/** Per shutdown signal, the controllers of the jobs running under it. */
+const runningUnder = new WeakMap<AbortSignal, Set<AbortController>>();
+
+/**
+ * Aborts `controller` when the worker's shutdown signal fires, until the returned function is
+ * called. All of a worker's jobs share that signal, so a listener per running job would put as
+ * many listeners on it as there are job slots (Node warns past 10), and AbortSignal.any keeps a
+ * reference per call on a long-lived source (Node 20). So each shutdown signal gets one listener,
+ * which aborts the controllers of the jobs running at that moment.
+ */
+function abortOnShutdown(shutdown: AbortSignal, controller: AbortController): () => void {
+  if (shutdown.aborted) {
+    controller.abort(shutdown.reason);
+    return () => {};
+  }
+  let running = runningUnder.get(shutdown);
+  if (!running) {
+    const controllers = new Set<AbortController>();
+    shutdown.addEventListener("abort", () => controllers.forEach((each) => each.abort(shutdown.reason)), { once: true });
+    runningUnder.set(shutdown, controllers);
+    running = controllers;
+  }
+  running.add(controller);
+  return () => running.delete(controller);
 }
 
 async function handleFailure(
@@ -196,13 +220,20 @@ const DATABASE_WAIT_MS = 30_000;
  */
 async function untilDatabaseAnswers(pool: DatabasePool, shutdown: AbortSignal): Promise<void> {
   const deadline = Date.now() + DATABASE_WAIT_MS;
-  for (let delayMs = 100; !shutdown.aborted; delayMs = Math.min(delayMs * 2, 2_000)) {
-    try {
-      await pool.query(sql.unsafe`select 1`);
-      return;
-    } catch {
-      if (Date.now() + delayMs > deadline) return;
-      await sleep(delayMs, undefined, { signal: shutdown }).catch(() => {});
+  // The waits listen on a controller of this job's own (see abortOnShutdown).
+  const controller = new AbortController();
+  const unlink = abortOnShutdown(shutdown, controller);
+  try {
+    for (let delayMs = 100; !controller.signal.aborted; delayMs = Math.min(delayMs * 2, 2_000)) {
+      try {
+        await pool.query(sql.unsafe`select 1`);
+        return;
+      } catch {
+        if (Date.now() + delayMs > deadline) return;
+        await sleep(delayMs, undefined, { signal: controller.signal }).catch(() => {});
+      }
     }
+  } finally {
+    unlink();
   }
 }

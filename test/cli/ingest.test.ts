@@ -113,3 +113,17 @@ t.test("the worker refuses an EMBED_DIMENSIONS the model does not produce, in on
   t.equal(result.code, 2);
   t.equal(result.stderr, 'pgconverge: EMBED_DIMENSIONS: model "test-embed" returns 256-dimensional vectors; set EMBED_DIMENSIONS=256 (got "100")\n');
 });
+
+t.test("a directory with nothing to ingest says which extensions were looked for", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "pgconverge-empty-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, "report.pdf"), "not text");
+  mkdirSync(join(dir, "nested"));
+  const result = await runCli(["ingest", dir], { env: { DATABASE_URL: "postgres://127.0.0.1:1/none" } });
+  t.equal(result.code, 1);
+  t.equal(
+    result.stderr,
+    `rejected ${dir}: no files to ingest: looked for .txt, .text, .md, .markdown, .mdx, .rst (hidden entries skipped; name other files explicitly)\n`,
+  );
+  t.match(result.stdout, /rejected 1$/m);
+});

@@ -115,10 +115,10 @@ t.test("when the database goes away, a scrape still answers: its families are ab
 
   for (const attempt of [1, 2]) {
     const after = parseExposition(await metrics.render());
-    for (const family of ["pgconverge_jobs", "pgconverge_dead_letters", "pgconverge_outbox_changes", "pgconverge_outbox_oldest_pending_age_seconds", "pgconverge_reconcile_drift", "pgconverge_workers"]) {
+    for (const family of ["pgconverge_jobs", "pgconverge_dead_letters", "pgconverge_outbox_changes", "pgconverge_outbox_oldest_pending_age_seconds", "pgconverge_reconcile_drift", "pgconverge_workers", "pgconverge_jobs_unknown_task"]) {
       t.same(after.samples(family), [], `scrape ${attempt}: ${family} is absent, not stale`);
     }
-    for (const query of ["jobs", "dead_letters", "outbox", "reconcile_runs", "workers"]) {
+    for (const query of ["jobs", "dead_letters", "outbox", "reconcile_runs", "workers", "unknown_tasks"]) {
       t.equal(after.value("pgconverge_scrape_errors_total", { query }), attempt, `scrape ${attempt}: the ${query} query failed`);
     }
     t.equal(after.value("pgconverge_jobs_started_total", { task: "effect" }), 0, "in-process metrics are still reported");

@@ -1,4 +1,5 @@
 import t from "tap";
+import { loadConfig } from "../../src/config.ts";
 import { readStatus } from "../../src/ops/status.ts";
 import { runCli } from "../helpers/cli.ts";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db.ts";
@@ -44,8 +45,9 @@ t.test("status --json reports exactly the state the database is in", async (t) =
   const result = await runCli(["status", "--json"], { env: { DATABASE_URL: db.url } });
   t.equal(result.code, 0, result.stderr);
   const report = JSON.parse(result.stdout);
-  const { oldestPendingAgeSeconds, byTask, ...jobs } = report.jobs;
+  const { oldestPendingAgeSeconds, byTask, unknownTasks, ...jobs } = report.jobs;
   t.same(jobs, { pending: 2, scheduled: 1, retrying: 1, running: 1, exhausted: 0, dead: 1 }, "jobs by state");
+  t.same(unknownTasks, [], "the live worker has every queued task");
   t.ok(oldestPendingAgeSeconds >= 0 && oldestPendingAgeSeconds < 60, "queue lag of the pending jobs");
   t.same(byTask.effect, { pending: 2, scheduled: 1, retrying: 0, running: 1, exhausted: 0, dead: 1, oldestPendingAgeSeconds });
   t.same(byTask.fan_out, { pending: 0, scheduled: 0, retrying: 1, running: 0, exhausted: 0, dead: 0, oldestPendingAgeSeconds: null });
@@ -54,7 +56,7 @@ t.test("status --json reports exactly the state the database is in", async (t) =
   t.match(report.outbox, { pending: 1, dead: 1, retrying: 0, byCollection: { chunks: { pending: 1, dead: 1 } } });
   t.ok(report.outbox.oldestPendingAgeSeconds >= 0 && report.outbox.oldestPendingAgeSeconds < 60);
 
-  t.match(report.workers, { alive: 1, dead: 0, deadAfterMs: 30_000 });
+  t.match(report.workers, { alive: 1, dead: 0, deadAfterMs: 15_000 });
   t.equal(report.workers.list.length, 1);
   t.match(report.workers.list[0], { id: worker.heartbeat.workerId, pid: process.pid, alive: true, runningJobs: 1, concurrency: 1 });
   t.ok(report.workers.list[0].heartbeatAgeSeconds < 5, "a fresh heartbeat");
@@ -68,7 +70,7 @@ t.test("status --json reports exactly the state the database is in", async (t) =
   t.match(human.stdout, /^fan_out +0 +0 +1 +0 +0 +0 +-$/m);
   t.match(human.stdout, /^\(all\) +2 +1 +1 +1 +0 +1 /m, "and a total");
   t.match(human.stdout, /^chunks +1 +0 +0 +1 +\S/m, "outbox per collection");
-  t.match(human.stdout, /^workers: 1 alive, 0 dead \(dead after 30s without a heartbeat\)$/m);
+  t.match(human.stdout, /^workers: 1 alive, 0 dead \(dead after 15s without a heartbeat\)$/m);
   t.match(human.stdout, /^chunks +3 +2 +1 +0 +no +/m, "last reconcile");
 });
 
@@ -93,7 +95,9 @@ t.test("a worker whose heartbeat is older than the threshold is reported dead", 
   t.match(JSON.parse(cli.stdout).workers, { alive: 2, dead: 0, deadAfterMs: 60_000 });
 
   const [psql] = await db.query<{ alive: string }>("select count(*) filter (where alive) as alive from worker_status");
-  t.equal(Number(psql!.alive), 1, "psql without the setting uses the 30 s default");
+  t.equal(Number(psql!.alive), 1, "psql without the setting uses the default threshold");
+  const [fallback] = await db.query<{ ms: string }>("select pgconverge_worker_dead_after_ms() as ms");
+  t.equal(Number(fallback!.ms), loadConfig({}).WORKER_DEAD_AFTER_MS, "which is WORKER_DEAD_AFTER_MS's default");
 });
 
 t.test("status of an empty queue says so", async (t) => {
@@ -101,11 +105,11 @@ t.test("status of an empty queue says so", async (t) => {
   const result = await runCli(["status", "--json"], { env: { DATABASE_URL: db.url } });
   t.equal(result.code, 0, result.stderr);
   t.same(JSON.parse(result.stdout), {
-    jobs: { pending: 0, scheduled: 0, retrying: 0, running: 0, exhausted: 0, dead: 0, oldestPendingAgeSeconds: null, byTask: {} },
+    jobs: { pending: 0, scheduled: 0, retrying: 0, running: 0, exhausted: 0, dead: 0, oldestPendingAgeSeconds: null, byTask: {}, unknownTasks: [] },
     outbox: { pending: 0, retrying: 0, inFlight: 0, dead: 0, oldestPendingAgeSeconds: null, byCollection: {} },
-    workers: { alive: 0, dead: 0, deadAfterMs: 30_000, list: [] },
+    workers: { alive: 0, dead: 0, deadAfterMs: 15_000, list: [] },
     reconcile: { byCollection: {} },
   });
   const human = await runCli(["status"], { env: { DATABASE_URL: db.url } });
-  t.equal(human.stdout, "jobs: none queued, none dead\n\noutbox: empty, Qdrant has every change\n\nworkers: none registered (dead after 30s without a heartbeat)\n\nreconcile: never run\n");
+  t.equal(human.stdout, "jobs: none queued, none dead\n\noutbox: empty, Qdrant has every change\n\nworkers: none registered (dead after 15s without a heartbeat)\n\nreconcile: never run\n");
 });

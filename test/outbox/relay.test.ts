@@ -145,7 +145,7 @@ t.test("Qdrant rejecting a batch (400) kills only the offending points; after th
 
   await client.deleteCollection(COLLECTION);
   await ensureCollection(client, { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
-  t.equal(await retryDead(db.appPool), 3);
+  t.equal((await retryDead(db.appPool)).length, 3);
   await relay.syncBatch();
   t.same(qdrantPoints(fake), await postgresPoints(db));
   t.equal((await db.query("select 1 from outbox")).length, 0);

@@ -1,4 +1,6 @@
 import { existsSync, readdirSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import t from "tap";
 import { Embedder } from "../../src/pipeline/embedder.ts";
 import { classifyError } from "../../src/runtime/errors.ts";
@@ -71,6 +73,30 @@ t.test("a request past its deadline is aborted, and so is one whose caller gives
   const aborted = await failure(patient.embed(["x"], controller.signal));
   t.ok(aborted, "rejected");
   t.ok(Date.now() - started < 2_000, "stopped when the caller aborted");
+
+  // A caller's own deadline (the worker's 5 s model check, a task's) is not this request's.
+  fake.faults.next({ kind: "delay", ms: 5_000 });
+  const callerTimedOut = await failure(patient.embed(["x"], AbortSignal.timeout(100)));
+  t.ok(callerTimedOut, "rejected at the caller's deadline");
+  t.notMatch(callerTimedOut?.message, /10000 ms/, "not reported as the request's 10000 ms deadline");
+  t.equal(classifyError(callerTimedOut), "transient");
+});
+
+t.test("an error page that is not JSON (a proxy's 502) fails the call without printing anything", async (t) => {
+  const proxy = createServer((_request, response) => {
+    response.writeHead(502, { "content-type": "text/html" });
+    response.end("<html><body>502 Bad Gateway</body></html>");
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => new Promise((resolve) => proxy.close(resolve)));
+  const embedder = new Embedder({ host: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, model: "m", timeoutMs: 2_000, batchSize: 16 });
+  const printed: unknown[] = [];
+  const original = { log: console.log, warn: console.warn, error: console.error };
+  console.log = console.warn = console.error = (...args: unknown[]) => void printed.push(args);
+  const error = await failure(embedder.embed(["x"])).finally(() => Object.assign(console, original));
+  t.match(error?.message, /502 Bad Gateway/, "the page's text is the error");
+  t.equal(classifyError(error), "transient", "a 502 is retried");
+  t.same(printed, [], "the client printed nothing of its own");
 });
 
 t.test("no leaks: open file descriptors stay flat over three thousand embedding calls", { skip: existsSync("/proc/self/fd") ? false : "needs /proc" }, async (t) => {

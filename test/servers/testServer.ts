@@ -12,6 +12,8 @@ export abstract class TestServer {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
   private port = 0;
+  /** Every Authorization header the server was sent. */
+  readonly authorizations = new Set<string>();
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -21,7 +23,10 @@ export abstract class TestServer {
 
   async start(port = this.port): Promise<string> {
     if (this.server) return this.url;
-    const server = createServer((request, response) => void this.handle(request, response));
+    const server = createServer((request, response) => {
+      if (request.headers.authorization) this.authorizations.add(request.headers.authorization);
+      void this.handle(request, response);
+    });
     server.on("connection", (socket) => {
       this.sockets.add(socket);
       socket.on("close", () => this.sockets.delete(socket));

@@ -3,7 +3,8 @@ import type { Config } from "../../config.ts";
 import type { Logger } from "../../log.ts";
 import { deleteDocument, findDocument } from "../../pipeline/queries.ts";
 import { withContext } from "../context.ts";
-import { UsageError } from "./outbox.ts";
+import { printable } from "../printable.ts";
+import { UsageError } from "../usage.ts";
 
 /**
  * `pgconverge delete <document id or source>...`: deletes each document and its chunks, and
@@ -20,10 +21,10 @@ export async function deleteCommand(config: Config, log: Logger, references: rea
         if (!document) return null;
         return (await deleteDocument(tx, config.QDRANT_COLLECTION, document.id)) ? document : null;
       });
-      if (deleted) console.log(`deleted ${deleted.id} ${deleted.source}`);
+      if (deleted) console.log(`deleted ${deleted.id} ${printable(deleted.source)}`);
       else {
         missing++;
-        console.error(`pgconverge: no document with id or source ${JSON.stringify(reference)}`);
+        console.error(`pgconverge: no document with id or source ${printable(JSON.stringify(reference))}`);
       }
     }
   });

@@ -2,11 +2,10 @@ import type { Config } from "../../config.ts";
 import type { Logger } from "../../log.ts";
 import { discardDeadLetters, listDeadLetters, retryDeadLetters, type DeadLetterSelection } from "../../ops/deadLetters.ts";
 import { withContext } from "../context.ts";
+import { printable } from "../printable.ts";
 import { formatAge } from "../duration.ts";
 import { formatTable } from "../table.ts";
-import { UsageError } from "./outbox.ts";
-
-const DEAD_LETTER_ID = /^[1-9][0-9]{0,18}$/;
+import { checkIds, UsageError } from "../usage.ts";
 
 /** `pgconverge dlq list [--task T] [--limit N] [--json]`: dead letters, newest first. */
 export async function dlqListCommand(config: Config, log: Logger, flags: { task?: string; limit: number; json: boolean }): Promise<number> {
@@ -18,7 +17,7 @@ export async function dlqListCommand(config: Config, log: Logger, flags: { task?
     return 0;
   }
   if (rows.length === 0) {
-    console.log(flags.task === undefined ? "no dead letters" : `no dead letters of task ${flags.task}`);
+    console.log(flags.task === undefined ? "no dead letters" : `no dead letters of task ${printable(flags.task)}`);
     return 0;
   }
   console.log(
@@ -38,10 +37,10 @@ export async function dlqListCommand(config: Config, log: Logger, flags: { task?
 export async function dlqRetryCommand(config: Config, log: Logger, ids: string[], flags: { all: boolean; task?: string }): Promise<number> {
   if (flags.all === ids.length > 0) throw new UsageError("dlq retry takes dead letter ids or --all");
   if (flags.task !== undefined && !flags.all) throw new UsageError("dlq retry: --task goes with --all");
-  checkIds("retry", ids);
+  checkIds("dlq retry", "a dead letter id", ids);
   const selection: DeadLetterSelection = flags.all ? { all: true, ...(flags.task === undefined ? {} : { task: flags.task }) } : { ids };
   const retried = await withContext(config, log, 1, (context) => retryDeadLetters(context.appPool, selection));
-  for (const row of retried) console.log(`dead letter ${row.deadLetterId} (${row.task}) re-enqueued as job ${row.jobId}`);
+  for (const row of retried) console.log(`dead letter ${row.deadLetterId} (${printable(row.task)}) re-enqueued as job ${row.jobId}`);
   if (flags.all && retried.length === 0) console.log("no dead letters to retry");
   return reportMissing(ids, retried.map((row) => row.deadLetterId));
 }
@@ -49,15 +48,10 @@ export async function dlqRetryCommand(config: Config, log: Logger, ids: string[]
 /** `pgconverge dlq discard <id>...`: deletes dead letters for good. */
 export async function dlqDiscardCommand(config: Config, log: Logger, ids: string[]): Promise<number> {
   if (ids.length === 0) throw new UsageError("dlq discard takes dead letter ids");
-  checkIds("discard", ids);
+  checkIds("dlq discard", "a dead letter id", ids);
   const discarded = await withContext(config, log, 1, (context) => discardDeadLetters(context.appPool, ids));
   for (const id of discarded) console.log(`dead letter ${id} discarded`);
   return reportMissing(ids, discarded);
-}
-
-function checkIds(command: string, ids: string[]): void {
-  const bad = ids.find((id) => !DEAD_LETTER_ID.test(id));
-  if (bad) throw new UsageError(`dlq ${command}: ${JSON.stringify(bad)} is not a dead letter id`);
 }
 
 /** One stderr line naming the ids that were not there (never existed, or retried/discarded already). */

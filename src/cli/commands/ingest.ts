@@ -3,8 +3,9 @@ import type { Logger } from "../../log.ts";
 import { expandInputs, readInput, type Rejection } from "../../pipeline/inputs.ts";
 import { upsertDocument, type DocumentChange } from "../../pipeline/queries.ts";
 import { withContext } from "../context.ts";
+import { printable } from "../printable.ts";
 import { progressBar } from "../progress.ts";
-import { UsageError } from "./outbox.ts";
+import { UsageError } from "../usage.ts";
 
 /**
  * `pgconverge ingest <file|dir|->...`: each good file is upserted with its ingest job in one
@@ -17,7 +18,7 @@ export async function ingestCommand(config: Config, log: Logger, args: readonly 
   if (args.filter((arg) => arg === "-").length > 1) throw new UsageError("stdin (-) can be read only once");
   const { inputs, rejected } = await expandInputs(args, flags.source ?? "stdin");
   const counts: Record<DocumentChange, number> = { created: 0, updated: 0, unchanged: 0 };
-  const reject = (rejection: Rejection) => console.error(`rejected ${rejection.source}: ${rejection.reason}`);
+  const reject = (rejection: Rejection) => console.error(`rejected ${printable(rejection.source)}: ${printable(rejection.reason)}`);
   rejected.forEach(reject);
   let rejectedCount = rejected.length;
   if (inputs.length > 0) {

@@ -3,8 +3,9 @@ import type { Logger } from "../../log.ts";
 import { listChanges, retryDead } from "../../outbox/outbox.ts";
 import { withContext } from "../context.ts";
 import { formatTable } from "../table.ts";
+import { checkIds, UsageError } from "../usage.ts";
 
-export class UsageError extends Error {}
+export { UsageError } from "../usage.ts";
 
 /** `pgconverge outbox list [--dead] [--collection NAME] [--limit N] [--json]`: the changes not yet in Qdrant, dead first, then oldest first. */
 export async function outboxListCommand(
@@ -45,9 +46,14 @@ export async function outboxListCommand(
 export async function outboxRetryCommand(config: Config, log: Logger, ids: string[], all: boolean, collection?: string): Promise<number> {
   if (all === ids.length > 0) throw new UsageError("outbox retry takes dead change ids or --all");
   if (collection !== undefined && !all) throw new UsageError("outbox retry: --collection goes with --all");
-  const bad = ids.find((id) => !/^[1-9][0-9]{0,18}$/.test(id));
-  if (bad) throw new UsageError(`outbox retry: ${JSON.stringify(bad)} is not an outbox id`);
-  const count = await withContext(config, log, 1, (context) => retryDead(context.appPool, all ? undefined : ids, collection));
-  console.log(`${count} dead change${count === 1 ? "" : "s"} put back in line for the relay`);
-  return ids.length > 0 && count < ids.length ? 1 : 0;
+  checkIds("outbox retry", "an outbox id", ids);
+  const retried = await withContext(config, log, 1, (context) => retryDead(context.appPool, all ? undefined : ids, collection));
+  const count = retried.length;
+  if (count > 0 || all) console.log(`${count} dead change${count === 1 ? "" : "s"} put back in line for the relay`);
+  // As `dlq retry` does: one line naming the ids that were not dead changes, exit 1.
+  const found = new Set(retried);
+  const missing = [...new Set(ids)].filter((id) => !found.has(id));
+  if (missing.length === 0) return 0;
+  console.error(`pgconverge: no dead outbox change ${missing.join(", ")} (never existed, not dead, or already retried)`);
+  return 1;
 }

@@ -12,5 +12,5 @@ export async function relayCommand(config: Config, log: Logger): Promise<number>
     await relay.start();
     log.info({ relayId: relay.id, collections: declaredSyncs(config).map((sync) => sync.collection) }, "relay started");
     return untilSignal(log, () => relay.stop());
-  });
+  }, { migrates: true });
 }

@@ -3,7 +3,8 @@ import type { Logger } from "../../log.ts";
 import { search } from "../../pipeline/search.ts";
 import { createEmbedder } from "../../pipeline/services.ts";
 import { withContext } from "../context.ts";
-import { UsageError } from "./outbox.ts";
+import { printable } from "../printable.ts";
+import { UsageError } from "../usage.ts";
 
 /** `pgconverge search "<text>" [--limit N] [--json]`: the chunks nearest to the text, best first. */
 export async function searchCommand(config: Config, log: Logger, words: readonly string[], flags: { limit: number; json: boolean }): Promise<number> {
@@ -17,7 +18,7 @@ export async function searchCommand(config: Config, log: Logger, words: readonly
   else {
     for (const [rank, hit] of hits.entries()) {
       const excerpt = hit.content.length > 300 ? `${hit.content.slice(0, 300)}…` : hit.content;
-      console.log(`${rank + 1}. ${hit.score.toFixed(3)}  ${hit.source}  (chunk ${hit.chunkIndex})\n   ${excerpt.replace(/\s+/g, " ")}\n`);
+      console.log(`${rank + 1}. ${hit.score.toFixed(3)}  ${printable(hit.source)}  (chunk ${hit.chunkIndex})\n   ${printable(excerpt.replace(/\s+/g, " "))}\n`);
     }
   }
   return 0;

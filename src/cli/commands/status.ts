@@ -16,7 +16,15 @@ export function formatStatus(report: StatusReport): string {
   return [jobsSection(report), outboxSection(report), workersSection(report), reconcileSection(report)].join("\n\n");
 }
 
-function jobsSection({ jobs }: StatusReport): string {
+function jobsSection(report: StatusReport): string {
+  const table = jobsTable(report);
+  const unknown = report.jobs.unknownTasks.map(
+    ({ task, count }) => `no live worker has task ${task}: ${count} due ${count === 1 ? "job waits" : "jobs wait"} for a worker that does`,
+  );
+  return [table, ...unknown].join("\n");
+}
+
+function jobsTable({ jobs }: StatusReport): string {
   const tasks = Object.entries(jobs.byTask);
   if (tasks.length === 0) return "jobs: none queued, none dead";
   const row = (name: string, counts: JobStateCounts) => [

@@ -20,7 +20,7 @@ export async function workerCommand(config: Config, log: Logger, options: { task
   if (tasks.size === 0) log.warn({ directory: tasksDir }, "no task files found; only pgconverge's own jobs will run");
   // Checked here to name the variable; runWorker's own check names its option.
   reconcileCronItems(config.RECONCILE_CRON, "RECONCILE_CRON");
-  const context = await openContext(config, log, config.WORKER_CONCURRENCY);
+  const context = await openContext(config, log, config.WORKER_CONCURRENCY, { migrates: true });
   let stopAll = async () => {};
   let closeWorker = async () => {};
   try {
