@@ -9,8 +9,9 @@ import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
 import { Relay } from "../outbox/relay.ts";
-import { checkSyncs, type Sync } from "../outbox/sync.ts";
-import { chunkSync } from "../pipeline/chunkSync.ts";
+import type { Sync } from "../outbox/sync.ts";
+import type { CommandContext as PublicCommandContext } from "../api/defineConfig.ts";
+import type { LoadedConfig } from "./appConfig.ts";
 
 /** What a command works with: the database, both pools and the Qdrant client. */
 export interface CommandContext {
@@ -83,26 +84,39 @@ export async function withContext<T>(
   }
 }
 
-/** The syncs the relay and the reconciler serve: the reference pipeline's chunks. */
-export function declaredSyncs(config: Config): Sync[] {
-  const syncs = [chunkSync({ collection: config.QDRANT_COLLECTION, dimensions: config.EMBED_DIMENSIONS })];
-  checkSyncs(syncs);
-  return syncs;
-}
-
-export function createRelay(context: CommandContext): Relay {
+export function createRelay(context: CommandContext, syncs: readonly Sync[]): Relay {
   const { config } = context;
   return new Relay({
     pool: context.appPool,
     databaseUrl: context.database.url,
     qdrant: context.qdrant,
-    syncs: declaredSyncs(config),
+    syncs,
     log: context.log.child({ component: "relay" }),
     batchSize: config.RELAY_BATCH_SIZE,
     pollIntervalMs: config.RELAY_POLL_INTERVAL_MS,
     leaseMs: config.RELAY_LEASE_MS,
     maxBackoffMs: config.RELAY_MAX_BACKOFF_MS,
   });
+}
+
+/** The context of a config file's command: the database opened on first use, closed by close(). */
+export function openCommandContext(config: Config, log: Logger, app: LoadedConfig): PublicCommandContext & { close(): Promise<void> } {
+  let opened: Promise<CommandContext> | null = null;
+  return {
+    env: process.env,
+    log,
+    qdrant: createQdrantClient({ url: config.QDRANT_URL, apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS }),
+    get syncs() {
+      return app.syncs();
+    },
+    async db() {
+      opened ??= openContext(config, log, 1);
+      return (await opened).appPool;
+    },
+    async close() {
+      if (opened) await (await opened.catch(() => null))?.close();
+    },
+  };
 }
 
 /**

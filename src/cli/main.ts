@@ -6,35 +6,24 @@ import { createLogger } from "../log.ts";
 import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
-import { deleteCommand } from "./commands/delete.ts";
 import { dlqDiscardCommand, dlqListCommand, dlqRetryCommand } from "./commands/dlq.ts";
-import { ingestCommand } from "./commands/ingest.ts";
-import { searchCommand } from "./commands/search.ts";
 import { outboxListCommand, outboxRetryCommand } from "./commands/outbox.ts";
-import { rechunkCommand } from "./commands/rechunk.ts";
 import { reconcileCommand } from "./commands/reconcile.ts";
 import { relayCommand } from "./commands/relay.ts";
 import { statusCommand } from "./commands/status.ts";
 import { workerCommand } from "./commands/worker.ts";
-import { withContext } from "./context.ts";
+import { findConfigFile, loadAppConfig, type LoadedConfig } from "./appConfig.ts";
+import { openCommandContext, withContext } from "./context.ts";
 import { printable } from "./printable.ts";
 import { nonBlank, UsageError } from "./usage.ts";
 
-const USAGE = `usage: pgconverge <command> [options]
+const USAGE = `usage: pgconverge [--config FILE] <command> [options]
 
 commands:
   worker [--tasks DIR]          migrate if needed, then run jobs, relay and reconcile cron until SIGTERM/SIGINT;
                                 task files from DIR (default PGCONVERGE_TASKS_DIR, "tasks")
   migrate                       apply graphile-worker's schema and the sql/ migrations
   relay                         run only the outbox relay (Postgres -> Qdrant) until SIGTERM/SIGINT
-  ingest <file|dir|->... [--source NAME]
-                                store text and markdown files (directories recursively, - for stdin
-                                named by --source) and queue them for chunking and embedding
-  delete <id|source>...         delete documents; their points leave Qdrant through the outbox
-  rechunk <id|source>... | --all
-                                queue documents for chunking again (after upgrading from 0.1: --all)
-  search <text> [--limit N] [--json]
-                                the chunks nearest to the text, read back from Postgres (default 10)
   reconcile [--collection NAME] [--repair] [--json]
                                 count drift between Qdrant and Postgres for every sync (or one);
                                 only this database's points are looked at; --repair queues the fixes
@@ -49,18 +38,24 @@ commands:
                                 re-enqueue dead letters as new jobs once their cause is fixed
   dlq discard <id>...           delete dead letters for good
 
-configuration comes from the environment; see .env.example`;
+configuration comes from the environment (see .env.example); tasks, services, syncs and more commands
+from the application's config file: --config FILE, PGCONVERGE_CONFIG, or pgconverge.config.{ts,mjs,js}
+in the working directory`;
+
+/** The help: the core's commands, then the config file's. */
+function usage(app: LoadedConfig): string {
+  if (app.commands.size === 0) return USAGE;
+  const own = [...app.commands].map(([name, command]) => `  ${command.usage.startsWith(name) ? command.usage : `${name}  ${command.usage}`}`.replace(/\n/g, "\n  "));
+  return `${USAGE}\n\ncommands of ${app.file}:\n${own.join("\n")}`;
+}
 
 /** The flags each command takes; any other is a usage error rather than silently ignored. */
 const COMMAND_FLAGS: Record<string, readonly string[]> = {
-  worker: [],
+  worker: ["tasks"],
   relay: [],
   migrate: [],
-  reconcile: ["repair", "json"],
-  ingest: ["source"],
-  delete: [],
-  search: ["limit", "json"],
-  outbox: ["dead", "limit", "json", "all"],
+  reconcile: ["repair", "json", "collection"],
+  outbox: ["dead", "limit", "json", "all", "collection"],
   status: ["json"],
   dlq: ["task", "limit", "json", "all"],
 };
@@ -68,9 +63,36 @@ const COMMAND_FLAGS: Record<string, readonly string[]> = {
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
 
+/** `--config FILE` (or `--config=FILE`) before the command, taken out of the arguments. */
+function takeConfigFlag(argv: string[]): { file: string | undefined; args: string[] } {
+  const args = [...argv];
+  const at = args.findIndex((arg) => arg === "--config" || arg.startsWith("--config="));
+  const first = args.findIndex((arg) => !arg.startsWith("-"));
+  if (at === -1 || (first !== -1 && first < at)) return { file: undefined, args };
+  const [flag] = args.splice(at, 1);
+  const file = flag!.includes("=") ? flag!.slice("--config=".length) : args.splice(at, 1)[0];
+  if (file === undefined || file.trim() === "" || (file.startsWith("-") && !flag!.includes("="))) throw new UsageError("--config needs a file");
+  return { file, args };
+}
+
 async function main(argv: string[]): Promise<number> {
+  const split = takeConfigFlag(argv);
+  const app = await loadAppConfig(findConfigFile(split.file, process.env, process.cwd()), Object.keys(COMMAND_FLAGS));
+  // A command of the config file parses its own arguments.
+  const first = split.args.find((arg) => !arg.startsWith("-"));
+  const own = first === undefined ? undefined : app.commands.get(first);
+  if (own && split.args[0] === first) {
+    const config = loadConfig();
+    const log = createLogger(config.LOG_LEVEL, 2);
+    const context = openCommandContext(config, log, app);
+    try {
+      return await own.run(split.args.slice(1), context);
+    } finally {
+      await context.close();
+    }
+  }
   const { positionals, values } = parseArgs({
-    args: argv,
+    args: split.args,
     allowPositionals: true,
     strict: true,
     options: {
@@ -80,7 +102,6 @@ async function main(argv: string[]): Promise<number> {
       dead: { type: "boolean", default: false },
       all: { type: "boolean", default: false },
       limit: { type: "string" },
-      source: { type: "string" },
       task: { type: "string" },
       collection: { type: "string" },
       tasks: { type: "string" },
@@ -88,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
   });
   const [command, ...rest] = positionals;
   if (values.help || command === "help") {
-    console.log(USAGE);
+    console.log(usage(app));
     return 0;
   }
   if (!command) throw new UsageError("a command is required");
@@ -103,8 +124,7 @@ async function main(argv: string[]): Promise<number> {
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 100_000)) {
     throw new UsageError(`--limit must be a whole number from 1 to 100000 (got ${JSON.stringify(values.limit)})`);
   }
-  // A blank --source would be a document without a name; a blank --task matches nothing.
-  const source = nonBlank("source", values.source);
+  // A blank --task matches nothing.
   const task = nonBlank("task", values.task);
   const config = loadConfig();
   // Commands that print results keep stdout for them; logs go to stderr.
@@ -112,10 +132,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "worker":
       noArguments();
-      return workerCommand(config, log, values.tasks === undefined ? {} : { tasksDir: values.tasks });
+      return workerCommand(config, log, app, values.tasks === undefined ? {} : { tasksDir: values.tasks });
     case "relay":
       noArguments();
-      return relayCommand(config, log);
+      return relayCommand(config, log, app.syncs());
     case "migrate":
       noArguments();
       return withContext(config, log, 1, async (context) => {
@@ -125,15 +145,7 @@ async function main(argv: string[]): Promise<number> {
       }, { migrates: true });
     case "reconcile":
       noArguments();
-      return reconcileCommand(config, log, { repair: values.repair, json: values.json, collection: values.collection });
-    case "ingest":
-      return ingestCommand(config, log, rest, { source });
-    case "delete":
-      return deleteCommand(config, log, rest);
-    case "rechunk":
-      return rechunkCommand(config, log, rest, { all: values.all });
-    case "search":
-      return searchCommand(config, log, rest, { limit: limit ?? 10, json: values.json });
+      return reconcileCommand(config, log, app.syncs(), { repair: values.repair, json: values.json, collection: values.collection });
     case "outbox": {
       const [sub, ...ids] = rest;
       if (sub === "list" && ids.length === 0) return outboxListCommand(config, log, { dead: values.dead, limit: limit ?? 50, json: values.json, collection: values.collection });

@@ -1,8 +1,9 @@
-import type { Config } from "../../config.ts";
+import { ConfigError, type Config } from "../../config.ts";
 import type { Logger } from "../../log.ts";
 import { readOwner, recordReconcileRun } from "../../outbox/outbox.ts";
 import { reconcile, type DriftReport } from "../../outbox/reconciler.ts";
-import { declaredSyncs, withContext } from "../context.ts";
+import { withContext } from "../context.ts";
+import type { Sync } from "../../outbox/sync.ts";
 import { UsageError } from "./outbox.ts";
 
 /**
@@ -10,8 +11,8 @@ import { UsageError } from "./outbox.ts";
  * and Postgres for every declared sync (or one); repairs it with --repair. --json prints one
  * JSON object per line, one line per collection.
  */
-export async function reconcileCommand(config: Config, log: Logger, flags: { repair: boolean; json: boolean; collection?: string | undefined }): Promise<number> {
-  const declared = declaredSyncs(config);
+export async function reconcileCommand(config: Config, log: Logger, declared: readonly Sync[], flags: { repair: boolean; json: boolean; collection?: string | undefined }): Promise<number> {
+  if (declared.length === 0) throw new ConfigError("reconcile: no syncs declared; declare them in the config file (syncs)");
   const syncs = flags.collection === undefined ? declared : declared.filter((sync) => sync.collection === flags.collection);
   if (syncs.length === 0) {
     throw new UsageError(`reconcile: no sync declares collection ${JSON.stringify(flags.collection)} (declared: ${declared.map((sync) => sync.collection).join(", ")})`);

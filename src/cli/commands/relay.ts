@@ -1,16 +1,18 @@
-import type { Config } from "../../config.ts";
+import { ConfigError, type Config } from "../../config.ts";
 import { migrate } from "../../db/migrate.ts";
 import type { Logger } from "../../log.ts";
-import { createRelay, declaredSyncs, withContext, untilSignal } from "../context.ts";
+import { createRelay, withContext, untilSignal } from "../context.ts";
+import type { Sync } from "../../outbox/sync.ts";
 
 /** `pgconverge relay`: only the outbox relay, until a signal (the worker runs one too). */
-export async function relayCommand(config: Config, log: Logger): Promise<number> {
+export async function relayCommand(config: Config, log: Logger, syncs: readonly Sync[]): Promise<number> {
+  if (syncs.length === 0) throw new ConfigError("relay: no syncs declared; declare them in the config file (syncs)");
   return withContext(config, log, 2, async (context) => {
     await migrate(context.queuePool, log);
-    const relay = createRelay(context);
+    const relay = createRelay(context, syncs);
     await relay.prepareCollections();
     await relay.start();
-    log.info({ relayId: relay.id, collections: declaredSyncs(config).map((sync) => sync.collection) }, "relay started");
+    log.info({ relayId: relay.id, collections: syncs.map((sync) => sync.collection) }, "relay started");
     return untilSignal(log, () => relay.stop());
   }, { migrates: true });
 }

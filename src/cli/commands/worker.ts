@@ -4,52 +4,51 @@ import { reconcileCronItems, syncOptionsFromConfig } from "../../api/syncs.ts";
 import type { Logger } from "../../log.ts";
 import { OpsService } from "../../ops/opsService.ts";
 import { RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
-import { EMBED_CHUNKS } from "../../pipeline/queries.ts";
-import { checkModelDimensions, createPipeline, type PipelineServices } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
-import { declaredSyncs, openContext, untilSignal } from "../context.ts";
+import type { LoadedConfig } from "../appConfig.ts";
+import { openContext, untilSignal } from "../context.ts";
 
 /**
  * `pgconverge worker`: a worker built by the public runWorker's own path (createWorker) from
  * the environment's settings and the task directory, plus what the CLI runs beside it: the
  * relay, the reconcile cron and the metrics server.
  */
-export async function workerCommand(config: Config, log: Logger, options: { tasksDir?: string } = {}): Promise<number> {
-  const tasksDir = options.tasksDir ?? config.PGCONVERGE_TASKS_DIR;
-  const tasks = await loadTasks(tasksDir);
-  if (tasks.size === 0) log.warn({ directory: tasksDir }, "no task files found; only pgconverge's own jobs will run");
+export async function workerCommand(config: Config, log: Logger, app: LoadedConfig, options: { tasksDir?: string } = {}): Promise<number> {
+  const given = options.tasksDir ?? app.tasks ?? config.PGCONVERGE_TASKS_DIR;
+  const tasks = typeof given === "string" ? await loadTasks(given) : new Map(Object.entries(given));
+  if (tasks.size === 0) log.warn({ directory: given }, "no task files found; only pgconverge's own jobs will run");
+  const syncs = app.syncs();
   // Checked here to name the variable; runWorker's own check names its option.
   reconcileCronItems(config.RECONCILE_CRON, "RECONCILE_CRON");
   const context = await openContext(config, log, config.WORKER_CONCURRENCY, { migrates: true });
   let stopAll = async () => {};
   let closeWorker = async () => {};
   try {
-    // The reference pipeline's services; other task directories simply do not use them.
-    const pipeline = createPipeline(config);
+    // The config file's services (its factory may check them: a wrong setting stops the start here).
+    const services = await app.services();
     const { worker, relay, close } = await createWorker(
       {
         pool: context.queuePool,
         databaseUrl: context.database.url,
         tasks: Object.fromEntries(tasks),
-        services: { pipeline } satisfies PipelineServices,
+        services,
         logger: log,
         ...workerSettingsFromConfig(config),
-        ...syncOptionsFromConfig(config, declaredSyncs(config)),
+        ...syncOptionsFromConfig(config, syncs),
       },
       { appPool: context.appPool },
     );
     closeWorker = close;
-    // A model or collection of the wrong size is fatal now; an unreachable Qdrant or Ollama is only waited for.
-    if (tasks.has(EMBED_CHUNKS)) await checkModelDimensions(config, pipeline.embedder, log);
+    // A collection of the wrong size is fatal now; an unreachable Qdrant is only waited for.
     await relay?.prepareCollections();
     const ops = config.METRICS_PORT === 0 ? null : new OpsService({
       host: config.METRICS_HOST,
       port: config.METRICS_PORT,
       log,
       databaseUrl: context.database.url,
-      collection: config.QDRANT_COLLECTION,
+      collection: syncs[0]?.collection ?? config.QDRANT_COLLECTION,
       deadAfterMs: config.WORKER_DEAD_AFTER_MS,
-      tasks: [...tasks.keys(), RECONCILE_TASK],
+      tasks: [...tasks.keys(), ...(syncs.length > 0 ? [RECONCILE_TASK] : [])],
       queuePool: context.queuePool,
       appPool: context.appPool,
       relay: relay ?? undefined,
