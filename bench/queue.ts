@@ -12,7 +12,8 @@ import { loadConfig } from "../src/config.ts";
 import { migrate } from "../src/db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger, graphileLogger } from "../src/log.ts";
-import { createPipeline } from "../src/pipeline/services.ts";
+import { createPipeline } from "../pipeline/services.ts";
+import { loadPipelineConfig } from "../pipeline/config.ts";
 import { defineTask, type DefinedTask } from "pgconverge";
 import { Worker, workerSettings } from "../src/worker.ts";
 import { benchPool, createDatabase, percentile, round, sleep, waitUntil, type BenchDatabase, type BenchServer } from "./lib.ts";
@@ -401,7 +402,7 @@ export async function createPgconverge(
     livenessPool,
     log,
     tasks: new Map([[PGC_TASK, task]]),
-    services: { pipeline: createPipeline(config) },
+    services: { pipeline: createPipeline(loadPipelineConfig({ OLLAMA_HOST: "http://127.0.0.1:9", ...env })) },
     ...workerSettings(config),
     concurrency,
   });

@@ -9,7 +9,7 @@ import { createLogger } from "../src/log.ts";
 import { enqueuePointChanges } from "../src/outbox/outbox.ts";
 import { createQdrantClient } from "../src/outbox/qdrant.ts";
 import { Relay } from "../src/outbox/relay.ts";
-import { chunkSync } from "../src/pipeline/chunkSync.ts";
+import { chunkSync } from "../pipeline/chunkSync.ts";
 import { FakeQdrant } from "../test/servers/qdrant.ts";
 import { createDatabase, percentile, sleep, type BenchServer } from "./lib.ts";
 

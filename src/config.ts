@@ -2,7 +2,6 @@ import pg from "pg";
 import { parseDsn } from "slonik";
 import { z, type ZodIssue } from "zod";
 import { ConfigError, int, problemsOf, URL_SYNTAX } from "./configFields.ts";
-import { PipelineShape } from "./pipeline/config.ts";
 
 export { ConfigError, int } from "./configFields.ts";
 
@@ -142,8 +141,8 @@ export function coreRules(env: z.infer<typeof CoreShape>, context: z.RefinementC
   }
 }
 
-/** What the CLI reads: the core settings and the reference pipeline's. */
-const EnvShape = CoreShape.merge(PipelineShape);
+/** What the CLI reads: the core settings (an application reads its own, e.g. in its config file). */
+const EnvShape = CoreShape;
 const EnvSchema = EnvShape.superRefine(coreRules);
 
 export type Config = z.infer<typeof EnvSchema>;

@@ -37,3 +37,13 @@ export { defineSync } from "./outbox/sync.ts";
 export type { Distance, PointId, PointState, Sync, SyncDefinition } from "./outbox/sync.ts";
 export { enqueueSync, reconcile } from "./api/syncs.ts";
 export type { DriftReport, QdrantOptions, ReconcileOptions, RelayOptions } from "./api/syncs.ts";
+
+// The CLI's config file (pgconverge.config.ts): the application's tasks, services, syncs and commands.
+export { defineConfig } from "./api/defineConfig.ts";
+export type { AppConfig, CommandContext, CommandDefinition, ServicesContext } from "./api/defineConfig.ts";
+// Errors the CLI reports as one line with exit code 2 (bad usage, bad configuration); any other is exit 1.
+export { ConfigError } from "./configFields.ts";
+export { UsageError } from "./cli/usage.ts";
+// One-line text of any error, credentials in URLs redacted; and a URL's credentials split off for fetch.
+export { describeError } from "./runtime/errors.ts";
+export { splitCredentials } from "./redact.ts";

@@ -1,7 +1,7 @@
 import { defineTask } from "pgconverge";
 import { z } from "zod";
-import type { PipelineServices } from "../src/pipeline/services.ts";
-import { deleteDocument } from "../src/pipeline/queries.ts";
+import type { PipelineServices } from "../pipeline/services.ts";
+import { deleteDocument } from "../pipeline/queries.ts";
 
 /**
  * Deletes a document and its chunks; their points leave Qdrant through the outbox. For

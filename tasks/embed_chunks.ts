@@ -1,8 +1,7 @@
-import { defineTask, PermanentError } from "pgconverge";
+import { defineTask, enqueueSync, PermanentError } from "pgconverge";
 import { z } from "zod";
-import type { PipelineServices } from "../src/pipeline/services.ts";
-import { enqueuePointChanges } from "../src/outbox/outbox.ts";
-import { chunksToEmbed, documentJobKey, EMBED_CHUNKS, hasUnembeddedChunks, lockDocument, storeEmbeddings } from "../src/pipeline/queries.ts";
+import type { PipelineServices } from "../pipeline/services.ts";
+import { chunksToEmbed, documentJobKey, EMBED_CHUNKS, hasUnembeddedChunks, lockDocument, storeEmbeddings } from "../pipeline/queries.ts";
 
 /**
  * Chunks per job: enough to batch Ollama requests, few enough that one job stays well within
@@ -44,7 +43,7 @@ export default defineTask.withServices<PipelineServices>()({
     }
     const { pipeline } = services;
     const stored = await storeEmbeddings(tx, pipeline.embedder.settings.model, prepared);
-    await enqueuePointChanges(tx, pipeline.collection, stored);
+    await enqueueSync(tx, pipeline.collection, stored);
     if (await hasUnembeddedChunks(tx, payload.documentId)) {
       await addJob(EMBED_CHUNKS, payload, { jobKey: documentJobKey(EMBED_CHUNKS, payload.documentId) });
     }

@@ -1,9 +1,8 @@
-import { defineTask } from "pgconverge";
+import { defineTask, enqueueSync } from "pgconverge";
 import { z } from "zod";
-import type { PipelineServices } from "../src/pipeline/services.ts";
-import { enqueuePointChanges } from "../src/outbox/outbox.ts";
-import { chunkText } from "../src/pipeline/chunker.ts";
-import { documentJobKey, EMBED_CHUNKS, lockDocument, replaceChunks } from "../src/pipeline/queries.ts";
+import type { PipelineServices } from "../pipeline/services.ts";
+import { chunkText } from "../pipeline/chunker.ts";
+import { documentJobKey, EMBED_CHUNKS, lockDocument, replaceChunks } from "../pipeline/queries.ts";
 
 /**
  * Splits a document's current content into chunks and makes its chunk rows match, in one
@@ -23,7 +22,7 @@ export default defineTask.withServices<PipelineServices>()({
     const { pipeline } = services;
     const chunks = chunkText(document.id, document.content, pipeline.chunker);
     const { removed, moved, needsEmbedding } = await replaceChunks(tx, document.id, chunks);
-    await enqueuePointChanges(tx, pipeline.collection, [...removed, ...moved]);
+    await enqueueSync(tx, pipeline.collection, [...removed, ...moved]);
     if (needsEmbedding) {
       await addJob(EMBED_CHUNKS, { documentId: document.id }, { jobKey: documentJobKey(EMBED_CHUNKS, document.id) });
     }

@@ -1,19 +1,22 @@
 import { readFileSync } from "node:fs";
 import t from "tap";
 import { CONFIG_VARIABLES, CoreShape, loadConfig } from "../src/config.ts";
-import { PipelineShape } from "../src/pipeline/config.ts";
+import { loadPipelineConfig, PipelineShape } from "../pipeline/config.ts";
 
 const read = (file: string) => readFileSync(new URL(`../${file}`, import.meta.url), "utf8");
+
+// The core's variables and the reference pipeline's (read by pgconverge.config.ts).
+const ALL_VARIABLES = [...CONFIG_VARIABLES, ...Object.keys(PipelineShape.shape)];
 
 t.test(".env.example and the README's table document every variable, and nothing else", async (t) => {
   const example = new Set([...read(".env.example").matchAll(/^#? ?([A-Z][A-Z0-9_]+)=/gm)].map((match) => match[1]!));
   const table = new Set([...read("README.md").matchAll(/^\| `([A-Z][A-Z0-9_]+)` \|/gm)].map((match) => match[1]!));
-  t.same([...example].sort(), [...CONFIG_VARIABLES].sort(), ".env.example");
-  t.same([...table].sort(), [...CONFIG_VARIABLES].sort(), "README configuration table");
+  t.same([...example].sort(), [...ALL_VARIABLES].sort(), ".env.example");
+  t.same([...table].sort(), [...ALL_VARIABLES].sort(), "README configuration table");
 });
 
 t.test("the defaults in .env.example are the defaults loadConfig applies", async (t) => {
-  const defaults = loadConfig({});
+  const defaults = { ...loadConfig({}), ...loadPipelineConfig({}) };
   for (const [, name, value] of read(".env.example").matchAll(/^([A-Z][A-Z0-9_]+)=(.*)$/gm)) {
     t.equal(String(defaults[name as keyof typeof defaults]), value, name!);
   }

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { chunkText } from "../../src/pipeline/chunker.ts";
+import { chunkText } from "../../pipeline/chunker.ts";
 import { qdrantPoints } from "../../test/helpers/chunks.ts";
 import { MODEL_DIMENSIONS } from "../../test/helpers/pipeline.ts";
 import { embedText } from "../../test/servers/ollama.ts";

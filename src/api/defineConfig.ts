@@ -22,6 +22,14 @@ export interface CommandContext {
   syncs: readonly Sync[];
 }
 
+/** What a config file's services function is given. */
+export interface ServicesContext {
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+  /** The identifiers of the tasks this worker runs. */
+  tasks: readonly string[];
+}
+
 /** A command the application adds to the CLI (`pgconverge NAME args...`). */
 export interface CommandDefinition {
   /** One or two lines for `pgconverge --help`, starting with the command and its arguments. */
@@ -50,9 +58,10 @@ export interface AppConfig {
   /**
    * The services the worker hands to its tasks, or a function that makes them (called once,
    * by `worker` only, so other commands do not connect to the services; it may check them and
-   * throw ConfigError). Default none.
+   * throw ConfigError). It is told the identifiers of the tasks the worker runs, so it can skip
+   * a client no task needs. Default none.
    */
-  services?: object | ((env: NodeJS.ProcessEnv) => object | Promise<object>);
+  services?: object | ((context: ServicesContext) => object | Promise<object>);
   /**
    * The syncs `worker` and `relay` relay and `reconcile` compares, or a function of the
    * environment that declares them (e.g. a collection named by a variable). Default none.

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ConfigError } from "../config.ts";
-import type { AppConfig, CommandDefinition } from "../api/defineConfig.ts";
+import type { AppConfig, CommandDefinition, ServicesContext } from "../api/defineConfig.ts";
 import type { TaskRecord } from "../api/runWorker.ts";
 import { syncsOf } from "../api/syncs.ts";
 import type { Sync } from "../outbox/sync.ts";
@@ -15,7 +15,7 @@ export interface LoadedConfig {
   /** The file it came from; null without one. */
   file: string | null;
   tasks: string | TaskRecord | undefined;
-  services(): Promise<object>;
+  services(context: ServicesContext): Promise<object>;
   syncs(): Sync[];
   commands: ReadonlyMap<string, CommandDefinition>;
 }
@@ -80,9 +80,9 @@ export async function loadAppConfig(file: string | null, coreCommands: readonly 
   return {
     file,
     tasks: typeof tasks === "string" ? resolve(dirname(file), tasks) : tasks,
-    async services() {
+    async services(context) {
       if (services === undefined) return {};
-      const made = typeof services === "function" ? await services(process.env) : services;
+      const made = typeof services === "function" ? await services(context) : services;
       if (typeof made !== "object" || made === null) fail("services() must return an object");
       return made;
     },

@@ -1,3 +1,4 @@
+import { relative } from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
 import { migrate } from "../api/migrate.ts";
@@ -45,8 +46,8 @@ in the working directory`;
 /** The help: the core's commands, then the config file's. */
 function usage(app: LoadedConfig): string {
   if (app.commands.size === 0) return USAGE;
-  const own = [...app.commands].map(([name, command]) => `  ${command.usage.startsWith(name) ? command.usage : `${name}  ${command.usage}`}`.replace(/\n/g, "\n  "));
-  return `${USAGE}\n\ncommands of ${app.file}:\n${own.join("\n")}`;
+  const own = [...app.commands].map(([name, command]) => `  ${command.usage.startsWith(name) ? command.usage : `${name}  ${command.usage}`}`);
+  return `${USAGE}\n\ncommands of ${relative(process.cwd(), app.file!) || app.file}:\n${own.join("\n")}`;
 }
 
 /** The flags each command takes; any other is a usage error rather than silently ignored. */

@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import type { SearchHit } from "../../src/pipeline/search.ts";
+import type { SearchHit } from "../../pipeline/search.ts";
 import { runCli } from "../helpers/cli.ts";
 import { createTestDatabase } from "../helpers/db.ts";
 import { pipelineEnv, startPipeline, startServers, waitConverged } from "../helpers/pipeline.ts";

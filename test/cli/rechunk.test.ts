@@ -2,7 +2,7 @@
 // ("127.0.0.1" stored as "127. 0. 0. 1"): a worker re-chunks them, and the rewritten chunks
 // leave Postgres and Qdrant.
 import t from "tap";
-import { chunkText, nameUuid } from "../../src/pipeline/chunker.ts";
+import { chunkText, nameUuid } from "../../pipeline/chunker.ts";
 import { COLLECTION, putChunk, sha256, vectorFor } from "../helpers/chunks.ts";
 import { runCli } from "../helpers/cli.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";

@@ -3,7 +3,7 @@
 // nomic-embed-text). If the two ever disagree, the test server is wrong.
 import { Ollama } from "ollama";
 import t, { type Test } from "tap";
-import { Embedder } from "../../src/pipeline/embedder.ts";
+import { Embedder } from "../../pipeline/embedder.ts";
 import { classifyError } from "../../src/runtime/errors.ts";
 import { FakeOllama } from "../servers/ollama.ts";
 

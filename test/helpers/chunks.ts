@@ -3,7 +3,7 @@ import { sql } from "slonik";
 import { enqueuePointChanges } from "../../src/outbox/outbox.ts";
 import { createQdrantClient } from "../../src/outbox/qdrant.ts";
 import { Relay, type RelayConfig } from "../../src/outbox/relay.ts";
-import { chunkSync } from "../../src/pipeline/chunkSync.ts";
+import { chunkSync } from "../../pipeline/chunkSync.ts";
 import { testLog, type TestDatabase } from "./db.ts";
 import type { FakeQdrant } from "../servers/qdrant.ts";
 

@@ -1,8 +1,8 @@
+import { loadPipelineConfig } from "../../pipeline/config.ts";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../../src/config.ts";
 import type { Relay } from "../../src/outbox/relay.ts";
-import { upsertDocument, type DocumentChange } from "../../src/pipeline/queries.ts";
-import { createPipeline, type Pipeline } from "../../src/pipeline/services.ts";
+import { upsertDocument, type DocumentChange } from "../../pipeline/queries.ts";
+import { createPipeline, type Pipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../src/runtime/loadTasks.ts";
 import type { Worker, WorkerConfig } from "../../src/worker.ts";
 import { FakeOllama } from "../servers/ollama.ts";
@@ -52,7 +52,7 @@ export function pipelineEnv(db: Pick<TestDatabase, "url">, servers: { ollama: Fa
 }
 
 export function pipelineFor(db: TestDatabase, servers: { ollama: FakeOllama; qdrant: FakeQdrant }): Pipeline {
-  return createPipeline(loadConfig(pipelineEnv(db, servers)));
+  return createPipeline(loadPipelineConfig(pipelineEnv(db, servers)));
 }
 
 /** An in-process worker running the tasks in tasks/ plus a relay, both stopped when the test ends. */

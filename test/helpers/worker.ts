@@ -1,8 +1,8 @@
+import { loadPipelineConfig } from "../../pipeline/config.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../../src/config.ts";
 import { createLivenessPool } from "../../src/db/pools.ts";
-import { createPipeline, type Pipeline } from "../../src/pipeline/services.ts";
+import { createPipeline, type Pipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../src/runtime/loadTasks.ts";
 import { Worker, type WorkerConfig } from "../../src/worker.ts";
 import { testLog, waitFor, type TestDatabase } from "./db.ts";
@@ -24,7 +24,7 @@ interface Teardown {
 
 /** Pipeline services for in-process workers; by default nothing answers at OLLAMA_HOST. */
 export function testPipeline(env: Record<string, string> = {}): Pipeline {
-  return createPipeline(loadConfig({ OLLAMA_HOST: "http://127.0.0.1:9", EMBED_DIMENSIONS: "4", ...env }));
+  return createPipeline(loadPipelineConfig({ OLLAMA_HOST: "http://127.0.0.1:9", EMBED_DIMENSIONS: "4", ...env }));
 }
 
 /** A Worker in this process running the fixture tasks; stopped when the test ends. */

@@ -1,5 +1,5 @@
 import t, { type Test } from "tap";
-import { chunkText, DEFAULT_CHUNKER, nameUuid, type Chunk, type ChunkerOptions } from "../../src/pipeline/chunker.ts";
+import { chunkText, DEFAULT_CHUNKER, nameUuid, type Chunk, type ChunkerOptions } from "../../pipeline/chunker.ts";
 import { seededRandom } from "../helpers/random.ts";
 
 const corpus = (paragraphs: number) =>

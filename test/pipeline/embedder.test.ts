@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import t from "tap";
-import { Embedder } from "../../src/pipeline/embedder.ts";
+import { Embedder } from "../../pipeline/embedder.ts";
 import { classifyError } from "../../src/runtime/errors.ts";
 import { FakeOllama } from "../servers/ollama.ts";
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import t from "tap";
-import { decodeText, expandInputs, readInput } from "../../src/pipeline/inputs.ts";
+import { decodeText, expandInputs, readInput } from "../../pipeline/inputs.ts";
 
 t.test("decodeText accepts UTF-8 text and says why it refuses anything else", async (t) => {
   t.equal(decodeText(Buffer.from("héllo wörld ✓\n")), "héllo wörld ✓\n");

@@ -3,7 +3,7 @@
 // back from Postgres.
 import t from "tap";
 import { addJob } from "../../src/runtime/queries.ts";
-import { search } from "../../src/pipeline/search.ts";
+import { search } from "../../pipeline/search.ts";
 import { createQdrantClient } from "../../src/outbox/qdrant.ts";
 import { COLLECTION, qdrantPoints } from "../helpers/chunks.ts";
 import { createTestDatabase } from "../helpers/db.ts";

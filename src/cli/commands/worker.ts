@@ -25,7 +25,7 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
   let closeWorker = async () => {};
   try {
     // The config file's services (its factory may check them: a wrong setting stops the start here).
-    const services = await app.services();
+    const services = await app.services({ env: process.env, log, tasks: [...tasks.keys()] });
     const { worker, relay, close } = await createWorker(
       {
         pool: context.queuePool,
@@ -46,7 +46,8 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
       port: config.METRICS_PORT,
       log,
       databaseUrl: context.database.url,
-      collection: syncs[0]?.collection ?? config.QDRANT_COLLECTION,
+      // The gauges follow one collection: the first sync's (per-sync gauges are still to come).
+      collection: syncs[0]?.collection ?? "",
       deadAfterMs: config.WORKER_DEAD_AFTER_MS,
       tasks: [...tasks.keys(), ...(syncs.length > 0 ? [RECONCILE_TASK] : [])],
       queuePool: context.queuePool,

@@ -1,8 +1,6 @@
-import type { Config } from "../config.ts";
-import { ConfigError } from "../config.ts";
-import type { Logger } from "../log.ts";
-import { redactCredentials } from "../redact.ts";
-import { describeError } from "../runtime/errors.ts";
+import { ConfigError, describeError } from "pgconverge";
+import type { Logger } from "pino";
+import type { PipelineConfig as Config } from "./config.ts";
 import { DEFAULT_CHUNKER, type ChunkerOptions } from "./chunker.ts";
 import { Embedder } from "./embedder.ts";
 
@@ -45,7 +43,7 @@ export async function checkModelDimensions(config: Config, embedder: Embedder, l
     dimensions = await embedder.dimensions(check);
   } catch (error) {
     const reason = check.aborted ? `no answer within ${MODEL_CHECK_TIMEOUT_MS} ms` : describeError(error);
-    log.warn({ error: reason, host: redactCredentials(config.OLLAMA_HOST) }, "could not check the embedding model; embed jobs retry until Ollama answers");
+    log.warn({ error: reason, host: config.OLLAMA_HOST /* the logger redacts credentials */ }, "could not check the embedding model; embed jobs retry until Ollama answers");
     return;
   }
   if (dimensions !== config.EMBED_DIMENSIONS) {

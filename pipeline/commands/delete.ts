@@ -1,20 +1,23 @@
 import { resolve } from "node:path";
-import type { Config } from "../../config.ts";
-import type { Logger } from "../../log.ts";
-import { deleteDocument, findDocument } from "../../pipeline/queries.ts";
-import { withContext } from "../context.ts";
-import { printable } from "../printable.ts";
-import { UsageError } from "../usage.ts";
+import { parseArgs } from "node:util";
+import { UsageError, type CommandDefinition } from "pgconverge";
+import { printable } from "../cli/text.ts";
+import { loadPipelineConfig } from "../config.ts";
+import { deleteDocument, findDocument } from "../queries.ts";
 
 /**
  * `pgconverge delete <document id or source>...`: deletes each document and its chunks, and
  * queues their points' removal from Qdrant, in one transaction per document. A source may be
  * given as ingested (an absolute path) or relative to the current directory.
  */
-export async function deleteCommand(config: Config, log: Logger, references: readonly string[]): Promise<number> {
-  if (references.length === 0) throw new UsageError("delete needs a document id or source");
-  let missing = 0;
-  await withContext(config, log, 1, async ({ appPool }) => {
+export const deleteCommand: CommandDefinition = {
+  usage: `delete <id|source>...         delete documents; their points leave Qdrant through the outbox`,
+  async run(argv, context) {
+    const { positionals: references } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: {} });
+    if (references.length === 0) throw new UsageError("delete needs a document id or source");
+    const config = loadPipelineConfig(context.env);
+    const appPool = await context.db();
+    let missing = 0;
     for (const reference of references) {
       const deleted = await appPool.transaction(async (tx) => {
         const document = await findDocument(tx, reference, [resolve(reference)]);
@@ -27,6 +30,6 @@ export async function deleteCommand(config: Config, log: Logger, references: rea
         console.error(`pgconverge: no document with id or source ${printable(JSON.stringify(reference))}`);
       }
     }
-  });
-  return missing > 0 ? 1 : 0;
-}
+    return missing > 0 ? 1 : 0;
+  },
+};

@@ -1,6 +1,6 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { defineSync, type PointId, type PointState, type Sync } from "../outbox/sync.ts";
+import { defineSync, type PointId, type PointState, type Sync } from "pgconverge";
 
 const ChunkPointRow = z.object({
   id: z.string(),

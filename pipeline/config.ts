@@ -1,6 +1,24 @@
 import { Ollama } from "ollama";
 import { z } from "zod";
-import { int, problemsOf, URL_SYNTAX } from "../configFields.ts";
+import { ConfigError } from "pgconverge";
+
+/** A whole-number setting within bounds (environment values are strings, hence coerce). */
+const int = (min: number, max: number) =>
+  z.coerce
+    .number({ invalid_type_error: "must be a whole number" })
+    .int("must be a whole number")
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`);
+
+/** Turns a check returning the problem (or null) into a zod refinement. */
+function problemsOf(check: (value: string) => string | null) {
+  return (value: string, context: z.RefinementCtx) => {
+    const problem = check(value);
+    if (problem) context.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+  };
+}
+
+const URL_SYNTAX = "is not a valid URL: check the host and port, and percent-encode @ : / ? # % and spaces in the user name and password";
 
 /** OLLAMA_HOST as the ollama client reads it: host[:port], :port, or an http(s) URL. */
 function ollamaHostProblem(value: string): string | null {
@@ -37,3 +55,14 @@ export const PipelineShape = z.object({
 });
 
 export type PipelineConfig = z.infer<typeof PipelineShape>;
+
+/** Reads and validates the pipeline's settings; a bad one is a ConfigError of one line naming it (exit 2). */
+export function loadPipelineConfig(env: NodeJS.ProcessEnv = process.env): PipelineConfig {
+  const names = Object.keys(PipelineShape.shape);
+  const present = Object.fromEntries(names.filter((key) => env[key] !== undefined && env[key] !== "").map((key) => [key, env[key]]));
+  const parsed = PipelineShape.safeParse(present);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const name = String(issue.path[0]);
+  throw new ConfigError(`${name}: ${issue.message}${present[name] === undefined ? "" : ` (got ${JSON.stringify(present[name])})`}`);
+}

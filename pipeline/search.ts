@@ -1,5 +1,5 @@
 import type { CommonQueryMethods } from "slonik";
-import type { QdrantClient } from "../outbox/qdrant.ts";
+import type { QdrantClient } from "@qdrant/js-client-rest";
 import type { Embedder } from "./embedder.ts";
 import { embeddedChunks } from "./queries.ts";
 

@@ -1,7 +1,6 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { enqueuePointChanges } from "../outbox/outbox.ts";
-import { addJob } from "../runtime/queries.ts";
+import { addJob, enqueueSync } from "pgconverge";
 import type { Chunk } from "./chunker.ts";
 
 /** The pipeline's SQL, one statement (or one step) per function. */
@@ -149,7 +148,7 @@ export async function deleteDocument(tx: CommonQueryMethods, collection: string,
   if (!(await lockDocument(tx, documentId))) return false;
   const chunkIds = await tx.anyFirst(sql.type(IdRow)`delete from chunks where document_id = ${documentId} returning id`);
   await tx.query(sql.unsafe`delete from documents where id = ${documentId}`);
-  await enqueuePointChanges(tx, collection, chunkIds);
+  await enqueueSync(tx, collection, chunkIds);
   return true;
 }
 

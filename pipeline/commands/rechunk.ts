@@ -1,11 +1,9 @@
 import { resolve } from "node:path";
 import { sql } from "slonik";
 import { z } from "zod";
-import type { Config } from "../../config.ts";
-import type { Logger } from "../../log.ts";
-import { findDocument, queueIngest } from "../../pipeline/queries.ts";
-import { withContext } from "../context.ts";
-import { UsageError } from "./outbox.ts";
+import { parseArgs } from "node:util";
+import { UsageError, type CommandDefinition } from "pgconverge";
+import { findDocument, queueIngest } from "../queries.ts";
 
 /**
  * `pgconverge rechunk --all | <document id or source>...`: queues every named document (or all
@@ -15,10 +13,14 @@ import { UsageError } from "./outbox.ts";
  * unchanged keep their ids and embeddings; the others are replaced and re-embedded. If a named
  * document is missing, nothing is queued and the command exits 1.
  */
-export async function rechunkCommand(config: Config, log: Logger, references: readonly string[], flags: { all: boolean }): Promise<number> {
-  if (flags.all === references.length > 0) throw new UsageError("rechunk needs --all or document ids or sources, not both");
-  return withContext(config, log, 1, ({ appPool }) =>
-    appPool.transaction(async (tx) => {
+export const rechunkCommand: CommandDefinition = {
+  usage: `rechunk <id|source>... | --all
+                                queue documents for chunking again (after upgrading from 0.1: --all)`,
+  async run(argv, context) {
+    const { positionals: references, values: flags } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { all: { type: "boolean", default: false } } });
+    if (flags.all === references.length > 0) throw new UsageError("rechunk needs --all or document ids or sources, not both");
+    const appPool = await context.db();
+    return appPool.transaction(async (tx) => {
       const ids: string[] = flags.all ? [...(await tx.anyFirst(sql.type(z.object({ id: z.string() }))`select id from documents order by id`))] : [];
       const missing: string[] = [];
       for (const reference of references) {
@@ -32,6 +34,6 @@ export async function rechunkCommand(config: Config, log: Logger, references: re
       for (const id of unique) await queueIngest(tx, id);
       console.log(`queued ${unique.length} document${unique.length === 1 ? "" : "s"} for chunking; a running worker (npm run worker) applies it`);
       return 0;
-    }),
-  );
-}
+    });
+  },
+};

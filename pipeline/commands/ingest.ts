@@ -1,18 +1,27 @@
-import type { Config } from "../../config.ts";
-import type { Logger } from "../../log.ts";
-import { expandInputs, readInput, type Rejection } from "../../pipeline/inputs.ts";
-import { upsertDocument, type DocumentChange } from "../../pipeline/queries.ts";
-import { withContext } from "../context.ts";
-import { printable } from "../printable.ts";
-import { progressBar } from "../progress.ts";
-import { UsageError } from "../usage.ts";
+import { parseArgs } from "node:util";
+import { UsageError, type CommandDefinition } from "pgconverge";
+import { nonBlank, printable, progressBar } from "../cli/text.ts";
+import { loadPipelineConfig } from "../config.ts";
+import { expandInputs, readInput, type Rejection } from "../inputs.ts";
+import { upsertDocument, type DocumentChange } from "../queries.ts";
 
 /**
  * `pgconverge ingest <file|dir|->...`: each good file is upserted with its ingest job in one
  * transaction of its own; each bad one is reported in one line and the rest go on. Exits 1
  * if any input was rejected.
  */
-export async function ingestCommand(config: Config, log: Logger, args: readonly string[], flags: { source: string | undefined }): Promise<number> {
+export const ingestCommand: CommandDefinition = {
+  usage: `ingest <file|dir|->... [--source NAME]
+                                store text and markdown files (directories recursively, - for stdin
+                                named by --source) and queue them for chunking and embedding`,
+  async run(argv, context) {
+    const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { source: { type: "string" } } });
+    return ingest(context, positionals, { source: nonBlank("source", values.source) });
+  },
+};
+
+async function ingest(context: Parameters<CommandDefinition["run"]>[1], args: readonly string[], flags: { source: string | undefined }): Promise<number> {
+  const config = loadPipelineConfig(context.env);
   if (args.length === 0) throw new UsageError("ingest needs at least one file, directory or - (stdin)");
   if (flags.source !== undefined && !args.includes("-")) throw new UsageError("--source names stdin's document; use it with -");
   if (args.filter((arg) => arg === "-").length > 1) throw new UsageError("stdin (-) can be read only once");
@@ -22,7 +31,8 @@ export async function ingestCommand(config: Config, log: Logger, args: readonly 
   rejected.forEach(reject);
   let rejectedCount = rejected.length;
   if (inputs.length > 0) {
-    await withContext(config, log, 1, async ({ appPool }) => {
+    const appPool = await context.db();
+    {
       const progress = progressBar("ingest");
       for (const [done, input] of inputs.entries()) {
         progress.update(done, inputs.length);
@@ -37,7 +47,7 @@ export async function ingestCommand(config: Config, log: Logger, args: readonly 
       }
       progress.update(inputs.length, inputs.length);
       progress.end();
-    });
+    }
   }
   console.log(
     `ingested ${counts.created + counts.updated} (${counts.created} new, ${counts.updated} changed), unchanged ${counts.unchanged}, rejected ${rejectedCount}`,

@@ -1,7 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { Ollama } from "ollama";
-import { splitCredentials } from "../redact.ts";
-import { PermanentError } from "../runtime/errors.ts";
+import { PermanentError, splitCredentials } from "pgconverge";
 
 export interface EmbedderSettings {
   /** OLLAMA_HOST; credentials in it (`http://user:password@host`) are sent as Basic authorization. */
