@@ -1,13 +1,14 @@
-// The outbox engine knows no application: nothing in src/outbox imports the reference
-// pipeline or names its tables. The pipeline reaches the engine through a sync declaration.
+// The core knows no application: nothing in src/ imports the reference pipeline (pipeline/) or
+// names its tables, and the pipeline reaches the core only through the package's public entry
+// ("pgconverge"), like any application.
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import t from "tap";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const OUTBOX = join(ROOT, "src/outbox");
-const PIPELINE = join(ROOT, "src/pipeline");
+const SRC = join(ROOT, "src");
+const PIPELINE = join(ROOT, "pipeline");
 const IMPORT = /(?:^|\s)(?:import|export)\s[^'"]*?from\s*["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/g;
 
 function sources(dir: string): string[] {
@@ -16,19 +17,28 @@ function sources(dir: string): string[] {
   );
 }
 
-t.test("no module of src/outbox imports src/pipeline", async (t) => {
-  const files = sources(OUTBOX);
-  const imports = files.flatMap((file) =>
+function importsOf(files: string[]) {
+  return files.flatMap((file) =>
     [...readFileSync(file, "utf8").matchAll(IMPORT)]
       .map((match) => match[1] ?? match[2]!)
-      .filter((specifier) => specifier.startsWith("."))
-      .map((specifier) => ({ file: relative(ROOT, file), specifier, target: resolve(dirname(file), specifier) })),
+      .map((specifier) => ({ file: relative(ROOT, file), specifier, target: specifier.startsWith(".") ? resolve(dirname(file), specifier) : specifier })),
   );
-  t.ok(imports.length >= 10, `${imports.length} relative imports in ${files.length} modules checked`);
-  t.same(imports.filter(({ target }) => target.startsWith(PIPELINE)).map(({ file, specifier }) => `${file} imports ${specifier}`), []);
+}
+
+t.test("no module of src/ imports pipeline/", async (t) => {
+  const imports = importsOf(sources(SRC)).filter(({ specifier }) => specifier.startsWith("."));
+  t.ok(imports.length >= 100, `${imports.length} relative imports checked`);
+  t.same(imports.filter(({ target }) => target.startsWith(PIPELINE) || target.includes("/pipeline/")).map(({ file, specifier }) => `${file} imports ${specifier}`), []);
 });
 
-t.test("no module of src/outbox names the pipeline's tables in SQL", async (t) => {
-  const naming = sources(OUTBOX).filter((file) => /\b(?:from|join|into|update)\s+(?:chunks|documents)\b/i.test(readFileSync(file, "utf8")));
+t.test("no module of src/ names the pipeline's tables in SQL", async (t) => {
+  const naming = sources(SRC).filter((file) => /\b(?:from|join|into|update|table)\s+(?:chunks|documents)\b/i.test(readFileSync(file, "utf8")));
   t.same(naming.map((file) => relative(ROOT, file)), [], "modules that read or write chunks or documents");
+});
+
+t.test("the pipeline and its task files reach the core only through \"pgconverge\"", async (t) => {
+  const files = [...sources(PIPELINE), ...sources(join(ROOT, "tasks")), join(ROOT, "pgconverge.config.ts")];
+  const imports = importsOf(files);
+  t.ok(imports.some(({ specifier }) => specifier === "pgconverge"), "they use the public entry");
+  t.same(imports.filter(({ target }) => target.startsWith(SRC)).map(({ file, specifier }) => `${file} imports ${specifier}`), []);
 });
