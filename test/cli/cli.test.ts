@@ -38,7 +38,7 @@ t.test("bad usage exits 2 with one line", async (t) => {
   }
   const help = cli(["--help"]);
   t.equal(help.code, 0);
-  t.match(help.stdout, /usage: pgconverge <command>/);
+  t.match(help.stdout, /usage: pgconverge \[--config FILE\] <command>/);
 });
 
 t.test("an unreachable database is a runtime failure: exit 1, one line", async (t) => {
