@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 // `pgconverge ingest`, `delete` and `search` as a user runs them: a folder mixing good and bad
 // files, one line per rejection, a summary, the good files searchable once the worker ran.
 import { randomBytes } from "node:crypto";
@@ -74,7 +75,9 @@ t.test("a folder of good and bad files: bad ones rejected one line each, good on
   t.match(human.stdout, /^1\. \d\.\d{3} {2}.*guide\.md {2}\(chunk 0\)\n {3}# Guide The lighthouse keeper/, "words of the query are joined");
 
   // Delete by a path relative to the current directory, and by id.
-  const byPath = await runCli(["delete", "guide.md"], { env, cwd: dir });
+  // The repository's config file declares the pipeline's commands; this directory has none.
+  const config = fileURLToPath(new URL("../../pgconverge.config.ts", import.meta.url));
+  const byPath = await runCli(["--config", config, "delete", "guide.md"], { env, cwd: dir });
   t.equal(byPath.code, 0, byPath.stderr);
   t.match(byPath.stdout, new RegExp(`^deleted [0-9a-f-]{36} ${join(dir, "guide.md")}\n$`));
   const [clipboard] = await db.query<{ id: string }>("select id from documents where source = 'clipboard'");
