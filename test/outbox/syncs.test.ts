@@ -151,7 +151,7 @@ t.test("point ids: UUIDs in any spelling are one key, integers up to 2^53 - 1, n
   const db = await createTestDatabase(t);
   const id = randomUUID();
   await enqueuePointChanges(db.appPool, "c", [id, id.toUpperCase(), id.replace(/-/g, ""), 0, 9_007_199_254_740_991, 12n]);
-  const rows = await db.query<{ point_id: string; version: string }>("select point_id, version from outbox order by point_id");
+  const rows = await db.query<{ point_id: string; version: string }>("select point_id, version from outbox order by length(point_id), point_id");
   t.same(rows, [
     { point_id: "0", version: "1" },
     { point_id: "12", version: "1" },
