@@ -1,7 +1,7 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import type { AnyTask, FollowUpJobSpec, PayloadOf } from "../runtime/defineTask.ts";
 import { describeError } from "../runtime/errors.ts";
-import { ADD_JOB_STATEMENT } from "../runtime/queries.ts";
+import { ADD_JOB_STATEMENT } from "../runtime/graphileJobs.ts";
 
 /**
  * A database handle that addJob can enqueue through: a `pg` Client or PoolClient inside the
