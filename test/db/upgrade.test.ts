@@ -49,6 +49,14 @@ async function upgradeFrom(t: Test, upTo: number): Promise<void> {
 t.test("a database migrated by all of 0.1 is adopted: data kept, schema equal to a fresh install's", (t) => upgradeFrom(t, 7));
 t.test("a database stopped at 0.1's 000004 is adopted the same way", (t) => upgradeFrom(t, 4));
 
+t.test("several processes upgrading one 0.1 database at once take turns: one adopts it", async (t) => {
+  const db = await createTestDatabase(t, { migrate: false });
+  await migrateAs01(db.pool, 5);
+  const results = await Promise.all(Array.from({ length: 4 }, () => migrate(db.pool, testLog, { app: PIPELINE_MIGRATIONS })));
+  t.same(results.flat().sort(), ["pgconverge-0.1/000006_faster_dead_worker_default.sql", "pgconverge-0.1/000007_sync_owner_point_ids.sql"]);
+  t.same(await checkMigrations(db.pool, { app: PIPELINE_MIGRATIONS }), { ok: true });
+});
+
 t.test("the adopted baselines are the shipped files", async (t) => {
   const baseline = JSON.parse(readFileSync(join(LEGACY_DIR, "adopt", "baseline.json"), "utf8")) as { sets: Record<string, unknown> };
   const of = (files: { id: number; name: string; checksum: string }[]) => files.map(({ id, name, checksum }) => ({ id, name, checksum }));
