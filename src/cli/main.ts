@@ -53,14 +53,15 @@ configuration comes from the environment; see .env.example`;
 
 /** The flags each command takes; any other is a usage error rather than silently ignored. */
 const COMMAND_FLAGS: Record<string, readonly string[]> = {
-  worker: [],
+  worker: ["tasks"],
   relay: [],
   migrate: [],
-  reconcile: ["repair", "json"],
+  reconcile: ["repair", "json", "collection"],
   ingest: ["source"],
   delete: [],
+  rechunk: ["all"],
   search: ["limit", "json"],
-  outbox: ["dead", "limit", "json", "all"],
+  outbox: ["dead", "limit", "json", "all", "collection"],
   status: ["json"],
   dlq: ["task", "limit", "json", "all"],
 };
