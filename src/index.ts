@@ -29,6 +29,7 @@ export type { RunningWorker, RunWorkerOptions, ServicesFor, TaskRecord, WorkerSe
 // Schema.
 export { migrate } from "./api/migrate.ts";
 export type { MigrateOptions } from "./api/migrate.ts";
+export type { AppMigrations } from "./db/migrate.ts";
 
 // Outbox syncs (a table mirrored into a Qdrant collection) and the reconciler join the public
 // API here once their declarations land.

@@ -3,7 +3,7 @@ import pg from "pg";
 import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import { ConfigError, CoreShape, type Config } from "../config.ts";
-import { migrate as migrateSchema } from "../db/migrate.ts";
+import { migrate as migrateSchema, type AppMigrations } from "../db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { isDefinedTask, TASK_IDENTIFIER, type AnyTask, type ServicesOf } from "../runtime/defineTask.ts";
@@ -116,6 +116,8 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
     logger?: Logger;
     /** Apply pgconverge's schema first (migrate()), under an advisory lock. Default true. */
     migrate?: boolean;
+    /** The application's own migrations, applied after pgconverge's when `migrate` is on (as migrate()'s `app`). Default: none. */
+    appMigrations?: AppMigrations;
     /**
      * Reserved for the outbox syncs (tables mirrored into Qdrant collections) that this worker
      * will relay; not available yet.
@@ -194,7 +196,7 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
     if (!extras.appPool) toEnd.push(appPool);
     const livenessPool = await createLivenessPool(url, timeouts);
     toEnd.push(livenessPool);
-    if (options.migrate !== false) await migrateSchema(queuePool, log);
+    if (options.migrate !== false) await migrateSchema(queuePool, log, options.appMigrations ? { app: options.appMigrations } : {});
     const worker = new Worker({
       queuePool,
       appPool,

@@ -16,7 +16,7 @@ import { reconcileCommand } from "./commands/reconcile.ts";
 import { relayCommand } from "./commands/relay.ts";
 import { statusCommand } from "./commands/status.ts";
 import { workerCommand } from "./commands/worker.ts";
-import { withContext } from "./context.ts";
+import { appMigrations, withContext } from "./context.ts";
 import { printable } from "./printable.ts";
 import { nonBlank, UsageError } from "./usage.ts";
 
@@ -120,7 +120,8 @@ async function main(argv: string[]): Promise<number> {
     case "migrate":
       noArguments();
       return withContext(config, log, 1, async (context) => {
-        const applied = await migrate({ pool: context.queuePool, logger: log });
+        const app = appMigrations(config);
+        const applied = await migrate({ pool: context.queuePool, logger: log, ...(app ? { app } : {}) });
         console.log(applied.length ? `applied ${applied.join(", ")}` : "schema is up to date");
         return 0;
       }, { migrates: true });

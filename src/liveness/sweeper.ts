@@ -90,7 +90,7 @@ export class Sweeper {
     return { deadWorkers, deadLettered, completed, pruned, unknownTasks };
   }
 
-  /** Due jobs of tasks no live worker runs (sql/000005), each task logged once while it lasts. */
+  /** Due jobs of tasks no live worker runs (sql/000003), each task logged once while it lasts. */
   async reportUnknownTasks(): Promise<readonly UnknownTask[]> {
     const { pool, log, deadAfterMs } = this.config;
     const unknown = await pool.any(sql.type(UnknownTaskRow)`select task, jobs from pgconverge_unknown_tasks(${deadAfterMs}) order by task`);

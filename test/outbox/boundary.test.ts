@@ -32,3 +32,13 @@ t.test("no module of src/outbox names the pipeline's tables in SQL", async (t) =
   const naming = sources(OUTBOX).filter((file) => /\b(?:from|join|into|update)\s+(?:chunks|documents)\b/i.test(readFileSync(file, "utf8")));
   t.same(naming.map((file) => relative(ROOT, file)), [], "modules that read or write chunks or documents");
 });
+
+t.test("no migration of pgconverge's own (sql/) names the pipeline's tables", async (t) => {
+  // sql/legacy-0.1/ is 0.1's history, read only to upgrade a 0.1 database; the pipeline's
+  // tables live in its own migration set (pipeline/sql).
+  const dir = join(ROOT, "sql");
+  const files = readdirSync(dir, { withFileTypes: true }).filter((entry) => entry.isFile() && entry.name.endsWith(".sql"));
+  t.ok(files.length >= 3, `${files.length} migrations checked`);
+  const naming = files.filter((entry) => /\b(?:documents?|chunks?)\b/i.test(readFileSync(join(dir, entry.name), "utf8")));
+  t.same(naming.map((entry) => entry.name), [], "files that name documents or chunks");
+});

@@ -7,7 +7,7 @@ import { createReconcileTask, RECONCILE_TASK } from "../../outbox/reconcileTask.
 import { EMBED_CHUNKS } from "../../pipeline/queries.ts";
 import { checkModelDimensions, createPipeline, type PipelineServices } from "../../pipeline/services.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
-import { createRelay, declaredSyncs, openContext, untilSignal } from "../context.ts";
+import { appMigrations, createRelay, declaredSyncs, openContext, untilSignal } from "../context.ts";
 
 function reconcileCron(config: Config): CronItem[] {
   if (config.RECONCILE_CRON === "off") return [];
@@ -37,8 +37,10 @@ export async function workerCommand(config: Config, log: Logger, options: { task
     const relay = createRelay(context);
     // The reference pipeline's services; other task directories simply do not use them.
     const pipeline = createPipeline(config);
+    const app = appMigrations(config);
     const { worker, close } = await createWorker(
       {
+        appMigrations: app,
         pool: context.queuePool,
         databaseUrl: context.database.url,
         tasks: Object.fromEntries(tasks),
@@ -68,6 +70,7 @@ export async function workerCommand(config: Config, log: Logger, options: { task
       appPool: context.appPool,
       relay,
       heartbeat: worker.heartbeat,
+      migrations: { app },
     });
     // Before any job is claimed: a metrics port in use stops the worker with exit code 2.
     const starting = (async () => {
