@@ -8,7 +8,7 @@ import type { Relay } from "../src/outbox/relay.ts";
 import { loadTasks } from "../src/runtime/loadTasks.ts";
 import { COLLECTION, relayFor } from "../test/helpers/chunks.ts";
 import { generateCorpus } from "../test/helpers/corpus.ts";
-import { testLog, type TestDatabase } from "../test/helpers/db.ts";
+import { PIPELINE_MIGRATIONS, testLog, type TestDatabase } from "../test/helpers/db.ts";
 import { converged, ingest, MODEL, MODEL_DIMENSIONS, PIPELINE_TASKS_DIR, pipelineFor } from "../test/helpers/pipeline.ts";
 import { startWorker } from "../test/helpers/worker.ts";
 import { FakeOllama } from "../test/servers/ollama.ts";
@@ -35,7 +35,7 @@ export async function benchPipeline(server: BenchServer, options: { documents: n
   const qdrant = new FakeQdrant();
   let appPool: Awaited<ReturnType<typeof createAppPool>> | null = null;
   try {
-    await migrate(pool, testLog);
+    await migrate(pool, testLog, { app: PIPELINE_MIGRATIONS });
     appPool = await createAppPool(database.url, options.concurrency, { statementTimeoutMs: 30_000 });
     const db: TestDatabase = {
       url: database.url,

@@ -8,6 +8,7 @@ import { createAppPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger } from "../src/log.ts";
 import { enqueuePointChanges } from "../src/outbox/outbox.ts";
 import { createQdrantClient } from "../src/outbox/qdrant.ts";
+import { PIPELINE_MIGRATIONS } from "../test/helpers/db.ts";
 import { Relay } from "../src/outbox/relay.ts";
 import { chunkSync } from "../pipeline/chunkSync.ts";
 import { FakeQdrant } from "../test/servers/qdrant.ts";
@@ -47,7 +48,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
   let pool: Awaited<ReturnType<typeof createAppPool>> | null = null;
   let relay: Relay | null = null;
   try {
-    await migrate(queuePool, log);
+    await migrate(queuePool, log, { app: PIPELINE_MIGRATIONS });
     pool = await createAppPool(database.url, 8, { statementTimeoutMs: 60_000 });
     const app = pool;
     await fake.start();

@@ -9,7 +9,8 @@ create table workers (
   locker_ids text[] not null default '{}',
   started_at timestamptz not null default now(),
   heartbeat_at timestamptz not null default now(),
-  check (heartbeat_at >= started_at)
+  check (heartbeat_at >= started_at),
+  tasks text[]
 );
 comment on table workers is 'One row per live pgconverge worker process, refreshed by its heartbeat; a row whose heartbeat is older than the threshold is swept and its jobs released.';
 comment on column workers.id is 'Process identity: hostname, pid and a random suffix.';
@@ -19,6 +20,7 @@ comment on column workers.pid is 'Operating-system process id on that host.';
 comment on column workers.concurrency is 'Jobs this process runs at once (WORKER_CONCURRENCY).';
 comment on column workers.started_at is 'When the process registered, on the database clock.';
 comment on column workers.heartbeat_at is 'Last heartbeat, on the database clock.';
+comment on column workers.tasks is 'Task identifiers this process runs, recorded when it registers; null for a worker of an older version, which is assumed to run every task.';
 create index workers_heartbeat_at_idx on workers (heartbeat_at);
 
 create table job_ledger (
@@ -93,3 +95,17 @@ create index dead_letters_task_dead_at_idx on dead_letters (task, dead_at);
 create index pgconverge_jobs_exhausted_idx on graphile_worker._private_jobs (id)
   where attempts >= max_attempts;
 comment on index graphile_worker.pgconverge_jobs_exhausted_idx is 'pgconverge: finds exhausted jobs for dead-lettering without scanning the queue.';
+
+-- When a job is added with the job_key of a job that is running, graphile-worker takes the key
+-- off the running job, sets its attempts to max_attempts (so it is never retried) and adds a
+-- new job for the key. If the running job then fails or its worker dies, it is left with
+-- attempts exhausted, exactly like a job that failed for good: the sweeper would dead-letter
+-- it although the new job does its work. pgconverge's addJob records the supersession here,
+-- in the same transaction, so the sweeper can tell the two apart.
+create table superseded_jobs (
+  job_id bigint primary key,
+  superseded_at timestamptz not null default now()
+);
+comment on table superseded_jobs is 'Running jobs replaced through their job_key by a newer job (graphile-worker then marks them exhausted). The sweeper completes them instead of dead-lettering; rows are pruned once the job has left the queue.';
+comment on column superseded_jobs.job_id is 'graphile_worker job id of the replaced (running) job.';
+comment on column superseded_jobs.superseded_at is 'When the newer job with the same key was added.';

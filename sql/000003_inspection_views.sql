@@ -10,13 +10,13 @@
 -- The dead-worker threshold is runtime configuration (WORKER_DEAD_AFTER_MS), not schema, so
 -- the views read it from a setting: `pgconverge status` sets it from its environment, psql
 -- users may `set pgconverge.worker_dead_after_ms = 10000` (or `alter database ... set`), and
--- without either it is the worker's default, 30 s.
+-- without either it is the worker's default, 15 s.
 create function pgconverge_worker_dead_after_ms() returns bigint
 language sql stable parallel safe as $$
-  select case when s ~ '^[0-9]{1,12}$' then s::bigint else 30000 end
+  select case when s ~ '^[0-9]{1,12}$' then s::bigint else 15000 end
   from coalesce(current_setting('pgconverge.worker_dead_after_ms', true), '') as s
 $$;
-comment on function pgconverge_worker_dead_after_ms() is 'Heartbeat age (ms) after which worker_status calls a worker dead: the setting pgconverge.worker_dead_after_ms when it is a whole number, else 30000 (the default of WORKER_DEAD_AFTER_MS).';
+comment on function pgconverge_worker_dead_after_ms() is 'Heartbeat age (ms) after which worker_status calls a worker dead: the setting pgconverge.worker_dead_after_ms when it is a whole number, else 15000 (the default of WORKER_DEAD_AFTER_MS).';
 
 create view job_list as
 select
@@ -141,7 +141,7 @@ order by dead_at desc, id desc;
 comment on view outbox_dead_changes is 'Outbox changes the relay gave up on, newest first, with the reason.';
 comment on column outbox_dead_changes.id is 'Outbox row id, for `pgconverge outbox retry <id>`.';
 comment on column outbox_dead_changes.collection is 'Qdrant collection.';
-comment on column outbox_dead_changes.point_id is 'Qdrant point id (chunks.id).';
+comment on column outbox_dead_changes.point_id is 'Qdrant point id (a UUID or an unsigned integer).';
 comment on column outbox_dead_changes.last_error is 'Why the change could not be applied.';
 comment on column outbox_dead_changes.attempts is 'Failed attempts.';
 comment on column outbox_dead_changes.dead_at is 'When the change was marked dead.';
@@ -157,18 +157,20 @@ select
   extract(epoch from now() - workers.heartbeat_at)::float8 as heartbeat_age_s,
   (select count(*) from graphile_worker.jobs as jobs where jobs.locked_by = any(workers.locker_ids)) as running_jobs,
   workers.concurrency,
-  workers.started_at
+  workers.started_at,
+  workers.tasks
 from workers;
 comment on view worker_status is 'Registered worker processes, alive or dead by heartbeat age. A dead worker''s row is removed (and its jobs released) by the next sweep of a live worker, so a lasting dead row means no worker is alive to sweep.';
 comment on column worker_status.worker_id is 'Process identity: hostname, pid and a random suffix.';
 comment on column worker_status.hostname is 'Host the process runs on.';
 comment on column worker_status.pid is 'Process id on that host.';
-comment on column worker_status.alive is 'Heartbeat younger than pgconverge_worker_dead_after_ms() (the setting pgconverge.worker_dead_after_ms, default 30000 like WORKER_DEAD_AFTER_MS).';
+comment on column worker_status.alive is 'Heartbeat younger than pgconverge_worker_dead_after_ms() (the setting pgconverge.worker_dead_after_ms, default 15000 like WORKER_DEAD_AFTER_MS).';
 comment on column worker_status.heartbeat_at is 'Last heartbeat, on the database clock.';
 comment on column worker_status.heartbeat_age_s is 'Seconds since the last heartbeat.';
 comment on column worker_status.running_jobs is 'Jobs locked by this process now.';
 comment on column worker_status.concurrency is 'Jobs the process runs at once.';
 comment on column worker_status.started_at is 'When the process registered.';
+comment on column worker_status.tasks is 'Task identifiers the process runs; null: not recorded (an older version), taken as every task.';
 
 create view reconcile_latest as
 select distinct on (collection)
@@ -189,14 +191,39 @@ comment on view reconcile_latest is 'The latest comparison of Qdrant with Postgr
 comment on column reconcile_latest.collection is 'Qdrant collection compared.';
 comment on column reconcile_latest.run_id is 'reconcile_runs.id of the run.';
 comment on column reconcile_latest.drift is 'missing + extra + stale: points that did not match Postgres.';
-comment on column reconcile_latest.missing is 'Chunks with no point in Qdrant.';
-comment on column reconcile_latest.extra is 'Points with no chunk in Postgres.';
-comment on column reconcile_latest.stale is 'Points whose content_sha256 differed from their chunk.';
+comment on column reconcile_latest.missing is 'Rows with no point in Qdrant.';
+comment on column reconcile_latest.extra is 'Points with no row in Postgres.';
+comment on column reconcile_latest.stale is 'Points whose content hash differed from their row''s.';
 comment on column reconcile_latest.repaired is 'Whether the drift was queued in the outbox for repair.';
 comment on column reconcile_latest.qdrant_points is 'Points seen in Qdrant.';
-comment on column reconcile_latest.postgres_points is 'Embedded chunks seen in Postgres.';
+comment on column reconcile_latest.postgres_points is 'Rows the sync declared in Postgres.';
 comment on column reconcile_latest.finished_at is 'When the run ended.';
 comment on column reconcile_latest.age_s is 'Seconds since finished_at.';
+
+-- A function of the threshold, so that the metrics (which pass WORKER_DEAD_AFTER_MS) and the
+-- view (which reads the setting, like worker_status) share one definition.
+create function pgconverge_unknown_tasks(dead_after_ms bigint)
+returns table (task text, jobs bigint, oldest_due_at timestamptz)
+language sql stable as $$
+  with live as (
+    select workers.tasks from workers
+    where now() - workers.heartbeat_at <= make_interval(secs => dead_after_ms / 1000.0)
+  )
+  select job_list.task, count(*), min(job_list.run_at)
+  from job_list
+  where job_list.state in ('pending', 'retrying') and job_list.run_at <= now()
+    and exists (select 1 from live)
+    and not exists (select 1 from live where live.tasks is null or job_list.task = any(live.tasks))
+  group by job_list.task
+$$;
+comment on function pgconverge_unknown_tasks(bigint) is 'Tasks of due jobs (pending, or retrying and due) that no live worker runs (heartbeat within dead_after_ms), with how many and since when; empty when no worker is alive (worker_status says so).';
+
+create view unknown_tasks as
+select * from pgconverge_unknown_tasks(pgconverge_worker_dead_after_ms());
+comment on view unknown_tasks is 'Due jobs whose task no live worker runs: they wait until a worker with that task starts. Empty when no worker is alive at all.';
+comment on column unknown_tasks.task is 'Task identifier no live worker has.';
+comment on column unknown_tasks.jobs is 'Due jobs of that task.';
+comment on column unknown_tasks.oldest_due_at is 'When the longest-waiting of them became due.';
 
 -- The read-only role. Roles are cluster-wide but grants are per database, so creating the
 -- role is idempotent and tolerant (another database may create it at the same moment), and

@@ -79,6 +79,16 @@ export const CoreShape = z.object({
   PGCONVERGE_DATA_DIR: z.string().min(1).default(".pgconverge"),
   /** Directory of task files, one task per file, named after its identifier (graphile-worker's convention). */
   PGCONVERGE_TASKS_DIR: z.string().min(1).default("tasks"),
+  /**
+   * The application's own migrations, applied by `migrate` and `worker` after pgconverge's:
+   * DIR (a set named "app") or NAME=DIR. Unset: pipeline/sql (the set "pipeline") when that
+   * directory exists in the working directory, else none.
+   */
+  PGCONVERGE_APP_MIGRATIONS: z
+    .string()
+    .regex(/^(?:[a-z][a-z0-9_-]{0,62}=)?[^=]+$/, "must be DIR or NAME=DIR (NAME: lowercase letters, digits, _ and -, starting with a letter)")
+    .refine((value) => !value.startsWith("pgconverge"), "its set name must not begin with pgconverge")
+    .optional(),
   /** Jobs one worker process runs at once; both connection pools are sized from it. */
   WORKER_CONCURRENCY: int(1, 1000).default(10),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -29,6 +29,7 @@ export type { RunningWorker, RunWorkerOptions, ServicesFor, TaskRecord, WorkerSe
 // Schema.
 export { migrate } from "./api/migrate.ts";
 export type { MigrateOptions } from "./api/migrate.ts";
+export type { AppMigrations } from "./db/migrate.ts";
 
 // Outbox syncs: a table (or query) of the application mirrored into a Qdrant collection. Declare
 // it, write its changes in your transaction, relay it from a worker (runWorker's `syncs`), and

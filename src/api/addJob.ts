@@ -1,7 +1,7 @@
 import type { CommonQueryMethods } from "slonik";
 import type { AnyTask, FollowUpJobSpec, PayloadOf } from "../runtime/defineTask.ts";
 import { describeError } from "../runtime/errors.ts";
-import { ADD_JOB_STATEMENT } from "../runtime/queries.ts";
+import { ADD_JOB_STATEMENT } from "../runtime/graphileJobs.ts";
 import { runStatement, type Queryable } from "../db/queryable.ts";
 
 export type { Queryable };

@@ -1,5 +1,5 @@
 import pg from "pg";
-import { migrate as migrateSchema } from "../db/migrate.ts";
+import { migrate as migrateSchema, type AppMigrations } from "../db/migrate.ts";
 import { createLogger, type Logger } from "../log.ts";
 
 export interface MigrateOptions {
@@ -9,18 +9,27 @@ export interface MigrateOptions {
   pool?: pg.Pool;
   /** A pino logger. Default: JSON lines on stdout at level "info". */
   logger?: Logger;
+  /**
+   * The application's own migrations: `name` (lowercase letters, digits, "_" and "-"; not
+   * beginning with "pgconverge") and the `directory` of its numbered files (NNNNNN_name.sql,
+   * from 000001). Applied after pgconverge's, under the same lock, and recorded apart (the set
+   * `name` in the migrations table). Default: none.
+   */
+  app?: AppMigrations;
 }
 
 /**
- * Applies graphile-worker's schema and pgconverge's own (`sql/` of the package), forward-only,
- * idempotent and under an advisory lock, so workers starting together take turns. Resolves
- * with the names of the migrations applied now (empty when the schema is up to date).
+ * Applies graphile-worker's schema, pgconverge's own (`sql/` of the package) and then the
+ * application's (`app`), forward-only, idempotent and under an advisory lock, so workers
+ * starting together take turns. A database migrated by pgconverge 0.1 is upgraded on the way.
+ * Resolves with the names of the migrations applied now (an application's as `name/file`;
+ * empty when the schema is up to date).
  */
 export async function migrate(options: MigrateOptions): Promise<string[]> {
   if (options.databaseUrl === undefined && options.pool === undefined) throw new TypeError("migrate: give databaseUrl or pool");
   const pool = options.pool ?? new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
   try {
-    return await migrateSchema(pool, options.logger ?? createLogger("info"));
+    return await migrateSchema(pool, options.logger ?? createLogger("info"), options.app ? { app: options.app } : {});
   } finally {
     if (!options.pool) await pool.end();
   }

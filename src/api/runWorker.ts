@@ -3,7 +3,7 @@ import pg from "pg";
 import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import { ConfigError, CoreShape, type Config } from "../config.ts";
-import { migrate as migrateSchema } from "../db/migrate.ts";
+import { migrate as migrateSchema, type AppMigrations } from "../db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { isDefinedTask, TASK_IDENTIFIER, type AnyTask, type ServicesOf } from "../runtime/defineTask.ts";
@@ -119,6 +119,8 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
     logger?: Logger;
     /** Apply pgconverge's schema first (migrate()), under an advisory lock. Default true. */
     migrate?: boolean;
+    /** The application's own migrations, applied after pgconverge's when `migrate` is on (as migrate()'s `app`). Default: none. */
+    appMigrations?: AppMigrations;
     /**
      * Outbox syncs (tables mirrored into Qdrant collections, each declared with defineSync)
      * that this worker relays beside its jobs: their collections are created (or checked) at
@@ -200,7 +202,7 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
     if (!extras.appPool) toEnd.push(appPool);
     const livenessPool = await createLivenessPool(url, timeouts);
     toEnd.push(livenessPool);
-    if (options.migrate !== false) await migrateSchema(queuePool, log);
+    if (options.migrate !== false) await migrateSchema(queuePool, log, options.appMigrations ? { app: options.appMigrations } : {});
     let relay: Relay | null = null;
     if (qdrant) {
       relay = createSyncRelay({ pool: appPool, databaseUrl: url, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, syncs, relay: options.relay, log });

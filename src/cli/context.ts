@@ -1,8 +1,9 @@
+import { statSync } from "node:fs";
 import type pg from "pg";
 import type { DatabasePool } from "slonik";
 import type { Config } from "../config.ts";
 import { openDatabase, type Database } from "../db/database.ts";
-import { checkMigrations, SchemaError } from "../db/migrate.ts";
+import { checkMigrations, SchemaError, type AppMigrations } from "../db/migrate.ts";
 import { createAppPool, createQueuePool } from "../db/pools.ts";
 import type { Logger } from "../log.ts";
 import { redactCredentials } from "../redact.ts";
@@ -40,7 +41,7 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
   let appPool: DatabasePool;
   try {
     if (!options.migrates) {
-      const schema = await checkMigrations(queuePool);
+      const schema = await checkMigrations(queuePool, { app: appMigrations(config) });
       if (!schema.ok) throw new SchemaError(`this database is not ready for this version of pgconverge: ${schema.reason}`);
     }
     appPool = await createAppPool(database.url, concurrency, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
@@ -82,6 +83,23 @@ export async function withContext<T>(
   } finally {
     await context.close();
   }
+}
+
+/** Where the reference pipeline keeps its migrations, relative to the working directory. */
+const PIPELINE_MIGRATIONS: AppMigrations = { name: "pipeline", directory: "pipeline/sql" };
+
+/**
+ * The application's migrations the CLI applies (migrate, worker, relay) and expects (every
+ * other command, /readyz): PGCONVERGE_APP_MIGRATIONS (DIR, a set named "app", or NAME=DIR), or
+ * else the reference pipeline's pipeline/sql when the working directory has it.
+ */
+export function appMigrations(config: Config): AppMigrations | undefined {
+  const setting = config.PGCONVERGE_APP_MIGRATIONS;
+  if (setting !== undefined) {
+    const equals = setting.indexOf("=");
+    return equals === -1 ? { name: "app", directory: setting } : { name: setting.slice(0, equals), directory: setting.slice(equals + 1) };
+  }
+  return statSync(PIPELINE_MIGRATIONS.directory, { throwIfNoEntry: false })?.isDirectory() ? PIPELINE_MIGRATIONS : undefined;
 }
 
 export function createRelay(context: CommandContext, syncs: readonly Sync[]): Relay {

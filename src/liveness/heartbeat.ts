@@ -4,6 +4,7 @@ import { EventEmitter } from "node:events";
 import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
+import { refreshJobLocks } from "../runtime/graphileJobs.ts";
 
 export interface HeartbeatConfig {
   pool: DatabasePool;
@@ -105,11 +106,7 @@ export class Heartbeat extends EventEmitter<{ beat: [{ ok: boolean }] }> {
         await this.register();
       }
       if (Date.now() - this.lastLockRefresh >= LOCK_REFRESH_EVERY_MS && lockers.length > 0) {
-        await pool.query(sql.unsafe`
-          update graphile_worker._private_jobs set locked_at = now()
-          where locked_by = any(${sql.array(lockers, "text")})
-            and locked_at < now() - ${LOCK_REFRESH_OLDER_THAN}::interval
-        `);
+        await refreshJobLocks(pool, lockers, LOCK_REFRESH_OLDER_THAN);
         this.lastLockRefresh = Date.now();
       }
       this.emit("beat", { ok: true });

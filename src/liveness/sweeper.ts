@@ -2,6 +2,7 @@ import { sql, type DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Logger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
+import { deadLetterExhaustedJobs, lockExhaustedJobs, pruneRecordsOfFinishedJobs } from "../runtime/graphileJobs.ts";
 
 export interface SweeperConfig {
   pool: DatabasePool;
@@ -30,12 +31,6 @@ const BATCH = 500;
 const UnknownTaskRow = z.object({ task: z.string(), jobs: z.coerce.number() });
 
 const DeadWorker = z.object({ id: z.string(), locker_ids: z.array(z.string()) });
-const ExhaustedJob = z.object({
-  id: z.coerce.string(),
-  revision: z.number(),
-  applied: z.boolean(),
-  superseded: z.boolean(),
-});
 
 /**
  * Housekeeping that any live worker may run; every statement is safe to run concurrently
@@ -95,7 +90,7 @@ export class Sweeper {
     return { deadWorkers, deadLettered, completed, pruned, unknownTasks };
   }
 
-  /** Due jobs of tasks no live worker runs (sql/000005), each task logged once while it lasts. */
+  /** Due jobs of tasks no live worker runs (sql/000003), each task logged once while it lasts. */
   async reportUnknownTasks(): Promise<readonly UnknownTask[]> {
     const { pool, log, deadAfterMs } = this.config;
     const unknown = await pool.any(sql.type(UnknownTaskRow)`select task, jobs from pgconverge_unknown_tasks(${deadAfterMs}) order by task`);
@@ -129,40 +124,12 @@ export class Sweeper {
   private async retireExhaustedJobs(): Promise<{ deadLettered: number; completed: number }> {
     const { pool, log } = this.config;
     return pool.transaction(async (tx) => {
-      const jobs = await tx.any(sql.type(ExhaustedJob)`
-        select jobs.id, jobs.revision,
-               exists (select 1 from job_ledger l where l.job_id = jobs.id and l.revision = jobs.revision) as applied,
-               exists (select 1 from superseded_jobs s where s.job_id = jobs.id) as superseded
-        from graphile_worker._private_jobs as jobs
-        where jobs.attempts >= jobs.max_attempts and jobs.locked_at is null
-        order by jobs.id
-        limit ${BATCH}
-        for update of jobs skip locked
-      `);
+      const jobs = await lockExhaustedJobs(tx, BATCH);
       if (jobs.length === 0) return { deadLettered: 0, completed: 0 };
       // A superseded job's work belongs to the newer job with its key: it is done, not dead.
       const toDeadLetter = jobs.filter((job) => !job.applied && !job.superseded).map((job) => job.id);
       if (toDeadLetter.length > 0) {
-        await tx.query(sql.unsafe`
-          with moved as (
-            insert into dead_letters
-              (job_id, revision, task, queue_name, payload, reason, attempts, max_attempts, last_error, first_failed_at, last_failed_at)
-            select jobs.id, jobs.revision, tasks.identifier, queues.queue_name, coalesce(jobs.payload::jsonb, 'null'::jsonb),
-                   'exhausted', jobs.attempts, jobs.max_attempts,
-                   coalesce(nullif(jobs.last_error, ''), 'attempts exhausted without a recorded error'),
-                   coalesce(failures.first_failed_at, jobs.updated_at), greatest(jobs.updated_at, failures.first_failed_at)
-            from graphile_worker._private_jobs as jobs
-            join graphile_worker._private_tasks as tasks on tasks.id = jobs.task_id
-            left join graphile_worker._private_job_queues as queues on queues.id = jobs.job_queue_id
-            left join job_failures as failures on failures.job_id = jobs.id and failures.revision = jobs.revision
-            where jobs.id = any(${sql.array(toDeadLetter, "int8")})
-            on conflict (job_id, revision) do nothing
-            returning job_id, revision, task
-          )
-          insert into job_ledger (job_id, revision, task, outcome)
-          select job_id, revision, task, 'dead' from moved
-          on conflict do nothing
-        `);
+        await deadLetterExhaustedJobs(tx, toDeadLetter);
         log.error({ jobIds: toDeadLetter }, "jobs exhausted their attempts; moved to dead_letters");
       }
       await tx.query(sql.unsafe`select graphile_worker.complete_jobs(${sql.array(jobs.map((job) => job.id), "int8")})`);
@@ -173,30 +140,6 @@ export class Sweeper {
   private async pruneLedger(): Promise<number> {
     const { pool } = this.config;
     // Job ids are never reused, so a record of a job that has left the queue is history.
-    const ledger = await pool.query(sql.unsafe`
-      delete from job_ledger
-      where (job_id, revision) in (
-        select l.job_id, l.revision from job_ledger l
-        where not exists (select 1 from graphile_worker._private_jobs j where j.id = l.job_id)
-        limit ${BATCH}
-      )
-    `);
-    const failures = await pool.query(sql.unsafe`
-      delete from job_failures
-      where (job_id, revision) in (
-        select f.job_id, f.revision from job_failures f
-        where not exists (select 1 from graphile_worker._private_jobs j where j.id = f.job_id)
-        limit ${BATCH}
-      )
-    `);
-    const superseded = await pool.query(sql.unsafe`
-      delete from superseded_jobs
-      where job_id in (
-        select s.job_id from superseded_jobs s
-        where not exists (select 1 from graphile_worker._private_jobs j where j.id = s.job_id)
-        limit ${BATCH}
-      )
-    `);
-    return ledger.rowCount + failures.rowCount + superseded.rowCount;
+    return pruneRecordsOfFinishedJobs(pool, BATCH);
   }
 }

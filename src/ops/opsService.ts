@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { DatabasePool } from "slonik";
-import type { Migration } from "../db/migrate.ts";
+import type { MigrationOptions } from "../db/migrate.ts";
 import type { Logger } from "../log.ts";
 import type { BatchReport } from "../outbox/relay.ts";
 import { Metrics, type Emits } from "./metrics.ts";
@@ -33,8 +33,8 @@ export interface OpsServiceConfig {
   relay?: Emits<"batch", BatchReport>;
   heartbeat?: Emits<"beat", { ok: boolean }>;
   probeTimeoutMs?: number;
-  /** The migrations /readyz expects; the files of sql/ by default. */
-  migrations?: readonly Migration[];
+  /** The migrations /readyz expects: the files of sql/ by default, and the application's set when given. */
+  migrations?: MigrationOptions;
 }
 
 /** Metrics, health and readiness of one worker process: the registry, the probe pool and the HTTP server. */

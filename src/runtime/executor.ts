@@ -7,7 +7,8 @@ import type { AnyTask, BatchItem } from "./defineTask.ts";
 import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import type { BatchApply, GroupCommitter } from "./groupCommit.ts";
-import { addJob, claimLedger, holdsJobLock, insertDeadLetter, isRecorded, recordFailure } from "./queries.ts";
+import { holdsJobLock } from "./graphileJobs.ts";
+import { addJob, claimLedger, insertDeadLetter, isRecorded, recordFailure } from "./queries.ts";
 
 export interface ExecutorOptions {
   pool: DatabasePool;

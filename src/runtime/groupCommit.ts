@@ -2,7 +2,7 @@ import type { Job } from "graphile-worker";
 import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { runtimeEvents } from "./events.ts";
 import { describeError } from "./errors.ts";
-import { claimBatch } from "./queries.ts";
+import { claimBatch } from "./graphileJobs.ts";
 
 /** How one job's apply ended in a committed batch. */
 export type ApplyOutcome = "applied" | "skipped" | "taken-over";

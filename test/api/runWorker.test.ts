@@ -1,5 +1,8 @@
 // runWorker from an application's code: settings validated like the environment's, tasks and
 // services given in code, stop() deregisters and closes what it opened.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { defineTask, runWorker } from "pgconverge";
 import { sql } from "slonik";
 import t from "tap";
@@ -40,4 +43,16 @@ t.test("a worker run from code applies jobs with its services, and stop() deregi
   t.same(await db.query("select * from workers"), [], "deregistered");
   await waitFor("its own pools to close", async () => (await ownConnections()) === before);
   await worker.stop();
+});
+
+t.test("a worker run from code applies the application's own migrations after pgconverge's", async (t) => {
+  const db = await createTestDatabase(t, { migrate: false });
+  const directory = mkdtempSync(join(tmpdir(), "pgconverge-app-migrations-"));
+  t.teardown(() => rmSync(directory, { recursive: true, force: true }));
+  writeFileSync(join(directory, "000001_stamped.sql"), "create table stamped (n int not null, stamp text not null);\n");
+  const worker = await runWorker({ pool: db.pool, tasks: { record }, services: { stamp: () => "x" }, logger: testLog, concurrency: 1, appMigrations: { name: "shop", directory } });
+  await worker.stop();
+  const recorded = await db.query<{ set: string; name: string }>("select set, name from migrations where set <> 'pgconverge'");
+  t.same(recorded, [{ set: "shop", name: "000001_stamped.sql" }]);
+  t.same(await db.query("select count(*)::int as n from stamped"), [{ n: 0 }], "the table exists");
 });

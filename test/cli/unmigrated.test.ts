@@ -3,7 +3,7 @@
 import t, { type Test } from "tap";
 import { migrate, readMigrations } from "../../src/db/migrate.ts";
 import { runCli } from "../helpers/cli.ts";
-import { createTestDatabase, testLog } from "../helpers/db.ts";
+import { createTestDatabase, PIPELINE_MIGRATIONS, testLog } from "../helpers/db.ts";
 
 const COMMANDS = [["status"], ["status", "--json"], ["dlq", "list"], ["outbox", "list"], ["reconcile"], ["search", "anything"], ["ingest", "-"], ["delete", "notes.md"]];
 
@@ -33,7 +33,7 @@ t.test("on an empty database every command says to run pgconverge migrate", asyn
 t.test("on a database migrated by an older version, commands name the pending migration", async (t) => {
   const db = await createTestDatabase(t, { migrate: false });
   const migrations = readMigrations();
-  await migrate(db.pool, testLog, migrations.slice(0, -1));
+  await migrate(db.pool, testLog, { core: migrations.slice(0, -1), app: PIPELINE_MIGRATIONS });
   const newest = migrations.at(-1)!.name;
   await expectMigrateAdvice(t, db.url, new RegExp(`^pgconverge: .*migrations pending: ${newest} \\(run pgconverge migrate\\)\\n$`));
   const migrated = await runCli(["migrate"], { env: { DATABASE_URL: db.url } });

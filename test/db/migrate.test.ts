@@ -19,12 +19,12 @@ t.test("an applied migration that was edited afterwards is refused, not re-run",
   const edited = readMigrations().map((migration, index) =>
     index === 0 ? { ...migration, checksum: "0".repeat(64) } : migration,
   );
-  await t.rejects(migrate(db.pool, testLog, edited), /000001_task_runtime\.sql differs from the applied .*forward-only/);
+  await t.rejects(migrate(db.pool, testLog, { core: edited }), /000001_task_runtime\.sql differs from the applied .*forward-only/);
 });
 
 t.test("a database newer than this code is refused", async (t) => {
   const db = await createTestDatabase(t);
-  await t.rejects(migrate(db.pool, testLog, []), /the database has migration \d+ but this version of pgconverge knows only 0; upgrade pgconverge/);
+  await t.rejects(migrate(db.pool, testLog, { core: [] }), /the database has migration \d+ but this version of pgconverge knows only 0; upgrade pgconverge/);
 });
 
 t.test("every table, view and column of the schema has a comment", async (t) => {

@@ -2,12 +2,19 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { DatabasePool } from "slonik";
 import { startEmbeddedPostgres } from "../../src/db/embedded.ts";
-import { migrate } from "../../src/db/migrate.ts";
+import { migrate, type AppMigrations } from "../../src/db/migrate.ts";
 import { createAppPool, createQueuePool } from "../../src/db/pools.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
+
+/** The reference pipeline's migrations, which this repository's tests apply with pgconverge's own. */
+export const PIPELINE_MIGRATIONS: AppMigrations = {
+  name: "pipeline",
+  directory: fileURLToPath(new URL("../../pipeline/sql/", import.meta.url)),
+};
 
 export const testLog: Logger = createLogger(process.env.TEST_LOG_LEVEL ?? "silent");
 
@@ -42,10 +49,14 @@ interface Teardown {
 }
 
 /**
- * A fresh database on the test server, migrated, dropped when the test ends. Every test
- * gets its own, so test files run in parallel without seeing each other's jobs.
+ * A fresh database on the test server, migrated (pgconverge's set and, unless `pipeline` is
+ * false, the reference pipeline's), dropped when the test ends. Every test gets its own, so
+ * test files run in parallel without seeing each other's jobs.
  */
-export async function createTestDatabase(t: Teardown, options: { migrate?: boolean; concurrency?: number } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(
+  t: Teardown,
+  options: { migrate?: boolean; pipeline?: boolean; concurrency?: number } = {},
+): Promise<TestDatabase> {
   const adminUrl = await server();
   const name = `pgc_test_${randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: adminUrl });
@@ -54,7 +65,7 @@ export async function createTestDatabase(t: Teardown, options: { migrate?: boole
   await admin.end();
   const url = withDatabase(adminUrl, name);
   const pool = createQueuePool(url, options.concurrency ?? 4);
-  if (options.migrate !== false) await migrate(pool, testLog);
+  if (options.migrate !== false) await migrate(pool, testLog, options.pipeline === false ? {} : { app: PIPELINE_MIGRATIONS });
   const appPool = await createAppPool(url, options.concurrency ?? 4, { statementTimeoutMs: 30_000 });
   t.teardown(async () => {
     await appPool.end();

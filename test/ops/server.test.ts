@@ -4,12 +4,13 @@ import pg from "pg";
 import t from "tap";
 import { ConfigError } from "../../src/config.ts";
 import { OpsService } from "../../src/ops/opsService.ts";
-import { createTestDatabase, testLog, withDatabase } from "../helpers/db.ts";
+import { migrate, type MigrationOptions } from "../../src/db/migrate.ts";
+import { createTestDatabase, PIPELINE_MIGRATIONS, testLog, withDatabase } from "../helpers/db.ts";
 import { freePort, get } from "../helpers/metrics.ts";
 import { spawnWorker } from "../helpers/worker.ts";
 
-async function opsFor(t: { teardown(fn: () => unknown): void }, databaseUrl: string, port = 0): Promise<OpsService> {
-  const ops = new OpsService({ host: "127.0.0.1", port, log: testLog, databaseUrl, collection: "chunks", deadAfterMs: 30_000, probeTimeoutMs: 2_000 });
+async function opsFor(t: { teardown(fn: () => unknown): void }, databaseUrl: string, port = 0, migrations?: MigrationOptions): Promise<OpsService> {
+  const ops = new OpsService({ host: "127.0.0.1", port, log: testLog, databaseUrl, collection: "chunks", deadAfterMs: 30_000, probeTimeoutMs: 2_000, migrations });
   t.teardown(() => ops.stop());
   await ops.start();
   return ops;
@@ -52,14 +53,26 @@ t.test("/readyz is 503 when nothing listens at the database's address", async (t
 t.test("/readyz is 503 while a migration is pending, and 200 once it is applied", async (t) => {
   const db = await createTestDatabase(t);
   const ops = await opsFor(t, db.url);
-  const [latest] = await db.query<{ id: number; name: string; checksum: string }>("delete from migrations where id = (select max(id) from migrations) returning id, name, checksum");
+  const [latest] = await db.query<{ id: number; name: string; checksum: string }>(
+    "delete from migrations where set = 'pgconverge' and id = (select max(id) from migrations where set = 'pgconverge') returning id, name, checksum",
+  );
   const pending = await readyz(ops);
   t.equal(pending.status, 503);
   t.match(pending.body, { status: "unavailable", reason: `migrations pending: ${latest!.name} (run pgconverge migrate)` });
-  await db.query("insert into migrations (id, name, checksum) values ($1, $2, $3)", [latest!.id, latest!.name, latest!.checksum]);
+  await db.query("insert into migrations (set, id, name, checksum) values ('pgconverge', $1, $2, $3)", [latest!.id, latest!.name, latest!.checksum]);
   t.same(await readyz(ops), { status: 200, body: { status: "ready" } });
-  await db.query("update migrations set checksum = repeat('0', 64) where id = 1");
+  await db.query("update migrations set checksum = repeat('0', 64) where set = 'pgconverge' and id = 1");
   t.match(await readyz(ops), { status: 503, body: { reason: /^applied migration differs from its file: 000001_/ } });
+});
+
+t.test("/readyz checks the application's migrations when it has a set, and does not call them unknown when it has none", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const withApp = await opsFor(t, db.url, 0, { app: PIPELINE_MIGRATIONS });
+  t.same(await readyz(withApp), { status: 503, body: { status: "unavailable", reason: "migrations pending: pipeline/000001_documents_chunks.sql (run pgconverge migrate)" } });
+  await migrate(db.pool, testLog, { app: PIPELINE_MIGRATIONS });
+  t.same(await readyz(withApp), { status: 200, body: { status: "ready" } });
+  const withoutApp = await opsFor(t, db.url);
+  t.same(await readyz(withoutApp), { status: 200, body: { status: "ready" } }, "the pipeline's set recorded, none configured");
 });
 
 t.test("/readyz is 503 on a database that was never migrated", async (t) => {

@@ -42,3 +42,13 @@ t.test("the pipeline and its task files reach the core only through \"pgconverge
   t.ok(imports.some(({ specifier }) => specifier === "pgconverge"), "they use the public entry");
   t.same(imports.filter(({ target }) => target.startsWith(SRC)).map(({ file, specifier }) => `${file} imports ${specifier}`), []);
 });
+
+t.test("no migration of pgconverge's own (sql/) names the pipeline's tables", async (t) => {
+  // sql/legacy-0.1/ is 0.1's history, read only to upgrade a 0.1 database; the pipeline's
+  // tables live in its own migration set (pipeline/sql).
+  const dir = join(ROOT, "sql");
+  const files = readdirSync(dir, { withFileTypes: true }).filter((entry) => entry.isFile() && entry.name.endsWith(".sql"));
+  t.ok(files.length >= 3, `${files.length} migrations checked`);
+  const naming = files.filter((entry) => /\b(?:documents?|chunks?)\b/i.test(readFileSync(join(dir, entry.name), "utf8")));
+  t.same(naming.map((entry) => entry.name), [], "files that name documents or chunks");
+});

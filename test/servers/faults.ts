@@ -60,12 +60,17 @@ export class FaultInjector {
       return true;
     }
     if (fault.kind === "delay") {
+      // A keep-alive socket carries many requests: the close listener goes when the delay ends.
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, fault.ms);
-        request.socket.once("close", () => {
+        const onClose = () => {
           clearTimeout(timer);
           resolve();
-        });
+        };
+        const timer = setTimeout(() => {
+          request.socket.off("close", onClose);
+          resolve();
+        }, fault.ms);
+        request.socket.once("close", onClose);
       });
       return request.socket.destroyed;
     }

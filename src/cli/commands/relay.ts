@@ -1,14 +1,15 @@
 import { ConfigError, type Config } from "../../config.ts";
 import { migrate } from "../../db/migrate.ts";
 import type { Logger } from "../../log.ts";
-import { createRelay, withContext, untilSignal } from "../context.ts";
+import { appMigrations, createRelay, withContext, untilSignal } from "../context.ts";
 import type { Sync } from "../../outbox/sync.ts";
 
 /** `pgconverge relay`: only the outbox relay, until a signal (the worker runs one too). */
 export async function relayCommand(config: Config, log: Logger, syncs: readonly Sync[]): Promise<number> {
   if (syncs.length === 0) throw new ConfigError("relay: no syncs declared; declare them in the config file (syncs)");
   return withContext(config, log, 2, async (context) => {
-    await migrate(context.queuePool, log);
+    const app = appMigrations(config);
+    await migrate(context.queuePool, log, app ? { app } : {});
     const relay = createRelay(context, syncs);
     await relay.prepareCollections();
     await relay.start();

@@ -6,7 +6,7 @@ import { OpsService } from "../../ops/opsService.ts";
 import { RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
 import type { LoadedConfig } from "../appConfig.ts";
-import { openContext, untilSignal } from "../context.ts";
+import { appMigrations, openContext, untilSignal } from "../context.ts";
 
 /**
  * `pgconverge worker`: a worker built by the public runWorker's own path (createWorker) from
@@ -26,8 +26,10 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
   try {
     // The config file's services (its factory may check them: a wrong setting stops the start here).
     const services = await app.services({ env: process.env, log, tasks: [...tasks.keys()] });
+    const migrations = appMigrations(config);
     const { worker, relay, close } = await createWorker(
       {
+        appMigrations: migrations,
         pool: context.queuePool,
         databaseUrl: context.database.url,
         tasks: Object.fromEntries(tasks),
@@ -54,6 +56,7 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
       appPool: context.appPool,
       relay: relay ?? undefined,
       heartbeat: worker.heartbeat,
+      migrations: { app: migrations },
     });
     // Before any job is claimed: a metrics port in use stops the worker with exit code 2.
     const starting = (async () => {

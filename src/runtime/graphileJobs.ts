@@ -1,0 +1,186 @@
+import type { Job } from "graphile-worker";
+import { sql, type CommonQueryMethods } from "slonik";
+import { z } from "zod";
+
+/**
+ * Every statement of pgconverge that reads or writes graphile-worker's private tables
+ * (`graphile_worker._private_*`), in one module: they are not graphile-worker's public API and
+ * may change with its schema, so this is the one place to review when it does.
+ * `test/runtime/graphileJobs.test.ts` pins graphile-worker's schema version and the columns used
+ * here, and fails when an installed graphile-worker changes them. Everything else goes through
+ * its public SQL API (`add_job`, `complete_jobs`, `force_unlock_workers`, the `jobs` view).
+ */
+
+/**
+ * The start of a group-commit transaction, in one statement: sets the apply statement
+ * timeout, row-locks the jobs this process still holds (same lock holder, same revision; in
+ * id order, so two batches never wait on each other in a cycle) and writes their
+ * applied-records. Returns, per held job, whether its record is new; a held job whose record
+ * already existed was applied before, and a job missing from the answer was taken over.
+ */
+export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], applyTimeoutMs: number): Promise<Map<string, boolean>> {
+  const mine = jobs.filter((job) => job.locked_by !== null);
+  if (mine.length === 0) return new Map();
+  const rows = await tx.any(sql.type(z.object({ id: z.coerce.string(), claimed: z.boolean() }))`
+    with mine (id, revision, locked_by, task) as (
+      select * from ${sql.unnest(
+        mine.map((job) => [job.id, job.revision, job.locked_by!, job.task_identifier]),
+        ["int8", "int4", "text", "text"],
+      )}
+    ), held as (
+      select jobs.id, mine.revision, mine.task
+      from graphile_worker._private_jobs as jobs
+      join mine on jobs.id = mine.id and jobs.revision = mine.revision and jobs.locked_by = mine.locked_by
+      order by jobs.id
+      for update of jobs
+    ), claimed as (
+      insert into job_ledger (job_id, revision, task, outcome)
+      select id, revision, task, 'applied' from held order by id
+      on conflict do nothing
+      returning job_id
+    )
+    select held.id, claimed.job_id is not null as claimed, set_config('statement_timeout', ${String(applyTimeoutMs)}, true)
+    from held left join claimed on claimed.job_id = held.id
+  `);
+  return new Map(rows.map((row) => [row.id, row.claimed]));
+}
+
+/**
+ * Locks the job row for the rest of the transaction and checks that this execution still
+ * owns it: same lock holder, same revision. False means the job was released (its worker
+ * was declared dead) and taken over or finished elsewhere, so this run must not commit.
+ * Holding the row lock also keeps the sweeper from releasing it until we commit.
+ */
+export async function holdsJobLock(tx: CommonQueryMethods, job: Job): Promise<boolean> {
+  if (job.locked_by === null) return false;
+  return tx.exists(sql.unsafe`
+    select 1 from graphile_worker._private_jobs
+    where id = ${job.id} and revision = ${job.revision} and locked_by = ${job.locked_by}
+    for update
+  `);
+}
+
+/**
+ * Records, in the caller's transaction, the running job with this key that `add_job` is about
+ * to mark exhausted (it replaces a locked job by marking it), so the sweeper completes it
+ * rather than dead-lettering it.
+ */
+export async function recordSuperseded(tx: CommonQueryMethods, jobKey: string): Promise<void> {
+  await tx.query(sql.unsafe`
+    insert into superseded_jobs (job_id)
+    select id from graphile_worker._private_jobs where key = ${jobKey} and locked_at is not null
+    on conflict do nothing
+  `);
+}
+
+/**
+ * The enqueue of `addJob` above as ONE plain-text statement, for an application's own driver
+ * (a pg client or pool, anything with `query(text, values)`): one statement is atomic on any
+ * of them, even on a pool. The data-modifying CTE reads the same snapshot as add_job, so it
+ * sees the running job with this key before add_job marks it. Parameters: identifier,
+ * payload (json text), queue name, run at, max attempts, job key, priority.
+ */
+export const ADD_JOB_STATEMENT = `
+  with superseded as (
+    insert into superseded_jobs (job_id)
+    select id from graphile_worker._private_jobs where key = $6::text and locked_at is not null
+    on conflict do nothing
+  )
+  select graphile_worker.add_job(
+    identifier => $1::text,
+    payload => $2::json,
+    queue_name => $3::text,
+    run_at => $4::timestamptz,
+    max_attempts => $5::int,
+    job_key => $6::text,
+    priority => $7::int
+  ) is not null as added`;
+
+/**
+ * Re-stamps `locked_at` of the jobs these lock holders still hold, when older than `olderThan`
+ * (an interval), so graphile-worker's 4-hour lock expiry never takes a live worker's slow job.
+ */
+export async function refreshJobLocks(db: CommonQueryMethods, lockers: readonly string[], olderThan: string): Promise<void> {
+  await db.query(sql.unsafe`
+    update graphile_worker._private_jobs set locked_at = now()
+    where locked_by = any(${sql.array([...lockers], "text")})
+      and locked_at < now() - ${olderThan}::interval
+  `);
+}
+
+const ExhaustedJob = z.object({
+  id: z.coerce.string(),
+  revision: z.number(),
+  applied: z.boolean(),
+  superseded: z.boolean(),
+});
+
+/**
+ * Locks (skipping locked ones) up to `limit` jobs graphile-worker gave up on: attempts used up
+ * and not running. Each says whether its effects were applied (the ledger) or it was superseded.
+ */
+export function lockExhaustedJobs(tx: CommonQueryMethods, limit: number) {
+  return tx.any(sql.type(ExhaustedJob)`
+    select jobs.id, jobs.revision,
+           exists (select 1 from job_ledger l where l.job_id = jobs.id and l.revision = jobs.revision) as applied,
+           exists (select 1 from superseded_jobs s where s.job_id = jobs.id) as superseded
+    from graphile_worker._private_jobs as jobs
+    where jobs.attempts >= jobs.max_attempts and jobs.locked_at is null
+    order by jobs.id
+    limit ${limit}
+    for update of jobs skip locked
+  `);
+}
+
+/** Moves these exhausted jobs to dead_letters, with their payload, queue and last error, and records them as dead in the ledger. */
+export async function deadLetterExhaustedJobs(tx: CommonQueryMethods, jobIds: readonly string[]): Promise<void> {
+  await tx.query(sql.unsafe`
+    with moved as (
+      insert into dead_letters
+        (job_id, revision, task, queue_name, payload, reason, attempts, max_attempts, last_error, first_failed_at, last_failed_at)
+      select jobs.id, jobs.revision, tasks.identifier, queues.queue_name, coalesce(jobs.payload::jsonb, 'null'::jsonb),
+             'exhausted', jobs.attempts, jobs.max_attempts,
+             coalesce(nullif(jobs.last_error, ''), 'attempts exhausted without a recorded error'),
+             coalesce(failures.first_failed_at, jobs.updated_at), greatest(jobs.updated_at, failures.first_failed_at)
+      from graphile_worker._private_jobs as jobs
+      join graphile_worker._private_tasks as tasks on tasks.id = jobs.task_id
+      left join graphile_worker._private_job_queues as queues on queues.id = jobs.job_queue_id
+      left join job_failures as failures on failures.job_id = jobs.id and failures.revision = jobs.revision
+      where jobs.id = any(${sql.array([...jobIds], "int8")})
+      on conflict (job_id, revision) do nothing
+      returning job_id, revision, task
+    )
+    insert into job_ledger (job_id, revision, task, outcome)
+    select job_id, revision, task, 'dead' from moved
+    on conflict do nothing
+  `);
+}
+
+/** Deletes up to `limit` ledger, failure and supersession records each of jobs that have left the queue; returns how many. */
+export async function pruneRecordsOfFinishedJobs(pool: CommonQueryMethods, limit: number): Promise<number> {
+  const ledger = await pool.query(sql.unsafe`
+    delete from job_ledger
+    where (job_id, revision) in (
+      select l.job_id, l.revision from job_ledger l
+      where not exists (select 1 from graphile_worker._private_jobs j where j.id = l.job_id)
+      limit ${limit}
+    )
+  `);
+  const failures = await pool.query(sql.unsafe`
+    delete from job_failures
+    where (job_id, revision) in (
+      select f.job_id, f.revision from job_failures f
+      where not exists (select 1 from graphile_worker._private_jobs j where j.id = f.job_id)
+      limit ${limit}
+    )
+  `);
+  const superseded = await pool.query(sql.unsafe`
+    delete from superseded_jobs
+    where job_id in (
+      select s.job_id from superseded_jobs s
+      where not exists (select 1 from graphile_worker._private_jobs j where j.id = s.job_id)
+      limit ${limit}
+    )
+  `);
+  return ledger.rowCount + failures.rowCount + superseded.rowCount;
+}
