@@ -154,6 +154,9 @@ function pieces(text: string, paragraph: Span, limit: number): Span[] {
 /** Average text between anchors, in chunk lengths: fewer means faster recovery after an edit, but smaller chunks. */
 const ANCHOR_SPACING = 2;
 
+/** A chunk is at least maxChars / this long before an anchor may end it (the document's last chunk may be shorter). */
+const MIN_CHUNK_FRACTION = 4;
+
 /**
  * Whether a chunk must start at this piece. Greedy packing alone cascades: one paragraph
  * inserted at the top can shift every later chunk boundary, and so change every id. A piece
@@ -204,12 +207,14 @@ export function chunkText(documentId: string, text: string, options: ChunkerOpti
   if (!Number.isInteger(options.maxChars) || !Number.isInteger(options.overlapChars) || options.overlapChars < 0 || pieceLimit < 2) {
     throw new RangeError("maxChars and overlapChars must be whole numbers with 0 <= overlapChars <= maxChars - 3");
   }
+  // An anchor does not end a chunk shorter than this: a heading alone is no chunk worth a vector.
+  const minChars = Math.floor(options.maxChars / MIN_CHUNK_FRACTION);
   const spans: Span[] = [];
   let current: Span | null = null;
   for (const paragraph of paragraphs(text)) {
     for (const piece of pieces(text, paragraph, pieceLimit)) {
       if (!current) current = { ...piece };
-      else if (piece.end - current.start > options.maxChars || isAnchor(text, piece, options.maxChars)) {
+      else if (piece.end - current.start > options.maxChars || (current.end - current.start >= minChars && isAnchor(text, piece, options.maxChars))) {
         spans.push(current);
         current = { start: overlapStart(text, current, piece, options) ?? piece.start, end: piece.end };
       } else current.end = piece.end;

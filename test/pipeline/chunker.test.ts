@@ -1,5 +1,6 @@
 import t, { type Test } from "tap";
 import { chunkText, DEFAULT_CHUNKER, nameUuid, type Chunk, type ChunkerOptions } from "../../pipeline/chunker.ts";
+import { generateCorpus } from "../helpers/corpus.ts";
 import { seededRandom } from "../helpers/random.ts";
 
 const corpus = (paragraphs: number) =>
@@ -211,4 +212,15 @@ t.test("generated documents: an edit in one paragraph keeps the ids of chunks fa
   }
   t.ok(farChunks > 1000, `${farChunks} chunks far from an edit`);
   t.ok(changedFar <= farChunks * 0.01, `${changedFar} of them changed id`);
+});
+
+t.test("a heading is not a chunk of its own: only a document's last chunk may be shorter than a quarter of the cap", async (t) => {
+  let documents = 0;
+  for (const { name, content } of generateCorpus(300)) {
+    const chunks = chunkText(name, content, DEFAULT_CHUNKER);
+    const short = chunks.slice(0, -1).filter((chunk) => chunk.end - chunk.start < DEFAULT_CHUNKER.maxChars / 4);
+    if (short.length > 0) t.fail(`${name}: ${JSON.stringify(short[0]!.content.slice(0, 40))} is ${short[0]!.end - short[0]!.start} chars`);
+    documents++;
+  }
+  t.equal(documents, 300, "documents of the generated corpus checked");
 });
