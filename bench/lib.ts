@@ -99,7 +99,8 @@ export function benchPool(url: string, max: number): pg.Pool {
   return pool;
 }
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+// A deadline already past sleeps 0 ms (Node 24 warns of a negative timeout).
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 /** Polls until `check` is true; throws after the deadline so a stuck scenario fails loudly. */
 export async function waitUntil(description: string, check: () => Promise<boolean>, { timeoutMs = 300_000, intervalMs = 25 } = {}): Promise<void> {
