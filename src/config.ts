@@ -5,6 +5,9 @@ import { ConfigError, int, problemsOf, URL_SYNTAX } from "./configFields.ts";
 
 export { ConfigError, int } from "./configFields.ts";
 
+/** Qdrant's read consistency: a number of replicas, or which of them must agree. */
+export type ReadConsistency = number | "majority" | "quorum" | "all";
+
 /**
  * Why DATABASE_URL would be refused, or null. It is parsed the way it will be used: by pg
  * (graphile-worker's pool) and by slonik (the application's pool), which accept different
@@ -122,6 +125,23 @@ export const CoreShape = z.object({
   QDRANT_API_KEY: z.string().min(1).optional(),
   /** Deadline of each Qdrant request, ms. */
   QDRANT_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  /**
+   * Qdrant's `ordering` of the relay's writes on a replicated collection: weak, medium (writes go
+   * through a dynamically elected leader, so replicas apply them in one order) or strong (a fixed
+   * leader; writes fail while it is down). Default medium: version stamps already make the order
+   * of upserts irrelevant, but a late upsert after a delete would re-create the point on a replica
+   * that saw the two in the other order. No effect on a single node.
+   */
+  QDRANT_WRITE_ORDERING: z.enum(["weak", "medium", "strong"]).default("medium"),
+  /**
+   * Qdrant's read `consistency` of the reconciler's scrolls and retrieves: majority, quorum, all,
+   * or a number of replicas. Default majority, so one lagging replica does not report drift.
+   */
+  QDRANT_READ_CONSISTENCY: z
+    .union([z.number(), z.string()])
+    .refine((value) => /^(majority|quorum|all|[1-9][0-9]{0,2})$/.test(String(value)), "must be majority, quorum, all or a number of replicas from 1 to 999")
+    .transform((value): ReadConsistency => (/^[0-9]+$/.test(String(value)) ? Number(value) : (value as ReadConsistency)))
+    .default("majority"),
   /** Outbox changes per Qdrant request. */
   RELAY_BATCH_SIZE: int(1, 1000).default(128),
   /** Relay's fallback poll, ms; commits wake it by LISTEN/NOTIFY at once. */

@@ -205,9 +205,9 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
     if (options.migrate !== false) await migrateSchema(queuePool, log, options.appMigrations ? { app: options.appMigrations } : {});
     let relay: Relay | null = null;
     if (qdrant) {
-      relay = createSyncRelay({ pool: appPool, databaseUrl: url, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, syncs, relay: options.relay, log });
+      relay = createSyncRelay({ pool: appPool, databaseUrl: url, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });
       // Registered whenever syncs are relayed, so a reconcile scheduled by any worker finds a runner.
-      tasks.set(RECONCILE_TASK, createReconcileTask({ pool: appPool, qdrant: qdrant.client, syncs }));
+      tasks.set(RECONCILE_TASK, createReconcileTask({ pool: appPool, qdrant: qdrant.client, syncs, readConsistency: qdrant.readConsistency }));
     }
     const worker = new Worker({
       queuePool,

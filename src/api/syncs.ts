@@ -8,7 +8,7 @@ import { createAppPool } from "../db/pools.ts";
 import type { Queryable } from "../db/queryable.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { enqueuePointChanges, readOwner, recordReconcileRun } from "../outbox/outbox.ts";
-import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
+import { createQdrantClient, type QdrantClient, type WriteOrdering } from "../outbox/qdrant.ts";
 import { reconcile as reconcileSync, type DriftReport } from "../outbox/reconciler.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../outbox/reconcileTask.ts";
 import { Relay } from "../outbox/relay.ts";
@@ -22,6 +22,17 @@ export interface QdrantOptions {
   apiKey?: string;
   /** Deadline of each Qdrant request, ms (QDRANT_TIMEOUT_MS). Default 10 s: a hung request is retried, not waited on forever. */
   timeoutMs?: number;
+  /**
+   * `ordering` of the relay's writes on a replicated collection (QDRANT_WRITE_ORDERING): "weak",
+   * "medium" or "strong". Default "medium": replicas apply a point's writes in one order, so a
+   * late upsert cannot re-create a point deleted after it. No effect on a single node.
+   */
+  writeOrdering?: "weak" | "medium" | "strong";
+  /**
+   * Read `consistency` of the reconciler (QDRANT_READ_CONSISTENCY): "majority", "quorum", "all" or
+   * a number of replicas. Default "majority", so one lagging replica does not report drift.
+   */
+  readConsistency?: number | "majority" | "quorum" | "all";
 }
 
 /** The relay's settings (the RELAY_* variables of the CLI), with the same defaults and bounds. */
@@ -40,7 +51,10 @@ const QdrantSchema = z.object({
   url: CoreShape.shape.QDRANT_URL.removeDefault(),
   apiKey: CoreShape.shape.QDRANT_API_KEY,
   timeoutMs: CoreShape.shape.QDRANT_TIMEOUT_MS,
+  writeOrdering: CoreShape.shape.QDRANT_WRITE_ORDERING,
+  readConsistency: CoreShape.shape.QDRANT_READ_CONSISTENCY,
 });
+type QdrantSettings = z.infer<typeof QdrantSchema>;
 const RelaySchema = z.object({
   batchSize: CoreShape.shape.RELAY_BATCH_SIZE,
   pollIntervalMs: CoreShape.shape.RELAY_POLL_INTERVAL_MS,
@@ -57,10 +71,10 @@ function parseOption<T extends z.ZodTypeAny>(name: string, schema: T, value: unk
 }
 
 /** The Qdrant client of these options; a bad option is a ConfigError naming it. */
-export function qdrantClientOf(options: QdrantOptions | undefined, caller: string): { client: QdrantClient; timeoutMs: number } {
+export function qdrantClientOf(options: QdrantOptions | undefined, caller: string): { client: QdrantClient } & QdrantSettings {
   if (options === undefined) throw new ConfigError(`${caller}: syncs need qdrant: { url }`);
   const settings = parseOption("qdrant", QdrantSchema, options);
-  return { client: createQdrantClient(settings), timeoutMs: settings.timeoutMs };
+  return { client: createQdrantClient(settings), ...settings };
 }
 
 /** Checks the declarations (each through defineSync) and that no collection is declared twice. */
@@ -77,6 +91,7 @@ export function createSyncRelay(options: {
   databaseUrl: string;
   qdrant: QdrantClient;
   qdrantTimeoutMs: number;
+  writeOrdering: WriteOrdering;
   syncs: readonly Sync[];
   relay: RelayOptions | undefined;
   log: Logger;
@@ -91,6 +106,7 @@ export function createSyncRelay(options: {
     qdrant: options.qdrant,
     syncs: options.syncs,
     log: options.log.child({ component: "relay" }),
+    writeOrdering: options.writeOrdering,
     ...settings,
   });
 }
@@ -113,7 +129,13 @@ export { createReconcileTask, RECONCILE_TASK };
 export function syncOptionsFromConfig(config: Config, syncs: readonly SyncDefinition[]) {
   return {
     syncs,
-    qdrant: { url: config.QDRANT_URL, timeoutMs: config.QDRANT_TIMEOUT_MS, ...(config.QDRANT_API_KEY ? { apiKey: config.QDRANT_API_KEY } : {}) },
+    qdrant: {
+      url: config.QDRANT_URL,
+      timeoutMs: config.QDRANT_TIMEOUT_MS,
+      writeOrdering: config.QDRANT_WRITE_ORDERING,
+      readConsistency: config.QDRANT_READ_CONSISTENCY,
+      ...(config.QDRANT_API_KEY ? { apiKey: config.QDRANT_API_KEY } : {}),
+    },
     relay: { batchSize: config.RELAY_BATCH_SIZE, pollIntervalMs: config.RELAY_POLL_INTERVAL_MS, leaseMs: config.RELAY_LEASE_MS, maxBackoffMs: config.RELAY_MAX_BACKOFF_MS },
     reconcileCron: config.RECONCILE_CRON,
   } satisfies { syncs: readonly SyncDefinition[]; qdrant: QdrantOptions; relay: RelayOptions; reconcileCron: string };
@@ -174,7 +196,7 @@ export type { DriftReport };
 export async function reconcile(options: ReconcileOptions): Promise<DriftReport[]> {
   if (options.databaseUrl === undefined && options.pool === undefined) throw new ConfigError("reconcile: give databaseUrl or pool");
   const syncs = syncsOf(options.syncs);
-  const { client } = qdrantClientOf(options.qdrant, "reconcile");
+  const { client, readConsistency } = qdrantClientOf(options.qdrant, "reconcile");
   const url = options.databaseUrl ?? urlOfPool(options.pool!);
   const pool = await createAppPool(url, 1, { statementTimeoutMs: CoreShape.shape.APPLY_TIMEOUT_MS.parse(undefined) });
   const log = options.logger ?? createLogger("info");
@@ -182,7 +204,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport[
     const owner = await readOwner(pool);
     const reports: DriftReport[] = [];
     for (const sync of syncs) {
-      const report = await reconcileSync({ pool, qdrant: client, sync, owner, repair: options.repair ?? false, ...(options.pageSize ? { pageSize: options.pageSize } : {}) });
+      const report = await reconcileSync({ pool, qdrant: client, sync, owner, readConsistency, repair: options.repair ?? false, ...(options.pageSize ? { pageSize: options.pageSize } : {}) });
       await recordReconcileRun(pool, report);
       log.info({ ...report }, "reconciled");
       reports.push(report);

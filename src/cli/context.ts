@@ -114,6 +114,7 @@ export function createRelay(context: CommandContext, syncs: readonly Sync[]): Re
     pollIntervalMs: config.RELAY_POLL_INTERVAL_MS,
     leaseMs: config.RELAY_LEASE_MS,
     maxBackoffMs: config.RELAY_MAX_BACKOFF_MS,
+    writeOrdering: config.QDRANT_WRITE_ORDERING,
   });
 }
 

@@ -38,14 +38,29 @@ export const ClaimedChange = z.object({
   point_id: z.string(),
   version: z.coerce.string(),
   attempts: z.number(),
+  /** The claim's version stamp (see claimChanges); a JSON number in the point's payload. */
+  stamp: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER),
 });
 export type ClaimedChange = z.infer<typeof ClaimedChange>;
+
+/**
+ * Where version stamps come from: the outbox's own id sequence, global and monotonic (pg_dump
+ * restores it); taking values from it only leaves gaps in row ids.
+ */
+const STAMP_SEQUENCE = sql.fragment`pg_get_serial_sequence('outbox', 'id')`;
 
 /**
  * Leases up to `limit` due changes of the given collections to one relay. SKIP LOCKED lets any
  * number of relays claim at once without waiting on each other; the lease keeps the key theirs
  * while the Qdrant call is in flight, with no transaction held open. Collections the relay has
  * no sync for are never claimed: another relay may know them.
+ *
+ * Each claimed change gets a version stamp, a value of a global sequence taken while the
+ * claim holds the row's lock: a later claim of the same key, even after the row was
+ * acknowledged and written again, gets a greater one, and loads a state at least as new. The
+ * relay writes the stamp into the point and Qdrant refuses to let a smaller stamp overwrite a
+ * greater one, so a write that lands late (a lease that expired in flight, replicas applying
+ * writes out of order) cannot bring back an older state.
  */
 export function claimChanges(db: CommonQueryMethods, relayId: string, collections: readonly string[], limit: number, leaseMs: number) {
   return db.any(sql.type(ClaimedChange)`
@@ -58,29 +73,41 @@ export function claimChanges(db: CommonQueryMethods, relayId: string, collection
       limit ${limit}
       for update skip locked
     )
-    returning id, collection, point_id, version, attempts
+    returning id, collection, point_id, version, attempts, nextval(${STAMP_SEQUENCE}) as stamp
   `);
+}
+
+export interface Acknowledgement {
+  /** Rows removed: their version was the one synced. */
+  acknowledged: number;
+  /**
+   * Changes whose row was no longer this relay's (its lease expired and another relay took
+   * or acknowledged it): the write may have landed after that relay's.
+   */
+  lost: ClaimedChange[];
 }
 
 /**
  * Removes the rows whose version is still the one synced; a row written meanwhile stays,
  * its lease dropped so the next pass syncs the newer state.
  */
-export async function acknowledge(db: CommonQueryMethods, relayId: string, changes: readonly ClaimedChange[]): Promise<number> {
-  if (changes.length === 0) return 0;
+export async function acknowledge(db: CommonQueryMethods, relayId: string, changes: readonly ClaimedChange[]): Promise<Acknowledgement> {
+  if (changes.length === 0) return { acknowledged: 0, lost: [] };
   const ids = sql.array(changes.map((change) => change.id), "int8");
   const versions = sql.array(changes.map((change) => change.version), "int8");
-  const deleted = await db.query(sql.unsafe`
+  const deleted = await db.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
     delete from outbox o using unnest(${ids}, ${versions}) as synced (id, version)
     where o.id = synced.id and o.version = synced.version and o.leased_by = ${relayId}
+    returning o.id
   `);
-  if (deleted.rowCount < changes.length) {
-    await db.query(sql.unsafe`
-      update outbox set leased_by = null, leased_until = null
-      where id = any(${ids}) and leased_by = ${relayId}
-    `);
-  }
-  return deleted.rowCount;
+  if (deleted.length === changes.length) return { acknowledged: deleted.length, lost: [] };
+  const kept = await db.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
+    update outbox set leased_by = null, leased_until = null
+    where id = any(${ids}) and leased_by = ${relayId}
+    returning id
+  `);
+  const settled = new Set([...deleted, ...kept]);
+  return { acknowledged: deleted.length, lost: changes.filter((change) => !settled.has(change.id)) };
 }
 
 /** A transient failure: try again after `delayMs` (backoff with jitter, or Retry-After). */
@@ -160,6 +187,22 @@ export async function pendingKeys(db: CommonQueryMethods, collection: string, id
     where collection = ${collection} and state = 'pending' and point_id = any(${sql.array([...ids], "text")})
   `);
   return new Set(pending);
+}
+
+/**
+ * Moves the stamp sequence past `stamp` when Qdrant holds a point with a stamp this database
+ * never issued (it was restored to an earlier point in time, Qdrant was not): without it every
+ * later write of that point would be refused as older. Returns whether it moved. (Values taken
+ * between the check and setval inside this one statement could be issued again; that needs a
+ * restored database and a concurrent claim of the same key in the same microseconds.)
+ */
+export async function advanceStamps(db: CommonQueryMethods, stamp: number): Promise<boolean> {
+  const moved = await db.maybeOne(sql.type(z.object({ moved: z.coerce.number() }))`
+    select setval(seq, ${stamp}) as moved
+    from (select ${STAMP_SEQUENCE}::regclass as seq) as stamps
+    where coalesce(pg_sequence_last_value(seq), 0) < ${stamp}
+  `);
+  return moved !== null;
 }
 
 /** The database clock (like finished_at's default), ISO 8601 in UTC. */

@@ -1,9 +1,17 @@
 import { QdrantClient } from "@qdrant/js-client-rest";
 import { ConfigError } from "../config.ts";
-import { OWNER_KEY, type Distance } from "./sync.ts";
+import { OWNER_KEY, STAMP_KEY, type Distance } from "./sync.ts";
 import { redactCredentials, splitCredentials } from "../redact.ts";
 
 export type { QdrantClient };
+
+/** Qdrant's write ordering (`ordering` of every write): how replicas of a shard order concurrent writes. */
+export type WriteOrdering = "weak" | "medium" | "strong";
+export const WRITE_ORDERINGS: readonly WriteOrdering[] = ["weak", "medium", "strong"];
+export type { ReadConsistency } from "../config.ts";
+
+/** Conditional updates (`update_filter` on upserts) came with Qdrant 1.16.0. */
+export const MIN_QDRANT_VERSION = "1.16.0";
 
 export interface QdrantSettings {
   /** QDRANT_URL; credentials in it (`https://user:password@host`, for a proxy) are sent as Basic authorization. */
@@ -36,10 +44,42 @@ export interface CollectionSpec {
 }
 
 /**
+ * Checks that the server has the conditional updates the relay's writes rely on; an older one is
+ * a ConfigError (one line), a server that does not say its version is let through.
+ */
+export async function checkQdrantVersion(client: QdrantClient): Promise<void> {
+  const { version } = await client.versionInfo();
+  const parts = /^(\d+)\.(\d+)\.(\d+)/.exec(version ?? "");
+  if (!parts) return;
+  const [major, minor, patch] = parts.slice(1).map(Number) as [number, number, number];
+  const [wantMajor, wantMinor, wantPatch] = MIN_QDRANT_VERSION.split(".").map(Number) as [number, number, number];
+  if (major * 1e6 + minor * 1e3 + patch < wantMajor * 1e6 + wantMinor * 1e3 + wantPatch) {
+    throw new ConfigError(`Qdrant ${version} is too old: pgconverge needs ${MIN_QDRANT_VERSION} or later (conditional updates, update_filter)`);
+  }
+}
+
+/**
+ * The condition under which a write of these stamped points may replace (or delete) the stored
+ * point of the same id: the stored point carries no stamp (written before stamps existed), is not
+ * this database's, or has a smaller stamp. Qdrant's update_filter is one filter for the whole
+ * request, so each point has a clause of its own (its id and its stamp). A point that does not
+ * exist is inserted by an upsert whatever the filter says.
+ */
+export function olderThan(owner: string, points: ReadonlyArray<{ id: string | number; stamp: number }>) {
+  return {
+    should: [
+      { is_empty: { key: STAMP_KEY } },
+      { must_not: [{ key: OWNER_KEY, match: { value: owner } }] },
+      ...points.map((point) => ({ must: [{ has_id: [point.id] }, { key: STAMP_KEY, range: { lt: point.stamp } }] })),
+    ],
+  };
+}
+
+/**
  * Creates the collection when missing, with a keyword index on the owner key (the reconciler
- * scrolls by owner). An existing collection with another vector size or distance is a
- * configuration error: writing into it would fail every point. One made by an earlier version
- * gets the owner index added.
+ * scrolls by owner) and an integer index on the version stamp (every write is conditional on
+ * it). An existing collection with another vector size or distance is a configuration error:
+ * writing into it would fail every point. One made by an earlier version gets the indexes added.
  */
 export async function ensureCollection(client: QdrantClient, spec: CollectionSpec): Promise<"created" | "exists"> {
   const { exists } = await client.collectionExists(spec.name);
@@ -63,6 +103,7 @@ export async function ensureCollection(client: QdrantClient, spec: CollectionSpe
   }
   // Creating an index that exists is a no-op in Qdrant; asking first saves the write.
   if (!info.payload_schema?.[OWNER_KEY]) await client.createPayloadIndex(spec.name, { field_name: OWNER_KEY, field_schema: "keyword", wait: true });
+  if (!info.payload_schema?.[STAMP_KEY]) await client.createPayloadIndex(spec.name, { field_name: STAMP_KEY, field_schema: "integer", wait: true });
   return outcome;
 }
 

@@ -1,8 +1,8 @@
 import { isDeepStrictEqual } from "node:util";
 import type { DatabasePool } from "slonik";
-import { databaseNow, enqueuePointChanges, pendingKeys, readOwner } from "./outbox.ts";
-import type { QdrantClient } from "./qdrant.ts";
-import { HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, type PointId, type PointState, type Sync } from "./sync.ts";
+import { advanceStamps, databaseNow, enqueuePointChanges, pendingKeys, readOwner } from "./outbox.ts";
+import type { QdrantClient, ReadConsistency } from "./qdrant.ts";
+import { HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, STAMP_KEY, type PointId, type PointState, type Sync } from "./sync.ts";
 
 export interface ReconcileOptions {
   pool: DatabasePool;
@@ -18,6 +18,11 @@ export interface ReconcileOptions {
   onProgress?: (progress: { phase: "qdrant" | "postgres"; done: number; total: number | null }) => void;
   /** Checked between pages: an aborted run stops early. */
   signal?: AbortSignal;
+  /**
+   * Qdrant's read consistency of the scrolls and retrieves (QDRANT_READ_CONSISTENCY). Default
+   * "majority": on a replicated collection a lagging replica alone does not report drift.
+   */
+  readConsistency?: ReadConsistency;
 }
 
 export interface DriftReport {
@@ -30,7 +35,7 @@ export interface DriftReport {
   missing: number;
   /** Points of this database with no row. */
   extra: number;
-  /** Points of this database whose hash or payload differs from their row's. */
+  /** Points of this database whose hash or payload differs from their row's, or that carry no version stamp. */
   stale: number;
   /** Points of the collection with no owner at all (written before owners existed); never deleted by a repair. */
   unowned: number;
@@ -59,6 +64,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
   const startedAt = await databaseNow(pool);
   const report: DriftReport = { collection, qdrantPoints: 0, postgresPoints: 0, missing: 0, extra: 0, stale: 0, unowned: 0, inFlight: 0, repaired: repair, startedAt };
   const ours = { must: [{ key: OWNER_KEY, match: { value: owner } }] };
+  const consistency = options.readConsistency ?? "majority";
 
   // A deleted collection is drift too (every point missing), not an error: that is how
   // Qdrant is rebuilt from the vectors kept in Postgres.
@@ -74,8 +80,11 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
       ...(offset === undefined ? {} : { offset }),
       with_payload: true,
       with_vector: false,
+      consistency,
     });
     const points = page.points.map((point) => ({ id: pointIdText(point.id), payload: (point.payload ?? {}) as Record<string, unknown> }));
+    const newest = Math.max(0, ...points.map((point) => point.payload[STAMP_KEY]).filter((stamp): stamp is number => Number.isSafeInteger(stamp)));
+    if (repair && newest > 0) await advanceStamps(pool, newest);
     report.qdrantPoints += points.length;
     const loaded = await sync.load(pool, points.map((point) => qdrantPointId(point.id)));
     const rows = new Map([...loaded].map(([id, row]) => [pointIdText(id), row]));
@@ -99,7 +108,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
     after = keys[keys.length - 1]!.id;
     report.postgresPoints += keys.length;
     const ids = keys.map((key) => pointIdText(key.id));
-    const found = exists ? await qdrant.retrieve(collection, { ids: ids.map(qdrantPointId), with_payload: [OWNER_KEY], with_vector: false }) : [];
+    const found = exists ? await qdrant.retrieve(collection, { ids: ids.map(qdrantPointId), with_payload: [OWNER_KEY], with_vector: false, consistency }) : [];
     // A point without our owner is not ours to trust: re-writing it adopts it (or restores ours).
     const present = new Set(found.filter((point) => point.payload?.[OWNER_KEY] === owner).map((point) => pointIdText(point.id)));
     const missing = ids.filter((id) => !present.has(id));
@@ -113,9 +122,13 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport>
   return report;
 }
 
-/** Whether a point's payload is what the relay writes for the row: its hash, and each key of its payload as JSON carries it. */
+/**
+ * Whether a point's payload is what the relay writes for the row: its hash, a version stamp, and
+ * each key of its payload as JSON carries it. A point without a stamp (written before stamps
+ * existed) is stale: re-writing it stamps it, so a late write can no longer replace it.
+ */
 function matchesRow(payload: Record<string, unknown>, row: PointState): boolean {
-  if (payload[HASH_KEY] !== row.hash) return false;
+  if (payload[HASH_KEY] !== row.hash || !Number.isSafeInteger(payload[STAMP_KEY])) return false;
   const expected = JSON.parse(JSON.stringify(row.payload)) as Record<string, unknown>;
   return Object.entries(expected).every(([key, value]) => isDeepStrictEqual(payload[key], value));
 }

@@ -5,10 +5,10 @@ import pg from "pg";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
-import { acknowledge, claimChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
+import { acknowledge, claimChanges, enqueuePointChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import { ConfigError } from "../config.ts";
-import { describeQdrantError, ensureCollection, retryAfterMs, statusOf, type QdrantClient } from "./qdrant.ts";
-import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, type PointState, type Sync } from "./sync.ts";
+import { checkQdrantVersion, describeQdrantError, ensureCollection, olderThan, retryAfterMs, statusOf, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
+import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, STAMP_KEY, type PointState, type Sync } from "./sync.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
 
@@ -31,6 +31,8 @@ export interface RelayConfig {
   leaseMs: number;
   /** Backoff after transient failures: from 500 ms doubling to this cap, with jitter. */
   maxBackoffMs: number;
+  /** Qdrant's `ordering` of every write (QDRANT_WRITE_ORDERING); default "medium". */
+  writeOrdering?: WriteOrdering;
 }
 
 export interface BatchReport {
@@ -56,7 +58,9 @@ export function backoffMs(attempts: number, maxBackoffMs: number): number {
  * upserts or deletes accordingly (one request per collection), so processing order cannot make
  * Qdrant diverge; acknowledges a row only if its version did not move meanwhile. No
  * transaction is open during a Qdrant request. Any number of relays may run. Every point
- * written carries this database's owner id and the row's hash in its payload.
+ * written carries this database's owner id, the row's hash and the claim's version stamp in
+ * its payload; every write is conditional on the stored point's stamp being smaller, so a write
+ * that lands late never replaces a newer one.
  */
 export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   readonly id = `relay-${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
@@ -70,6 +74,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   private readonly ready = new Set<string>();
   private readonly syncs: Map<string, Sync>;
   private owner: string | null = null;
+  private versionChecked = false;
   /** Undeclared collections already warned about. */
   private readonly warned = new Set<string>();
 
@@ -112,6 +117,8 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     for (const sync of this.config.syncs) {
       if (this.ready.has(sync.collection)) continue;
       try {
+        if (!this.versionChecked) await checkQdrantVersion(this.config.qdrant);
+        this.versionChecked = true;
         const outcome = await ensureCollection(this.config.qdrant, { name: sync.collection, size: sync.vectors.size, distance: sync.vectors.distance });
         if (outcome === "created") this.config.log.info({ collection: sync.collection, size: sync.vectors.size }, "Qdrant collection created");
         this.ready.add(sync.collection);
@@ -173,23 +180,42 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
       } else upserts.push(change);
     }
     const owner = this.owner!;
+    const ordering = this.config.writeOrdering ?? "medium";
     const asPoint = (change: ClaimedChange) => {
       const point = points.get(change.point_id)!;
-      // The reserved keys last: an application's payload cannot forge the owner.
-      return { id: qdrantPointId(change.point_id), vector: point.vector, payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash } };
+      // The reserved keys last: an application's payload cannot forge the owner or the stamp.
+      return { id: qdrantPointId(change.point_id), vector: point.vector, payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash, [STAMP_KEY]: change.stamp } };
     };
-    await this.write(sync, upserts, (group) => this.config.qdrant.upsert(collection, { wait: true, points: group.map(asPoint) }), report);
-    await this.write(sync, deletes, (group) => this.config.qdrant.delete(collection, { wait: true, points: group.map((change) => qdrantPointId(change.point_id)) }), report);
+    const stamped = (group: ClaimedChange[]) => olderThan(owner, group.map((change) => ({ id: qdrantPointId(change.point_id), stamp: change.stamp })));
+    const { qdrant } = this.config;
+    await this.write(sync, upserts, (group) => qdrant.upsert(collection, { wait: true, ordering, points: group.map(asPoint), update_filter: stamped(group) }), report, true);
+    await this.write(
+      sync,
+      deletes,
+      (group) => qdrant.delete(collection, { wait: true, ordering, filter: { must: [{ has_id: group.map((change) => qdrantPointId(change.point_id)) }, stamped(group)] } }),
+      report,
+      false,
+    );
   }
 
-  /** Sends one group; on a permanent error, retries point by point to find the culprit(s). */
-  private async write(sync: Sync, group: ClaimedChange[], send: (group: ClaimedChange[]) => Promise<unknown>, report: BatchReport): Promise<void> {
+  /**
+   * Sends one group; on a permanent error, retries point by point to find the culprit(s). An
+   * upsert whose lease was lost meanwhile may have landed after the delete of another relay that
+   * took the key over, and Qdrant inserts a missing point whatever the filter says: its keys are
+   * synced again, so the current state (the delete) is written once more, with a greater stamp.
+   */
+  private async write(sync: Sync, group: ClaimedChange[], send: (group: ClaimedChange[]) => Promise<unknown>, report: BatchReport, upsert: boolean): Promise<void> {
     if (group.length === 0) return;
     const { pool, log } = this.config;
     try {
       await send(group);
       this.reachable();
-      report.synced += await acknowledge(pool, this.id, group);
+      const { acknowledged, lost } = await acknowledge(pool, this.id, group);
+      report.synced += acknowledged;
+      if (upsert && lost.length > 0) {
+        log.warn({ collection: sync.collection, points: lost.length }, "lease expired while a write was in flight; those points are synced again");
+        await enqueuePointChanges(pool, sync.collection, lost.map((change) => change.point_id));
+      }
       return;
     } catch (error) {
       const reason = describeQdrantError(error);
@@ -211,7 +237,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
         return;
       }
     }
-    for (const change of group) await this.write(sync, [change], send, report);
+    for (const change of group) await this.write(sync, [change], send, report, upsert);
   }
 
   private reachable(): void {

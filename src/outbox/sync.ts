@@ -12,7 +12,7 @@ export type PointId = string | number | bigint;
 /** What a point must look like, read from the application's tables. */
 export interface PointState {
   vector: number[];
-  /** The application's payload. Keys starting with `pgconverge_` are reserved (owner, hash). */
+  /** The application's payload. Keys starting with `pgconverge_` are reserved (owner, hash, version). */
   payload: Record<string, unknown>;
   /** A hash of what the point is made from; the reconciler compares it with the point's copy to find stale points. */
   hash: string;
@@ -98,6 +98,11 @@ export function qdrantPointId(text: string): string | number {
   return UNSIGNED.test(text) ? Number(text) : text;
 }
 
-/** Payload keys pgconverge writes into every point: which database wrote it, and the row's hash. */
+/**
+ * Payload keys pgconverge writes into every point: which database wrote it, the row's hash, and
+ * the version stamp of the write (an integer that grows with every sync of the key; a write
+ * never replaces a point with a greater one).
+ */
 export const OWNER_KEY = "pgconverge_owner";
 export const HASH_KEY = "pgconverge_hash";
+export const STAMP_KEY = "pgconverge_version";

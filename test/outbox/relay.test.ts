@@ -30,6 +30,8 @@ t.test("writes, updates and deletes reach Qdrant with the payload the data contr
   await putChunk(db, documentId, b, "beta");
   await drained(db);
   const point = fake.points(COLLECTION).find((p) => p.id === a);
+  const stamp = point?.payload.pgconverge_version;
+  t.ok(Number.isSafeInteger(stamp) && (stamp as number) > 0, "the write's version stamp, a positive integer");
   t.same(point?.payload, {
     document_id: documentId,
     chunk_index: 0,
@@ -37,6 +39,7 @@ t.test("writes, updates and deletes reach Qdrant with the payload the data contr
     source: "docs/a.md",
     pgconverge_owner: await ownerOf(db),
     pgconverge_hash: sha256("alpha"),
+    pgconverge_version: stamp,
   });
   await putChunk(db, documentId, a, "alpha, edited");
   await deleteChunk(db, b);

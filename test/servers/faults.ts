@@ -4,7 +4,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 export type Fault =
   | { kind: "status"; status: number; retryAfterSeconds?: number; message?: string }
   | { kind: "reset" }
-  | { kind: "delay"; ms: number };
+  | { kind: "delay"; ms: number }
+  /**
+   * Holds the request until `until` settles, then serves it even if its client has given up
+   * meanwhile: a write that lands late. `onArrival` is called when the request is held.
+   */
+  | { kind: "hold"; until: Promise<unknown>; onArrival?: () => void };
 
 export interface RandomFaults {
   /** Probability, 0..1, that a request gets a fault. */
@@ -24,6 +29,19 @@ export class FaultInjector {
   /** The next `times` requests (matching nothing else) get `fault`. */
   next(fault: Fault, times = 1): void {
     for (let i = 0; i < times; i++) this.queued.push(fault);
+  }
+
+  /**
+   * Holds the next request (see the "hold" fault): `arrived` resolves once it is held,
+   * `release()` lets it through.
+   */
+  hold(): { arrived: Promise<void>; release: () => void } {
+    let release!: () => void;
+    let arrive!: () => void;
+    const until = new Promise<void>((resolve) => (release = resolve));
+    const arrived = new Promise<void>((resolve) => (arrive = resolve));
+    this.next({ kind: "hold", until, onArrival: arrive });
+    return { arrived, release };
   }
 
   setRandom(random: RandomFaults | null): void {
@@ -58,6 +76,11 @@ export class FaultInjector {
     if (fault.kind === "reset") {
       request.socket.destroy();
       return true;
+    }
+    if (fault.kind === "hold") {
+      fault.onArrival?.();
+      await fault.until;
+      return false;
     }
     if (fault.kind === "delay") {
       // A keep-alive socket carries many requests: the close listener goes when the delay ends.

@@ -55,8 +55,9 @@ const INDEX_SCHEMAS = ["keyword", "integer", "float", "geo", "text", "bool", "da
 
 /**
  * Qdrant's filter (must / should / must_not), for the conditions used here: a field match
- * (`{ key, match: { value } }`, any element of an array payload value matches), `is_empty`
- * (key absent, null or []), `has_id`, and nested filters. Others are refused with a 400.
+ * (`{ key, match: { value } }`, any element of an array payload value matches), a numeric
+ * `range` (lt, lte, gt, gte; a value that is not a number never matches), `is_empty` (key
+ * absent, null or []), `has_id`, and nested filters. Others are refused with a 400.
  */
 function matches(point: StoredPoint, filter: unknown): boolean {
   if (filter === undefined || filter === null) return true;
@@ -76,6 +77,19 @@ function holds(point: StoredPoint, condition: unknown): boolean {
   if ("is_empty" in c) {
     const value = point.payload[String((c.is_empty as { key?: unknown } | null)?.key)];
     return value === undefined || value === null || (Array.isArray(value) && value.length === 0);
+  }
+  if (typeof c.key === "string" && c.range && typeof c.range === "object") {
+    const range = c.range as { lt?: unknown; lte?: unknown; gt?: unknown; gte?: unknown };
+    const bounds = [range.lt, range.lte, range.gt, range.gte].filter((bound) => bound !== undefined && bound !== null);
+    if (bounds.length === 0 || !bounds.every((bound) => typeof bound === "number")) throw new HttpError(400, "Format error in JSON body: range bounds must be numbers");
+    const value = point.payload[c.key];
+    const inRange = (x: unknown) =>
+      typeof x === "number" &&
+      (typeof range.lt !== "number" || x < range.lt) &&
+      (typeof range.lte !== "number" || x <= range.lte) &&
+      (typeof range.gt !== "number" || x > range.gt) &&
+      (typeof range.gte !== "number" || x >= range.gte);
+    return Array.isArray(value) ? value.some(inRange) : inRange(value);
   }
   if (typeof c.key === "string" && c.match && typeof c.match === "object" && "value" in c.match) {
     const expected = (c.match as { value: unknown }).value;
@@ -97,10 +111,28 @@ function cosine(a: number[], b: number[]): number {
   return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
 }
 
+const ORDERINGS = ["weak", "medium", "strong"];
+
+/** Qdrant's query parameters `ordering` (writes) and `consistency` (reads), checked as Qdrant does. */
+function checkQuery(url: URL): void {
+  const ordering = url.searchParams.get("ordering");
+  if (ordering !== null && !ORDERINGS.includes(ordering)) {
+    throw new HttpError(400, `Query deserialize error: unknown variant \`${ordering}\`, expected one of \`weak\`, \`medium\`, \`strong\``);
+  }
+  const consistency = url.searchParams.get("consistency");
+  if (consistency !== null && !/^(majority|quorum|all|[1-9][0-9]*)$/.test(consistency)) {
+    throw new HttpError(400, `Query deserialize error: data did not match any variant of untagged enum ReadConsistency`);
+  }
+}
+
 export class FakeQdrant extends TestServer {
   readonly collections = new Map<string, Collection>();
   /** Requests served per "METHOD /path-pattern". */
   readonly requests = new Map<string, number>();
+  /** The query string of the last request per "METHOD /path-pattern" (wait, ordering, consistency). */
+  readonly queries = new Map<string, URLSearchParams>();
+  /** The version GET / reports (the relay refuses one older than it needs). */
+  version = "1.16.0";
   private readonly started = Date.now();
 
   /** Stops listening (clients get ECONNREFUSED) until `up()`; the data is kept. */
@@ -132,10 +164,13 @@ export class FakeQdrant extends TestServer {
     };
     try {
       const fault = this.faults.take();
-      if (fault && (await this.faults.apply(fault, request, response, (_status, message) => ({ status: { error: message }, time: 0 })))) return;
       const url = new URL(request.url ?? "/", "http://localhost");
+      // The body first: a held request is served after its client may have gone.
       const body = request.method === "GET" || request.method === "DELETE" ? {} : await readJson(request);
+      if (fault && (await this.faults.apply(fault, request, response, (_status, message) => ({ status: { error: message }, time: 0 })))) return;
+      checkQuery(url);
       const result = this.route(request.method ?? "GET", url, body as Record<string, unknown>);
+      if (request.socket.destroyed) return;
       send(200, { result, status: "ok" });
     } catch (error) {
       if (response.headersSent || request.socket.destroyed) return;
@@ -153,13 +188,14 @@ export class FakeQdrant extends TestServer {
     const parts = url.pathname.split("/").filter(Boolean);
     if (method === "GET" && parts.length === 0) {
       this.count("GET /");
-      return { title: "qdrant - vector search engine", version: "1.12.0" };
+      return { title: "qdrant - vector search engine", version: this.version };
     }
     if (parts[0] !== "collections" || !parts[1]) throw new HttpError(404, `Not found: ${url.pathname}`);
     const name = decodeURIComponent(parts[1]);
     const rest = parts.slice(2).join("/");
     const route = `${method} /collections/{name}${rest ? `/${rest}` : ""}`;
     this.count(route);
+    this.queries.set(route, url.searchParams);
     switch (route) {
       case "GET /collections/{name}":
         return this.describe(name);
@@ -246,15 +282,29 @@ export class FakeQdrant extends TestServer {
       }
       return { key, id, vector, payload: (point.payload ?? {}) as Record<string, unknown> };
     });
+    // update_filter (Qdrant 1.16): an existing point is replaced only if it matches the filter;
+    // a point that does not exist is inserted whatever the filter says.
+    const updateFilter = body.update_filter ?? null;
     const now = Date.now();
-    for (const point of valid) collection.points.set(point.key, { id: point.id, vector: point.vector, payload: point.payload, writtenAt: now });
+    for (const point of valid) {
+      const existing = collection.points.get(point.key);
+      if (existing && updateFilter !== null && !matches(existing, updateFilter)) continue;
+      collection.points.set(point.key, { id: point.id, vector: point.vector, payload: point.payload, writtenAt: now });
+    }
     return { operation_id: now - this.started, status: "completed" };
   }
 
+  /** By ids (`points`) or by `filter`: the points matching it. */
   private deletePoints(name: string, body: Record<string, unknown>): unknown {
     const collection = this.collection(name);
-    if (!Array.isArray(body.points)) throw new HttpError(400, "Format error in JSON body: expected `points` or `filter`");
-    for (const id of body.points) collection.points.delete(pointKey(id).key);
+    if (Array.isArray(body.points)) {
+      for (const id of body.points) collection.points.delete(pointKey(id).key);
+    } else if (body.filter && typeof body.filter === "object") {
+      const doomed = [...collection.points].filter(([, point]) => matches(point, body.filter)).map(([key]) => key);
+      for (const key of doomed) collection.points.delete(key);
+    } else {
+      throw new HttpError(400, "Format error in JSON body: expected `points` or `filter`");
+    }
     return { operation_id: Date.now() - this.started, status: "completed" };
   }
 

@@ -28,6 +28,7 @@ export async function reconcileCommand(config: Config, log: Logger, declared: re
         sync,
         owner,
         repair: flags.repair,
+        readConsistency: config.QDRANT_READ_CONSISTENCY,
         ...(progress
           ? {
               onProgress: ({ phase, done, total }) =>
