@@ -28,3 +28,13 @@ t.test(".env.example keeps the reference pipeline's settings in a section of the
   t.same(names(pipeline), Object.keys(PipelineShape.shape).sort(), "the pipeline section");
   t.same(names(core), Object.keys(CoreShape.shape).sort(), "the queue's section");
 });
+
+t.test("Qdrant cluster settings: write ordering and read consistency, with one-line errors", async (t) => {
+  t.match(loadConfig({}), { QDRANT_WRITE_ORDERING: "medium", QDRANT_READ_CONSISTENCY: "majority" });
+  t.match(loadConfig({ QDRANT_WRITE_ORDERING: "strong", QDRANT_READ_CONSISTENCY: "2" }), { QDRANT_WRITE_ORDERING: "strong", QDRANT_READ_CONSISTENCY: 2 });
+  t.throws(() => loadConfig({ QDRANT_WRITE_ORDERING: "fast" }), { name: "ConfigError", message: /^QDRANT_WRITE_ORDERING: .*weak.*medium.*strong.* \(got "fast"\)$/ });
+  t.throws(() => loadConfig({ QDRANT_READ_CONSISTENCY: "0" }), {
+    name: "ConfigError",
+    message: 'QDRANT_READ_CONSISTENCY: must be majority, quorum, all or a number of replicas from 1 to 999 (got "0")',
+  });
+});

@@ -3,7 +3,7 @@
 // server is wrong and the other tests prove nothing.
 import { randomUUID } from "node:crypto";
 import t, { type Test } from "tap";
-import { createQdrantClient, describeQdrantError, statusOf, type QdrantClient } from "../../src/outbox/qdrant.ts";
+import { checkQdrantVersion, createQdrantClient, describeQdrantError, olderThan, statusOf, type QdrantClient } from "../../src/outbox/qdrant.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
 
 async function contract(t: Test, client: QdrantClient) {
@@ -83,6 +83,53 @@ async function contract(t: Test, client: QdrantClient) {
   const fetched = await client.retrieve(name, { ids: [1, 10], with_payload: ["pgconverge_owner"], with_vector: false });
   t.same(fetched.map((point) => [point.id, point.payload?.pgconverge_owner]).sort(), [[1, mine], [10, theirs]]);
   t.match(await failure(client.createPayloadIndex(name, { field_name: "x", field_schema: "nonsense" as "keyword" })), { status: 400 });
+
+  // Conditional updates (Qdrant 1.16), with the filter the relay sends (olderThan): an existing
+  // point is replaced only if it matches update_filter; a missing point is inserted whatever it says.
+  await checkQdrantVersion(client);
+  t.match(await client.createPayloadIndex(name, { field_name: "pgconverge_version", field_schema: "integer", wait: true }), { status: "completed" });
+  const [older, newer, equal, unstamped, foreign, absent] = [20, 21, 22, 23, 24, 25];
+  await client.upsert(name, {
+    wait: true,
+    points: [
+      { id: older, vector: [1, 0, 0, 0], payload: { pgconverge_owner: mine, pgconverge_version: 5, v: "stored" } },
+      { id: newer, vector: [1, 0, 0, 0], payload: { pgconverge_owner: mine, pgconverge_version: 9, v: "stored" } },
+      { id: equal, vector: [1, 0, 0, 0], payload: { pgconverge_owner: mine, pgconverge_version: 7, v: "stored" } },
+      { id: unstamped, vector: [1, 0, 0, 0], payload: { pgconverge_owner: mine, v: "stored" } },
+      { id: foreign, vector: [1, 0, 0, 0], payload: { pgconverge_owner: theirs, pgconverge_version: 100, v: "stored" } },
+    ],
+  });
+  const writes = [older, newer, equal, unstamped, foreign, absent].map((id) => ({ id, stamp: 7 }));
+  await client.upsert(name, {
+    wait: true,
+    ordering: "medium",
+    update_filter: olderThan(mine, writes),
+    points: writes.map(({ id, stamp }) => ({ id, vector: [0, 1, 0, 0], payload: { pgconverge_owner: mine, pgconverge_version: stamp, v: "written" } })),
+  });
+  const state = async (ids: number[]) =>
+    Object.fromEntries((await client.retrieve(name, { ids, with_payload: ["v"], with_vector: false, consistency: "majority" })).map((point) => [point.id, point.payload?.v]));
+  t.same(
+    await state([older, newer, equal, unstamped, foreign, absent]),
+    { [older]: "written", [newer]: "stored", [equal]: "stored", [unstamped]: "written", [foreign]: "written", [absent]: "written" },
+    "update_filter: smaller, missing or foreign stamps are replaced, greater or equal ones kept, absent points inserted",
+  );
+  // Per-point stamps in one request: each point is judged by its own clause.
+  await client.upsert(name, {
+    wait: true,
+    update_filter: olderThan(mine, [{ id: older, stamp: 8 }, { id: newer, stamp: 10 }]),
+    points: [older, newer].map((id) => ({ id, vector: [0, 0, 1, 0], payload: { pgconverge_owner: mine, pgconverge_version: id === older ? 8 : 10, v: "again" } })),
+  });
+  t.same(await state([older, newer]), { [older]: "again", [newer]: "again" });
+  // Guarded deletes: by filter, the ids AND a smaller stamp.
+  await client.delete(name, {
+    wait: true,
+    ordering: "strong",
+    filter: { must: [{ has_id: [older, newer] }, olderThan(mine, [{ id: older, stamp: 9 }, { id: newer, stamp: 9 }])] },
+  });
+  t.same(await state([older, newer]), { [newer]: "again" }, "a delete removes only the points with a smaller stamp");
+  t.match(await failure(client.upsert(name, { wait: true, ordering: "sideways" as "weak", points: [{ id: 30, vector: [0, 0, 0, 1], payload: {} }] })), { status: 400 });
+  t.match(await failure(client.scroll(name, { limit: 1, consistency: "most" as "all" })), { status: 400 });
+  t.equal((await client.scroll(name, { limit: 100, consistency: "all", with_payload: false })).points.some((point) => point.id === 30), false, "the refused write wrote nothing");
 }
 
 t.test("the in-repo Qdrant test server", async (t) => {

@@ -128,3 +128,30 @@ t.test("pgconverge outbox list shows dead changes with their reason; outbox retr
   t.match(retried.stdout, /^1 dead change put back in line for the relay\n$/);
   t.same(await db.query("select state from outbox"), [{ state: "pending" }]);
 });
+
+t.test("a point without a version stamp is stale, and a repair stamps it", async (t) => {
+  const { db, fake, qdrant, relay, ids } = await converged(t);
+  const points = fake.collections.get(COLLECTION)!.points;
+  delete points.get(`u:${ids[0]}`)!.payload.pgconverge_version;
+  t.match(await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: true }), { missing: 0, extra: 0, stale: 1 });
+  while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
+  t.ok(Number.isSafeInteger(points.get(`u:${ids[0]}`)!.payload.pgconverge_version), "stamped again");
+  t.match(await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: false }), { stale: 0 });
+  t.equal(fake.queries.get("POST /collections/{name}/points/scroll")?.get("consistency"), "majority", "the reconciler reads with majority consistency by default");
+});
+
+t.test("a stamp this database never issued (restored to an earlier time) moves its sequence on, so repairs land", async (t) => {
+  const { db, fake, qdrant, relay, ids } = await converged(t);
+  const point = fake.collections.get(COLLECTION)!.points.get(`u:${ids[0]}`)!;
+  const future = 10_000_000_000;
+  point.payload.pgconverge_version = future;
+  point.payload.content_sha256 = "0".repeat(64);
+  t.match(await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: false }), { stale: 1 });
+  const [before] = await db.query<{ last: string }>("select last_value::text as last from outbox_id_seq");
+  t.ok(Number(before!.last) < future, "a look without --repair changes nothing");
+  await reconcile({ pool: db.appPool, qdrant, sync: CHUNK_SYNC, repair: true });
+  while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
+  t.same(qdrantPoints(fake), await postgresPoints(db), "the repair was not refused as older");
+  const rewritten = fake.collections.get(COLLECTION)!.points.get(`u:${ids[0]}`)!;
+  t.ok((rewritten.payload.pgconverge_version as number) > future, "written with a stamp past the one found");
+});

@@ -217,3 +217,12 @@ t.test("enqueueing inside a rolled-back transaction leaves no change", async (t)
   );
   t.equal((await db.query("select 1 from outbox")).length, 0);
 });
+
+t.test("a Qdrant older than 1.16 (no conditional updates) is refused at start with one line", async (t) => {
+  const { db, fake } = await setup(t);
+  fake.version = "1.15.4";
+  const relay = relayFor(db, fake);
+  await t.rejects(relay.prepareCollections(), { name: "ConfigError", message: "Qdrant 1.15.4 is too old: pgconverge needs 1.16.0 or later (conditional updates, update_filter)" });
+  fake.version = "1.16.0";
+  t.equal(await relay.prepareCollections(), true);
+});
