@@ -5,6 +5,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { sql, type CommonQueryMethods } from "slonik";
 import t from "tap";
 import { z } from "zod";
+import { qdrantClientOf } from "../../src/api/syncs.ts";
 import { enqueuePointChanges } from "../../src/outbox/outbox.ts";
 import { createQdrantClient } from "../../src/outbox/qdrant.ts";
 import { reconcile } from "../../src/outbox/reconciler.ts";
@@ -106,7 +107,9 @@ t.test("two tables feed two collections side by side through one relay, and reco
   t.same(actual(fake, "products"), await expected(db, products));
   t.same(actual(fake, "tickets"), await expected(db, tickets));
   const ticket = fake.points("tickets").find((point) => point.id === Number(ticketIds[2]));
-  t.same(ticket?.payload, { title: "ticket 2", pgconverge_owner: await ownerOf(db), pgconverge_hash: sha256("ticket 2|2,1") }, "integer ids stay integers in Qdrant");
+  const stamp = ticket?.payload.pgconverge_version;
+  t.ok(Number.isSafeInteger(stamp), "with its version stamp");
+  t.same(ticket?.payload, { title: "ticket 2", pgconverge_owner: await ownerOf(db), pgconverge_hash: sha256("ticket 2|2,1"), pgconverge_version: stamp }, "integer ids stay integers in Qdrant");
   t.notOk(fake.points("tickets").some((point) => point.id === Number(ticketIds[1])), "a deleted row's point is gone");
 
   await relay.stop();
@@ -174,4 +177,14 @@ t.test("defineSync refuses a bad declaration with one line naming it", async (t)
   });
   t.throws(() => defineSync({ collection: "x", vectors: { size: 3 }, load, page: undefined as never }), { message: 'sync "x": page(db, after, limit) is missing' });
   t.match(defineSync({ collection: "x", vectors: { size: 3 }, load, page }).vectors, { size: 3, distance: "Cosine" }, "distance defaults to Cosine");
+});
+
+t.test("runWorker's and reconcile's qdrant options take the cluster settings, with the CLI's defaults and one-line errors", async (t) => {
+  t.match(qdrantClientOf({ url: "http://127.0.0.1:6333" }, "runWorker"), { writeOrdering: "medium", readConsistency: "majority" });
+  t.match(qdrantClientOf({ url: "http://127.0.0.1:6333", writeOrdering: "strong", readConsistency: 3 }, "runWorker"), { writeOrdering: "strong", readConsistency: 3 });
+  t.throws(() => qdrantClientOf({ url: "http://127.0.0.1:6333", writeOrdering: "fast" as "weak" }, "runWorker"), { name: "ConfigError", message: /^qdrant\.writeOrdering: / });
+  t.throws(() => qdrantClientOf({ url: "http://127.0.0.1:6333", readConsistency: 0 }, "reconcile"), {
+    name: "ConfigError",
+    message: "qdrant.readConsistency: must be majority, quorum, all or a number of replicas from 1 to 999",
+  });
 });
