@@ -7,7 +7,6 @@ export type { QdrantClient };
 
 /** Qdrant's write ordering (`ordering` of every write): how replicas of a shard order concurrent writes. */
 export type WriteOrdering = "weak" | "medium" | "strong";
-export const WRITE_ORDERINGS: readonly WriteOrdering[] = ["weak", "medium", "strong"];
 export type { ReadConsistency } from "../config.ts";
 
 /** Conditional updates (`update_filter` on upserts) came with Qdrant 1.16.0. */
@@ -45,10 +44,18 @@ export interface CollectionSpec {
 
 /**
  * Checks that the server has the conditional updates the relay's writes rely on; an older one is
- * a ConfigError (one line), a server that does not say its version is let through.
+ * a ConfigError (one line). A server that does not say its version (no version, or a proxy that
+ * refuses GET / with a 4xx) is let through; an unreachable one throws as any request does.
  */
 export async function checkQdrantVersion(client: QdrantClient): Promise<void> {
-  const { version } = await client.versionInfo();
+  let version: string | undefined;
+  try {
+    ({ version } = await client.versionInfo());
+  } catch (error) {
+    const status = statusOf(error);
+    if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429) return;
+    throw error;
+  }
   const parts = /^(\d+)\.(\d+)\.(\d+)/.exec(version ?? "");
   if (!parts) return;
   const [major, minor, patch] = parts.slice(1).map(Number) as [number, number, number];

@@ -86,6 +86,7 @@ async function contract(t: Test, client: QdrantClient) {
 
   // Conditional updates (Qdrant 1.16), with the filter the relay sends (olderThan): an existing
   // point is replaced only if it matches update_filter; a missing point is inserted whatever it says.
+  t.match(await client.versionInfo(), { title: /qdrant/, version: /^\d+\.\d+\.\d+/ }, "GET / names the version, without the envelope");
   await checkQdrantVersion(client);
   t.match(await client.createPayloadIndex(name, { field_name: "pgconverge_version", field_schema: "integer", wait: true }), { status: "completed" });
   const [older, newer, equal, unstamped, foreign, absent] = [20, 21, 22, 23, 24, 25];

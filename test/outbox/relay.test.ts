@@ -225,4 +225,8 @@ t.test("a Qdrant older than 1.16 (no conditional updates) is refused at start wi
   await t.rejects(relay.prepareCollections(), { name: "ConfigError", message: "Qdrant 1.15.4 is too old: pgconverge needs 1.16.0 or later (conditional updates, update_filter)" });
   fake.version = "1.16.0";
   t.equal(await relay.prepareCollections(), true);
+  // A proxy in front of Qdrant that refuses GET / does not stop the relay: the version is unknown.
+  const behindProxy = relayFor(db, fake);
+  fake.faults.next({ kind: "status", status: 404, message: "Not found" });
+  t.equal(await behindProxy.prepareCollections(), true);
 });

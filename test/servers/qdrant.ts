@@ -171,6 +171,12 @@ export class FakeQdrant extends TestServer {
       checkQuery(url);
       const result = this.route(request.method ?? "GET", url, body as Record<string, unknown>);
       if (request.socket.destroyed) return;
+      // GET / answers bare, without the envelope, as Qdrant does.
+      if (url.pathname === "/") {
+        response.writeHead(200, { "content-type": "application/json" });
+        response.end(JSON.stringify(result));
+        return;
+      }
       send(200, { result, status: "ok" });
     } catch (error) {
       if (response.headersSent || request.socket.destroyed) return;
