@@ -7,7 +7,8 @@ export type Fault =
   | { kind: "delay"; ms: number }
   /**
    * Holds the request until `until` settles, then serves it even if its client has given up
-   * meanwhile: a write that lands late. `onArrival` is called when the request is held.
+   * meanwhile: a write that lands late (the Qdrant test server reads the body before it holds).
+   * `onArrival` is called when the request is held.
    */
   | { kind: "hold"; until: Promise<unknown>; onArrival?: () => void };
 
