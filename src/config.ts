@@ -116,6 +116,11 @@ export const CoreShape = z.object({
   WORKER_DEAD_AFTER_MS: int(1_000, 86_400_000).default(15_000),
   /** How often a worker looks for dead workers, exhausted jobs and prunable ledger rows. */
   SWEEP_INTERVAL_MS: int(100, 600_000).default(2_000),
+  /**
+   * Days of job history (job_history) kept, in whole UTC days: older daily partitions are
+   * dropped by the sweeper (hourly), so pruning costs the same at any size. Default 7.
+   */
+  JOB_HISTORY_RETENTION_DAYS: int(1, 3650).default(7),
   /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
   QDRANT_URL: z.string().superRefine(problemsOf(httpUrlProblem)).default("http://127.0.0.1:6333"),

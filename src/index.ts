@@ -4,12 +4,13 @@
  */
 
 // Tasks: what a job does, in two phases (prepare: I/O with no transaction; apply: one transaction).
-export { defineTask } from "./runtime/defineTask.ts";
+export { defineTask, JOB_RESULT_MAX_BYTES } from "./runtime/defineTask.ts";
 export type {
   ApplyBatchContext,
   ApplyContext,
   BatchItem,
   DefinedTask,
+  JobResult,
   NoServices,
   PayloadOf,
   PrepareContext,

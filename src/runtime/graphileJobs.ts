@@ -132,7 +132,12 @@ export function lockExhaustedJobs(tx: CommonQueryMethods, limit: number) {
   `);
 }
 
-/** Moves these exhausted jobs to dead_letters, with their payload, queue and last error, and records them as dead in the ledger. */
+/**
+ * Moves these exhausted jobs to dead_letters, with their payload, queue and last error, and
+ * records them as dead in the ledger and in job_history (the one history insert outside
+ * recordHistory: it needs the job's enqueue time from the private table, and no worker is
+ * running it, so started_at is unknown).
+ */
 export async function deadLetterExhaustedJobs(tx: CommonQueryMethods, jobIds: readonly string[]): Promise<void> {
   await tx.query(sql.unsafe`
     with moved as (
@@ -148,7 +153,11 @@ export async function deadLetterExhaustedJobs(tx: CommonQueryMethods, jobIds: re
       left join job_failures as failures on failures.job_id = jobs.id and failures.revision = jobs.revision
       where jobs.id = any(${sql.array([...jobIds], "int8")})
       on conflict (job_id, revision) do nothing
-      returning job_id, revision, task
+      returning job_id, revision, task, attempts, last_error
+    ), history as (
+      insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at, started_at, last_error)
+      select moved.job_id, moved.revision, moved.task, 'dead', moved.attempts, jobs.created_at, null, moved.last_error
+      from moved join graphile_worker._private_jobs as jobs on jobs.id = moved.job_id
     )
     insert into job_ledger (job_id, revision, task, outcome)
     select job_id, revision, task, 'dead' from moved

@@ -54,6 +54,41 @@ export async function insertDeadLetter(
   `);
 }
 
+/** One finished job, for its job_history row. */
+export interface HistoryEntry {
+  job: Job;
+  outcome: "applied" | "dead" | "skipped";
+  /** The error that dead-lettered it. */
+  error?: string;
+  /** What apply returned, as JSON text (already checked against JOB_RESULT_MAX_BYTES). */
+  resultJson?: string | null;
+}
+
+/**
+ * Writes the history rows of finished jobs, in the caller's transaction (the one holding
+ * their effects), in one statement whatever their number. finished_at is the clock at insert.
+ */
+export async function recordHistory(tx: CommonQueryMethods, entries: readonly HistoryEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  await tx.query(sql.unsafe`
+    insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at, started_at, last_error, result)
+    select * from ${sql.unnest(
+      entries.map(({ job, outcome, error, resultJson }) => [
+        job.id,
+        job.revision,
+        job.task_identifier,
+        outcome,
+        job.attempts,
+        new Date(job.created_at).toISOString(),
+        job.locked_at === null ? null : new Date(job.locked_at).toISOString(),
+        error ?? null,
+        resultJson ?? null,
+      ]),
+      ["int8", "int4", "text", "text", "int4", "timestamptz", "timestamptz", "text", "jsonb"],
+    )}
+  `);
+}
+
 /** Transactional enqueue through graphile-worker's public SQL API. */
 export async function addJob(
   tx: CommonQueryMethods,
