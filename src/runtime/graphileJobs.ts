@@ -193,3 +193,11 @@ export async function pruneRecordsOfFinishedJobs(pool: CommonQueryMethods, limit
   `);
   return ledger.rowCount + failures.rowCount + superseded.rowCount;
 }
+
+/** The payload of a job still in the queue (graphile-worker's public jobs view leaves it out); undefined when the job is not queued. */
+export async function readQueuedJobPayload(db: CommonQueryMethods, jobId: string): Promise<{ payload: unknown } | undefined> {
+  const row = await db.maybeOne(sql.type(z.object({ payload: z.unknown() }))`
+    select payload from graphile_worker._private_jobs where id = ${jobId}
+  `);
+  return row === null ? undefined : { payload: row.payload };
+}
