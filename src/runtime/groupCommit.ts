@@ -3,7 +3,7 @@ import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { runtimeEvents } from "./events.ts";
 import { describeError } from "./errors.ts";
 import { claimBatch } from "./graphileJobs.ts";
-import { recordHistory, type HistoryEntry } from "./queries.ts";
+import { setHistoryResults } from "./queries.ts";
 
 /** How one job's apply ended in a committed batch. */
 export type ApplyOutcome = "applied" | "skipped" | "taken-over";
@@ -40,8 +40,8 @@ interface Waiting {
  * own gave it:
  * - its lock check and applied-record are in the transaction that holds its writes (one
  *   statement for the whole batch), so the writes commit exactly once and only while the job
- *   is still this worker's; its history row (job_history) is the transaction's last statement,
- *   one for the whole batch, written after the applies so that it carries their results;
+ *   is still this worker's, and so is its history row (job_history; what apply returned is
+ *   added at the end, in one more statement, only when some job returned something);
  * - its promise settles only after COMMIT returns, so graphile-worker never completes a job
  *   whose writes are not durable;
  * - a failure is its own: if anything in the batch fails (an apply throws, a deferred
@@ -142,20 +142,18 @@ export class GroupCommitter {
   /** The batch transaction's statements: the claim, the applies of the jobs still this worker's, their history. */
   private async applyAll(tx: DatabaseTransactionConnection, batch: Waiting[]): Promise<Map<Waiting, ApplyOutcome>> {
     const outcomes = new Map<Waiting, ApplyOutcome>();
-    const history: HistoryEntry[] = [];
+    const results: Array<{ job: Job; finishedAt: string; resultJson: string }> = [];
     const claims = await claimBatch(tx, batch.map((waiting) => waiting.job), this.config.applyTimeoutMs);
     const together = new Map<BatchApply<unknown>, { members: Waiting[]; items: unknown[] }>();
     for (const waiting of batch) {
-      const claimed = claims.get(waiting.job.id);
+      const claim = claims.get(waiting.job.id);
       const { writes } = waiting;
-      if (claimed === undefined) outcomes.set(waiting, "taken-over");
-      else if (!claimed) {
-        outcomes.set(waiting, "skipped");
-        history.push({ job: waiting.job, outcome: "skipped" });
-      } else if ("apply" in writes) {
+      if (claim === undefined) outcomes.set(waiting, "taken-over");
+      else if (!claim.claimed) outcomes.set(waiting, "skipped");
+      else if ("apply" in writes) {
         const resultJson = await writes.apply(tx);
         outcomes.set(waiting, "applied");
-        history.push({ job: waiting.job, outcome: "applied", resultJson });
+        if (resultJson !== null) results.push({ job: waiting.job, finishedAt: claim.finishedAt, resultJson });
       } else {
         const call = together.get(writes.applyBatch) ?? { members: [], items: [] };
         call.members.push(waiting);
@@ -165,12 +163,9 @@ export class GroupCommitter {
     }
     for (const [applyBatch, { members, items }] of together) {
       await applyBatch(tx, items);
-      for (const member of members) {
-        outcomes.set(member, "applied");
-        history.push({ job: member.job, outcome: "applied" });
-      }
+      for (const member of members) outcomes.set(member, "applied");
     }
-    await recordHistory(tx, history);
+    await setHistoryResults(tx, results);
     return outcomes;
   }
 

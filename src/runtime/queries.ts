@@ -89,6 +89,22 @@ export async function recordHistory(tx: CommonQueryMethods, entries: readonly Hi
   `);
 }
 
+/**
+ * Adds what apply returned to the history rows claimBatch wrote in this transaction, in one
+ * statement (finished_at picks each row's partition). Only jobs that returned something.
+ */
+export async function setHistoryResults(tx: CommonQueryMethods, results: ReadonlyArray<{ job: Job; finishedAt: string; resultJson: string }>): Promise<void> {
+  if (results.length === 0) return;
+  await tx.query(sql.unsafe`
+    update job_history set result = given.result
+    from ${sql.unnest(
+      results.map(({ job, finishedAt, resultJson }) => [job.id, job.revision, finishedAt, resultJson]),
+      ["int8", "int4", "timestamptz", "jsonb"],
+    )} as given (job_id, revision, finished_at, result)
+    where job_history.finished_at = given.finished_at and job_history.job_id = given.job_id and job_history.revision = given.revision
+  `);
+}
+
 /** Transactional enqueue through graphile-worker's public SQL API. */
 export async function addJob(
   tx: CommonQueryMethods,
