@@ -40,6 +40,10 @@ export type { Distance, PointId, PointState, Sync, SyncDefinition } from "./outb
 export { enqueueSync, reconcile } from "./api/syncs.ts";
 export type { DriftReport, QdrantOptions, ReconcileOptions, RelayOptions } from "./api/syncs.ts";
 
+// The web dashboard, to mount in the application's own HTTP server (`pgconverge dashboard` serves it alone).
+export { createDashboard } from "./api/dashboard.ts";
+export type { Dashboard, DashboardCredentials, DashboardOptions } from "./api/dashboard.ts";
+
 // The CLI's config file (pgconverge.config.ts): the application's tasks, services, syncs and commands.
 export { defineConfig } from "./api/defineConfig.ts";
 export type { AppConfig, CommandContext, CommandDefinition, ServicesContext } from "./api/defineConfig.ts";

@@ -7,6 +7,7 @@ import { createLogger } from "../log.ts";
 import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
+import { dashboardCommand } from "./commands/dashboard.ts";
 import { jobsListCommand, jobsShowCommand, parseJobState } from "./commands/jobs.ts";
 import { dlqDiscardCommand, dlqListCommand, dlqRetryCommand } from "./commands/dlq.ts";
 import { outboxListCommand, outboxRetryCommand } from "./commands/outbox.ts";
@@ -38,6 +39,8 @@ commands:
                                 queued jobs, newest first, then finished ones from the job history;
                                 S: pending scheduled retrying running exhausted applied dead skipped
   jobs show <id> [--json]       one job: state, payload, failures, history, dead letters
+  dashboard                     serve the web dashboard on DASHBOARD_HOST:DASHBOARD_PORT (127.0.0.1:9465) until
+                                SIGTERM/SIGINT; read-only unless DASHBOARD_PASSWORD or DASHBOARD_TOKEN is set
   dlq list [--task T] [--limit N] [--json]
                                 dead letters (failed jobs), newest first
   dlq retry <id>... | --all [--task T]
@@ -65,6 +68,7 @@ const COMMAND_FLAGS: Record<string, readonly string[]> = {
   status: ["json"],
   dlq: ["task", "limit", "json", "all"],
   jobs: ["task", "state", "limit", "json"],
+  dashboard: [],
 };
 
 const EXIT_RUNTIME = 1;
@@ -136,7 +140,7 @@ async function main(argv: string[]): Promise<number> {
   const task = nonBlank("task", values.task);
   const config = loadConfig();
   // Commands that print results keep stdout for them; logs go to stderr.
-  const log = createLogger(config.LOG_LEVEL, command === "worker" || command === "relay" ? 1 : 2);
+  const log = createLogger(config.LOG_LEVEL, command === "worker" || command === "relay" || command === "dashboard" ? 1 : 2);
   switch (command) {
     case "worker":
       noArguments();
@@ -164,6 +168,9 @@ async function main(argv: string[]): Promise<number> {
     case "status":
       noArguments();
       return statusCommand(config, log, { json: values.json });
+    case "dashboard":
+      noArguments();
+      return dashboardCommand(config, log, app.syncs());
     case "jobs": {
       const [sub, ...ids] = rest;
       if (sub === "show") {
