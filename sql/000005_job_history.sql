@@ -37,6 +37,24 @@ comment on column job_history.result is 'What apply returned, if anything: a JSO
 create table job_history_default partition of job_history default;
 comment on table job_history_default is 'job_history rows outside the daily partitions (normally none); pruned by row.';
 
+-- Partitions do not inherit column comments; each gets its parent's, so psql's \d+ explains it too.
+create function pgconverge_comment_partition(partition regclass) returns void
+language plpgsql as $$
+declare
+  col record;
+begin
+  for col in
+    select a.attname, col_description('job_history'::regclass, a.attnum) as description
+    from pg_attribute a
+    where a.attrelid = 'job_history'::regclass and a.attnum > 0 and not a.attisdropped
+  loop
+    execute format('comment on column %s.%I is %L', partition, col.attname, col.description);
+  end loop;
+end;
+$$;
+comment on function pgconverge_comment_partition(regclass) is 'Copies job_history''s column comments onto one of its partitions.';
+select pgconverge_comment_partition('job_history_default');
+
 -- Indexes on the parent apply to every partition; every job's transaction maintains them, so
 -- there are two. The time index serves the dashboard's last hour and `pgconverge jobs` (newest
 -- first, a task filtered along the way); job ids grow with time, so a BRIN index (a few pages,
@@ -54,6 +72,7 @@ begin
       'create table %I partition of job_history for values from (%L) to (%L)',
       name, (day::timestamp at time zone 'UTC'), ((day + 1)::timestamp at time zone 'UTC'));
     execute format('comment on table %I is %L', name, format('job_history rows finished on %s (UTC).', day));
+    perform pgconverge_comment_partition(name::regclass);
   end if;
   return name;
 end;
