@@ -4,7 +4,6 @@ import { bearerAuth } from "hono/bearer-auth";
 import { csrf } from "hono/csrf";
 import { secureHeaders } from "hono/secure-headers";
 import type { DatabasePool } from "slonik";
-import { DATABASE_REFRESH_SECONDS } from "./settings.ts";
 import { listJobs, showJob, JOB_STATES, type JobState } from "../ops/jobs.ts";
 import { readStatus } from "../ops/status.ts";
 import type { DeadLetterSelection } from "../ops/deadLetters.ts";
@@ -48,6 +47,9 @@ export interface DashboardAppOptions {
 
 type Env = { Variables: { actor: string | null } };
 
+/** How often each page's live part re-fetches itself by default, seconds. */
+const REFRESH_SECONDS = 5;
+/** Most dead letters one form may name. */
 const MAX_IDS = 1000;
 const ID = /^[1-9][0-9]{0,18}$/;
 
@@ -64,7 +66,7 @@ const ID = /^[1-9][0-9]{0,18}$/;
  */
 export function createDashboardApp(options: DashboardAppOptions): Hono<Env> {
   const { pool, credentials, basePath } = options;
-  const refreshSeconds = options.refreshSeconds ?? DATABASE_REFRESH_SECONDS;
+  const refreshSeconds = options.refreshSeconds ?? REFRESH_SECONDS;
   const canAct = Boolean(credentials.password || credentials.token);
   const app = new Hono<Env>().basePath(basePath || "/");
 

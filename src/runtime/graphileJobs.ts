@@ -23,8 +23,8 @@ export interface Claim {
  * id order, so two batches never wait on each other in a cycle), writes their
  * applied-records and their job_history rows (applied, or skipped when the record existed).
  * The history is written here rather than after the applies because a statement more per
- * transaction cost the one-row task about a fifth of its throughput; a result that apply
- * returns is added by setHistoryResults. Returns, per held job, its claim: a held job whose
+ * transaction is a round trip more per commit, which a queue of one-row jobs pays in full;
+ * a result that apply returns is added by setHistoryResults (only then a statement more). Returns, per held job, its claim: a held job whose
  * record already existed was applied before, and a job missing from the answer was taken over.
  */
 export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], applyTimeoutMs: number): Promise<Map<string, Claim>> {

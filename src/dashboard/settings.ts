@@ -1,2 +1,0 @@
-/** How often each page's live part re-fetches itself, seconds. */
-export const DATABASE_REFRESH_SECONDS = 5;
