@@ -119,8 +119,25 @@ export const CoreShape = z.object({
   WORKER_DEAD_AFTER_MS: int(1_000, 86_400_000).default(15_000),
   /** How often a worker looks for dead workers, exhausted jobs and prunable ledger rows. */
   SWEEP_INTERVAL_MS: int(100, 600_000).default(2_000),
+  /**
+   * Days of job history (job_history) kept, in whole UTC days: older daily partitions are
+   * dropped by the sweeper (hourly), so pruning costs the same at any size. Default 7.
+   */
+  JOB_HISTORY_RETENTION_DAYS: int(1, 3650).default(7),
   /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
+  /** Interface `pgconverge dashboard` binds; the default keeps it off the network. */
+  DASHBOARD_HOST: z.string().regex(/^[^\s/]+$/, "must be a host name or IP address").default("127.0.0.1"),
+  /** Port of `pgconverge dashboard`. */
+  DASHBOARD_PORT: int(1, 65_535).default(9465),
+  /** User name for the dashboard's actions (HTTP Basic, with DASHBOARD_PASSWORD). */
+  DASHBOARD_USER: z.string().regex(/^[^:\s]+$/, "must be a user name without blanks or colons").default("admin"),
+  /** Password for the dashboard (HTTP Basic). Unset, with no DASHBOARD_TOKEN: the dashboard is read-only. */
+  DASHBOARD_PASSWORD: z.string().min(12, "must be at least 12 characters").optional(),
+  /** Token for the dashboard (Authorization: Bearer), for scripts. */
+  DASHBOARD_TOKEN: z.string().min(20, "must be at least 20 characters").optional(),
+  /** A read-only login (e.g. one granted pgconverge_reader) the dashboard connects as when it is read-only; unset: DATABASE_URL. */
+  DASHBOARD_READER_DATABASE_URL: z.string().superRefine(problemsOf(databaseUrlProblem)).optional(),
   QDRANT_URL: z.string().superRefine(problemsOf(httpUrlProblem)).default("http://127.0.0.1:6333"),
   QDRANT_API_KEY: z.string().min(1).optional(),
   /** Deadline of each Qdrant request, ms. */
@@ -181,7 +198,7 @@ export type Config = z.infer<typeof EnvSchema>;
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvShape.shape);
 
 /** Variables whose value is never repeated in an error line: they may hold a password or key. */
-const SECRET_VARIABLES = new Set(["DATABASE_URL", "QDRANT_API_KEY"]);
+const SECRET_VARIABLES = new Set(["DATABASE_URL", "QDRANT_API_KEY", "DASHBOARD_PASSWORD", "DASHBOARD_TOKEN", "DASHBOARD_READER_DATABASE_URL"]);
 
 /** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

@@ -4,12 +4,13 @@
  */
 
 // Tasks: what a job does, in two phases (prepare: I/O with no transaction; apply: one transaction).
-export { defineTask } from "./runtime/defineTask.ts";
+export { defineTask, JOB_RESULT_MAX_BYTES } from "./runtime/defineTask.ts";
 export type {
   ApplyBatchContext,
   ApplyContext,
   BatchItem,
   DefinedTask,
+  JobResult,
   NoServices,
   PayloadOf,
   PrepareContext,
@@ -38,6 +39,10 @@ export { defineSync } from "./outbox/sync.ts";
 export type { Distance, PointId, PointState, Sync, SyncDefinition } from "./outbox/sync.ts";
 export { enqueueSync, reconcile } from "./api/syncs.ts";
 export type { DriftReport, QdrantOptions, ReconcileOptions, RelayOptions } from "./api/syncs.ts";
+
+// The web dashboard, to mount in the application's own HTTP server (`pgconverge dashboard` serves it alone).
+export { createDashboard } from "./api/dashboard.ts";
+export type { Dashboard, DashboardCredentials, DashboardOptions } from "./api/dashboard.ts";
 
 // The CLI's config file (pgconverge.config.ts): the application's tasks, services, syncs and commands.
 export { defineConfig } from "./api/defineConfig.ts";

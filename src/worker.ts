@@ -25,6 +25,8 @@ export interface WorkerConfig {
   heartbeatIntervalMs: number;
   deadAfterMs: number;
   sweepIntervalMs: number;
+  /** Days of job history kept; the sweeper drops older days. */
+  historyRetentionDays: number;
   /** Graceful stop: in-flight jobs get this long, then their AbortSignal fires. */
   shutdownTimeoutMs: number;
   /** Fallback poll for due jobs, ms; new jobs arrive by LISTEN/NOTIFY without waiting for it. */
@@ -49,6 +51,7 @@ export function workerSettings(config: Config) {
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
     deadAfterMs: config.WORKER_DEAD_AFTER_MS,
     sweepIntervalMs: config.SWEEP_INTERVAL_MS,
+    historyRetentionDays: config.JOB_HISTORY_RETENTION_DAYS,
     shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
     pollIntervalMs: config.POLL_INTERVAL_MS,
     applyBatchSize: config.APPLY_BATCH_SIZE,
@@ -95,6 +98,7 @@ export class Worker {
       log: config.log,
       deadAfterMs: config.deadAfterMs,
       intervalMs: config.sweepIntervalMs,
+      historyRetentionDays: config.historyRetentionDays,
     });
   }
 

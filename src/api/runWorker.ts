@@ -39,6 +39,8 @@ export interface WorkerSettings {
   deadAfterMs?: number;
   /** How often the worker looks for dead workers and exhausted jobs, ms (SWEEP_INTERVAL_MS). Default 5 s. */
   sweepIntervalMs?: number;
+  /** Days of job history kept (JOB_HISTORY_RETENTION_DAYS). Default 7; older days are dropped whole, hourly. */
+  historyRetentionDays?: number;
   /** On stop(), how long in-flight jobs may finish before they are aborted and released, ms (SHUTDOWN_TIMEOUT_MS). Default 15 s. */
   shutdownTimeoutMs?: number;
 }
@@ -54,6 +56,7 @@ const SETTING_VARIABLES = {
   heartbeatIntervalMs: "HEARTBEAT_INTERVAL_MS",
   deadAfterMs: "WORKER_DEAD_AFTER_MS",
   sweepIntervalMs: "SWEEP_INTERVAL_MS",
+  historyRetentionDays: "JOB_HISTORY_RETENTION_DAYS",
   shutdownTimeoutMs: "SHUTDOWN_TIMEOUT_MS",
 } as const satisfies Record<keyof WorkerSettings, keyof Config>;
 

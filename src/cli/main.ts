@@ -7,6 +7,8 @@ import { createLogger } from "../log.ts";
 import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { TaskLoadError } from "../runtime/loadTasks.ts";
+import { dashboardCommand } from "./commands/dashboard.ts";
+import { jobsListCommand, jobsShowCommand, parseJobState } from "./commands/jobs.ts";
 import { dlqDiscardCommand, dlqListCommand, dlqRetryCommand } from "./commands/dlq.ts";
 import { outboxListCommand, outboxRetryCommand } from "./commands/outbox.ts";
 import { reconcileCommand } from "./commands/reconcile.ts";
@@ -33,6 +35,12 @@ commands:
   outbox retry <id>... | --all [--collection NAME]
                                 put dead changes back in line once their cause is fixed
   status [--json]               jobs per task and state, dead letters, outbox lag, workers, last reconcile drift
+  jobs [--task T] [--state S] [--limit N] [--json]
+                                queued jobs, newest first, then finished ones from the job history;
+                                S: pending scheduled retrying running exhausted applied dead skipped
+  jobs show <id> [--json]       one job: state, payload, failures, history, dead letters
+  dashboard                     serve the web dashboard on DASHBOARD_HOST:DASHBOARD_PORT (127.0.0.1:9465) until
+                                SIGTERM/SIGINT; read-only unless DASHBOARD_PASSWORD or DASHBOARD_TOKEN is set
   dlq list [--task T] [--limit N] [--json]
                                 dead letters (failed jobs), newest first
   dlq retry <id>... | --all [--task T]
@@ -59,6 +67,8 @@ const COMMAND_FLAGS: Record<string, readonly string[]> = {
   outbox: ["dead", "limit", "json", "all", "collection"],
   status: ["json"],
   dlq: ["task", "limit", "json", "all"],
+  jobs: ["task", "state", "limit", "json"],
+  dashboard: [],
 };
 
 const EXIT_RUNTIME = 1;
@@ -104,6 +114,7 @@ async function main(argv: string[]): Promise<number> {
       all: { type: "boolean", default: false },
       limit: { type: "string" },
       task: { type: "string" },
+      state: { type: "string" },
       collection: { type: "string" },
       tasks: { type: "string" },
     },
@@ -129,7 +140,7 @@ async function main(argv: string[]): Promise<number> {
   const task = nonBlank("task", values.task);
   const config = loadConfig();
   // Commands that print results keep stdout for them; logs go to stderr.
-  const log = createLogger(config.LOG_LEVEL, command === "worker" || command === "relay" ? 1 : 2);
+  const log = createLogger(config.LOG_LEVEL, command === "worker" || command === "relay" || command === "dashboard" ? 1 : 2);
   switch (command) {
     case "worker":
       noArguments();
@@ -157,6 +168,18 @@ async function main(argv: string[]): Promise<number> {
     case "status":
       noArguments();
       return statusCommand(config, log, { json: values.json });
+    case "dashboard":
+      noArguments();
+      return dashboardCommand(config, log, app.syncs());
+    case "jobs": {
+      const [sub, ...ids] = rest;
+      if (sub === "show") {
+        if (task !== undefined || values.state !== undefined || limit !== undefined) throw new UsageError("jobs show takes a job id and --json only");
+        return jobsShowCommand(config, log, ids, { json: values.json });
+      }
+      if (sub !== undefined) throw new UsageError(`unknown jobs command ${JSON.stringify(sub)} (jobs lists; jobs show <id> shows one)`);
+      return jobsListCommand(config, log, { limit: limit ?? 50, json: values.json, ...(task === undefined ? {} : { task }), ...(values.state === undefined ? {} : { state: parseJobState(values.state)! }) });
+    }
     case "dlq": {
       const [sub, ...ids] = rest;
       if (sub === "list") {

@@ -10,6 +10,8 @@ export interface SweeperConfig {
   /** A worker silent for longer than this is dead, ms. */
   deadAfterMs: number;
   intervalMs: number;
+  /** Days of job history kept (JOB_HISTORY_RETENTION_DAYS). */
+  historyRetentionDays: number;
 }
 
 export interface SweepResult {
@@ -17,6 +19,8 @@ export interface SweepResult {
   deadLettered: number;
   completed: number;
   pruned: number;
+  /** Daily job_history partitions dropped (the history is pruned once an hour, and on the first sweep). */
+  historyPartitionsDropped: number;
   /** Due jobs of tasks no live worker runs, per task. */
   unknownTasks: readonly UnknownTask[];
 }
@@ -27,6 +31,8 @@ export interface UnknownTask {
 }
 
 const BATCH = 500;
+/** How often the job history is pruned: its partitions are days, so hourly is plenty. */
+const HISTORY_PRUNE_INTERVAL_MS = 3_600_000;
 
 const UnknownTaskRow = z.object({ task: z.string(), jobs: z.coerce.number() });
 
@@ -49,6 +55,8 @@ export class Sweeper {
   private running: Promise<SweepResult> | null = null;
   /** Unknown tasks already logged; a task leaves the set once it is no longer unknown. */
   private readonly reported = new Set<string>();
+  /** When the job history was last pruned (performance.now()); null: not yet. */
+  private historyPrunedAt: number | null = null;
 
   constructor(private readonly config: SweeperConfig) {}
 
@@ -86,8 +94,9 @@ export class Sweeper {
     const deadWorkers = await this.releaseDeadWorkers();
     const { deadLettered, completed } = await this.retireExhaustedJobs();
     const pruned = await this.pruneLedger();
+    const historyPartitionsDropped = await this.pruneHistory();
     const unknownTasks = await this.reportUnknownTasks();
-    return { deadWorkers, deadLettered, completed, pruned, unknownTasks };
+    return { deadWorkers, deadLettered, completed, pruned, historyPartitionsDropped, unknownTasks };
   }
 
   /** Due jobs of tasks no live worker runs (sql/000003), each task logged once while it lasts. */
@@ -135,6 +144,18 @@ export class Sweeper {
       await tx.query(sql.unsafe`select graphile_worker.complete_jobs(${sql.array(jobs.map((job) => job.id), "int8")})`);
       return { deadLettered: toDeadLetter.length, completed: jobs.length - toDeadLetter.length };
     });
+  }
+
+  /**
+   * Once an hour: makes the coming days' job_history partitions and drops those past the
+   * retention (pgconverge_prune_job_history, sql/000005; one worker at a time). Partition DDL
+   * is brief, and waits at most 2 s for the jobs writing history before trying next hour.
+   */
+  async pruneHistory(): Promise<number> {
+    if (this.historyPrunedAt !== null && performance.now() - this.historyPrunedAt < HISTORY_PRUNE_INTERVAL_MS) return 0;
+    this.historyPrunedAt = performance.now();
+    const { pool, historyRetentionDays } = this.config;
+    return pool.oneFirst(sql.type(z.object({ dropped: z.number() }))`select pgconverge_prune_job_history(${historyRetentionDays}) as dropped`);
   }
 
   private async pruneLedger(): Promise<number> {

@@ -3,6 +3,20 @@ import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import type { z } from "zod";
 import type { Logger } from "../log.ts";
 
+/**
+ * What `apply` may return to be kept in the job's history row (job_history.result, shown by
+ * `pgconverge jobs show` and the dashboard): any JSON value of at most JOB_RESULT_MAX_BYTES
+ * bytes as JSON text. Meant for a small summary ("rows written: 3", an id), not data.
+ */
+export type JobResult = string | number | boolean | null | JobResult[] | { [key: string]: JobResult };
+
+/**
+ * The cap on a result's JSON text, bytes. A larger (or non-JSON) result is a bug in the task,
+ * so it fails the job as permanent (dead letter) rather than being cut. The same cap is a
+ * CHECK constraint of job_history (sql/000005).
+ */
+export const JOB_RESULT_MAX_BYTES = 4096;
+
 /** Options of a follow-up job enqueued inside an apply transaction (graphile-worker's add_job). */
 export interface FollowUpJobSpec {
   queueName?: string;
@@ -107,8 +121,11 @@ export type TaskDefinition<Payload = unknown, Prepared = undefined, Services = N
 > &
   (
     | {
-        /** Database writes only: runs in ONE transaction that also records the job as applied. */
-        apply(context: ApplyContext<Payload, Prepared, Services>): Promise<void>;
+        /**
+         * Database writes only: runs in ONE transaction that also records the job as applied.
+         * May return a small JobResult, recorded in the job's history row in that transaction.
+         */
+        apply(context: ApplyContext<Payload, Prepared, Services>): Promise<JobResult | void>;
         applyBatch?: never;
       }
     | {

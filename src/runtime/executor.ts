@@ -4,11 +4,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
-import { classifyError, describeError, TaskTimeoutError } from "./errors.ts";
+import { JOB_RESULT_MAX_BYTES } from "./defineTask.ts";
+import { classifyError, describeError, PermanentError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import type { BatchApply, GroupCommitter } from "./groupCommit.ts";
 import { holdsJobLock } from "./graphileJobs.ts";
-import { addJob, claimLedger, insertDeadLetter, isRecorded, recordFailure } from "./queries.ts";
+import { addJob, claimLedger, insertDeadLetter, isRecorded, recordFailure, recordHistory } from "./queries.ts";
 
 export interface ExecutorOptions {
   pool: DatabasePool;
@@ -62,6 +63,8 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
 
     // Only worth a query when prepare has I/O to spare; the batch's ledger claim catches the rest.
     if (task.prepare && (await isRecorded(pool, job))) {
+      // No effects to share a transaction with: the history row is a statement of its own.
+      await recordHistory(pool, [{ job, outcome: "skipped" }]);
       runtimeEvents.emit("job:skipped", event);
       log.info("job already applied; completing without new effects");
       return;
@@ -73,16 +76,18 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
         : undefined;
       const outcome = applyBatch
         ? await options.committer.submitItem(job, applyBatch, { payload, job, prepared })
-        : await options.committer.submit(job, (tx) =>
-            task.apply!({
-              payload,
-              job,
-              prepared,
-              tx,
-              log,
-              services: options.services,
-              addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
-            }),
+        : await options.committer.submit(job, async (tx) =>
+            resultText(
+              await task.apply!({
+                payload,
+                job,
+                prepared,
+                tx,
+                log,
+                services: options.services,
+                addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
+              }),
+            ),
           );
       if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not committing`);
       if (outcome === "skipped") {
@@ -100,6 +105,27 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
       await handleFailure(error, rawPayload, helpers, identifier, options, log, started);
     }
   };
+}
+
+/**
+ * The JSON text of what apply returned, for the history row; null for nothing. A result that
+ * is not JSON or exceeds JOB_RESULT_MAX_BYTES is a bug of the task: a permanent failure
+ * (thrown inside the transaction, so the job's writes roll back with it).
+ */
+function resultText(result: unknown): string | null {
+  if (result === undefined) return null;
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(result);
+  } catch (error) {
+    throw new PermanentError(`apply returned a result that is not JSON: ${describeError(error)}`);
+  }
+  if (text === undefined) throw new PermanentError(`apply returned a result that is not JSON (a ${typeof result})`);
+  const bytes = Buffer.byteLength(text);
+  if (bytes > JOB_RESULT_MAX_BYTES) {
+    throw new PermanentError(`apply returned a result of ${bytes} bytes as JSON; the cap is ${JOB_RESULT_MAX_BYTES} (return a summary, keep data in tables)`);
+  }
+  return text;
 }
 
 async function runPrepare(
@@ -199,6 +225,7 @@ async function handleFailure(
     if (!(await holdsJobLock(tx, job))) return "taken-over" as const;
     if (!(await claimLedger(tx, job, "dead"))) return "recorded" as const;
     await insertDeadLetter(tx, job, queueName, rawPayload, reason, message);
+    await recordHistory(tx, [{ job, outcome: "dead", error: message }]);
     return "dead" as const;
   });
   if (outcome === "taken-over") throw new JobTakenOverError(`job ${job.id} was released and taken over; not dead-lettering`);

@@ -11,24 +11,41 @@ import { z } from "zod";
  * its public SQL API (`add_job`, `complete_jobs`, `force_unlock_workers`, the `jobs` view).
  */
 
+/** A held job's claim: whether its applied-record is new, and the finished_at of its history row. */
+export interface Claim {
+  claimed: boolean;
+  finishedAt: string;
+}
+
 /**
  * The start of a group-commit transaction, in one statement: sets the apply statement
  * timeout, row-locks the jobs this process still holds (same lock holder, same revision; in
- * id order, so two batches never wait on each other in a cycle) and writes their
- * applied-records. Returns, per held job, whether its record is new; a held job whose record
- * already existed was applied before, and a job missing from the answer was taken over.
+ * id order, so two batches never wait on each other in a cycle), writes their
+ * applied-records and their job_history rows (applied, or skipped when the record existed).
+ * The history is written here rather than after the applies because a statement more per
+ * transaction is a round trip more per commit, which a queue of one-row jobs pays in full;
+ * a result that apply returns is added by setHistoryResults (only then a statement more). Returns, per held job, its claim: a held job whose
+ * record already existed was applied before, and a job missing from the answer was taken over.
  */
-export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], applyTimeoutMs: number): Promise<Map<string, boolean>> {
+export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], applyTimeoutMs: number): Promise<Map<string, Claim>> {
   const mine = jobs.filter((job) => job.locked_by !== null);
   if (mine.length === 0) return new Map();
-  const rows = await tx.any(sql.type(z.object({ id: z.coerce.string(), claimed: z.boolean() }))`
-    with mine (id, revision, locked_by, task) as (
+  const rows = await tx.any(sql.type(z.object({ id: z.coerce.string(), claimed: z.boolean(), finished_at: z.string() }))`
+    with mine (id, revision, locked_by, task, attempts, created_at, locked_at) as (
       select * from ${sql.unnest(
-        mine.map((job) => [job.id, job.revision, job.locked_by!, job.task_identifier]),
-        ["int8", "int4", "text", "text"],
+        mine.map((job) => [
+          job.id,
+          job.revision,
+          job.locked_by!,
+          job.task_identifier,
+          job.attempts,
+          new Date(job.created_at).toISOString(),
+          job.locked_at === null ? null : new Date(job.locked_at).toISOString(),
+        ]),
+        ["int8", "int4", "text", "text", "int4", "timestamptz", "timestamptz"],
       )}
     ), held as (
-      select jobs.id, mine.revision, mine.task
+      select jobs.id, mine.revision, mine.task, mine.attempts, mine.created_at, mine.locked_at
       from graphile_worker._private_jobs as jobs
       join mine on jobs.id = mine.id and jobs.revision = mine.revision and jobs.locked_by = mine.locked_by
       order by jobs.id
@@ -38,11 +55,18 @@ export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], a
       select id, revision, task, 'applied' from held order by id
       on conflict do nothing
       returning job_id
+    ), history as (
+      insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at, started_at)
+      select held.id, held.revision, held.task, case when claimed.job_id is null then 'skipped' else 'applied' end,
+             held.attempts, held.created_at, held.locked_at
+      from held left join claimed on claimed.job_id = held.id
+      returning job_id, finished_at
     )
-    select held.id, claimed.job_id is not null as claimed, set_config('statement_timeout', ${String(applyTimeoutMs)}, true)
-    from held left join claimed on claimed.job_id = held.id
+    select held.id, claimed.job_id is not null as claimed, history.finished_at::text,
+           set_config('statement_timeout', ${String(applyTimeoutMs)}, true)
+    from held left join claimed on claimed.job_id = held.id join history on history.job_id = held.id
   `);
-  return new Map(rows.map((row) => [row.id, row.claimed]));
+  return new Map(rows.map((row) => [row.id, { claimed: row.claimed, finishedAt: row.finished_at }]));
 }
 
 /**
@@ -132,7 +156,12 @@ export function lockExhaustedJobs(tx: CommonQueryMethods, limit: number) {
   `);
 }
 
-/** Moves these exhausted jobs to dead_letters, with their payload, queue and last error, and records them as dead in the ledger. */
+/**
+ * Moves these exhausted jobs to dead_letters, with their payload, queue and last error, and
+ * records them as dead in the ledger and in job_history (the one history insert outside
+ * recordHistory: it needs the job's enqueue time from the private table, and no worker is
+ * running it, so started_at is unknown).
+ */
 export async function deadLetterExhaustedJobs(tx: CommonQueryMethods, jobIds: readonly string[]): Promise<void> {
   await tx.query(sql.unsafe`
     with moved as (
@@ -148,7 +177,11 @@ export async function deadLetterExhaustedJobs(tx: CommonQueryMethods, jobIds: re
       left join job_failures as failures on failures.job_id = jobs.id and failures.revision = jobs.revision
       where jobs.id = any(${sql.array([...jobIds], "int8")})
       on conflict (job_id, revision) do nothing
-      returning job_id, revision, task
+      returning job_id, revision, task, attempts, last_error
+    ), history as (
+      insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at, started_at, last_error)
+      select moved.job_id, moved.revision, moved.task, 'dead', moved.attempts, jobs.created_at, null, moved.last_error
+      from moved join graphile_worker._private_jobs as jobs on jobs.id = moved.job_id
     )
     insert into job_ledger (job_id, revision, task, outcome)
     select job_id, revision, task, 'dead' from moved
@@ -183,4 +216,12 @@ export async function pruneRecordsOfFinishedJobs(pool: CommonQueryMethods, limit
     )
   `);
   return ledger.rowCount + failures.rowCount + superseded.rowCount;
+}
+
+/** The payload of a job still in the queue (graphile-worker's public jobs view leaves it out); undefined when the job is not queued. */
+export async function readQueuedJobPayload(db: CommonQueryMethods, jobId: string): Promise<{ payload: unknown } | undefined> {
+  const row = await db.maybeOne(sql.type(z.object({ payload: z.unknown() }))`
+    select payload from graphile_worker._private_jobs where id = ${jobId}
+  `);
+  return row === null ? undefined : { payload: row.payload };
 }

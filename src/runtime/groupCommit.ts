@@ -3,6 +3,7 @@ import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { runtimeEvents } from "./events.ts";
 import { describeError } from "./errors.ts";
 import { claimBatch } from "./graphileJobs.ts";
+import { setHistoryResults } from "./queries.ts";
 
 /** How one job's apply ended in a committed batch. */
 export type ApplyOutcome = "applied" | "skipped" | "taken-over";
@@ -17,8 +18,8 @@ export interface GroupCommitConfig {
   maxConcurrentBatches: number;
 }
 
-/** One job's writes, made on its own. */
-export type Apply = (tx: DatabaseTransactionConnection) => Promise<void>;
+/** One job's writes, made on its own; returns the JSON text of its result for the history, or null. */
+export type Apply = (tx: DatabaseTransactionConnection) => Promise<string | null>;
 /** The writes of several jobs (one item each), made by one call. */
 export type BatchApply<Item> = (tx: DatabaseTransactionConnection, items: Item[]) => Promise<void>;
 
@@ -39,7 +40,8 @@ interface Waiting {
  * own gave it:
  * - its lock check and applied-record are in the transaction that holds its writes (one
  *   statement for the whole batch), so the writes commit exactly once and only while the job
- *   is still this worker's;
+ *   is still this worker's, and so is its history row (job_history; what apply returned is
+ *   added at the end, in one more statement, only when some job returned something);
  * - its promise settles only after COMMIT returns, so graphile-worker never completes a job
  *   whose writes are not durable;
  * - a failure is its own: if anything in the batch fails (an apply throws, a deferred
@@ -137,19 +139,21 @@ export class GroupCommitter {
     return true;
   }
 
-  /** The batch transaction's statements: the claim, then the applies of the jobs still this worker's. */
+  /** The batch transaction's statements: the claim, the applies of the jobs still this worker's, their history. */
   private async applyAll(tx: DatabaseTransactionConnection, batch: Waiting[]): Promise<Map<Waiting, ApplyOutcome>> {
     const outcomes = new Map<Waiting, ApplyOutcome>();
+    const results: Array<{ job: Job; finishedAt: string; resultJson: string }> = [];
     const claims = await claimBatch(tx, batch.map((waiting) => waiting.job), this.config.applyTimeoutMs);
     const together = new Map<BatchApply<unknown>, { members: Waiting[]; items: unknown[] }>();
     for (const waiting of batch) {
-      const claimed = claims.get(waiting.job.id);
+      const claim = claims.get(waiting.job.id);
       const { writes } = waiting;
-      if (claimed === undefined) outcomes.set(waiting, "taken-over");
-      else if (!claimed) outcomes.set(waiting, "skipped");
+      if (claim === undefined) outcomes.set(waiting, "taken-over");
+      else if (!claim.claimed) outcomes.set(waiting, "skipped");
       else if ("apply" in writes) {
-        await writes.apply(tx);
+        const resultJson = await writes.apply(tx);
         outcomes.set(waiting, "applied");
+        if (resultJson !== null) results.push({ job: waiting.job, finishedAt: claim.finishedAt, resultJson });
       } else {
         const call = together.get(writes.applyBatch) ?? { members: [], items: [] };
         call.members.push(waiting);
@@ -161,6 +165,7 @@ export class GroupCommitter {
       await applyBatch(tx, items);
       for (const member of members) outcomes.set(member, "applied");
     }
+    await setHistoryResults(tx, results);
     return outcomes;
   }
 

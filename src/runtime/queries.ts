@@ -54,6 +54,57 @@ export async function insertDeadLetter(
   `);
 }
 
+/** One finished job, for its job_history row. */
+export interface HistoryEntry {
+  job: Job;
+  outcome: "applied" | "dead" | "skipped";
+  /** The error that dead-lettered it. */
+  error?: string;
+  /** What apply returned, as JSON text (already checked against JOB_RESULT_MAX_BYTES). */
+  resultJson?: string | null;
+}
+
+/**
+ * Writes the history rows of finished jobs, in the caller's transaction (the one holding
+ * their effects), in one statement whatever their number. finished_at is the clock at insert.
+ */
+export async function recordHistory(tx: CommonQueryMethods, entries: readonly HistoryEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  await tx.query(sql.unsafe`
+    insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at, started_at, last_error, result)
+    select * from ${sql.unnest(
+      entries.map(({ job, outcome, error, resultJson }) => [
+        job.id,
+        job.revision,
+        job.task_identifier,
+        outcome,
+        job.attempts,
+        new Date(job.created_at).toISOString(),
+        job.locked_at === null ? null : new Date(job.locked_at).toISOString(),
+        error ?? null,
+        resultJson ?? null,
+      ]),
+      ["int8", "int4", "text", "text", "int4", "timestamptz", "timestamptz", "text", "jsonb"],
+    )}
+  `);
+}
+
+/**
+ * Adds what apply returned to the history rows claimBatch wrote in this transaction, in one
+ * statement (finished_at picks each row's partition). Only jobs that returned something.
+ */
+export async function setHistoryResults(tx: CommonQueryMethods, results: ReadonlyArray<{ job: Job; finishedAt: string; resultJson: string }>): Promise<void> {
+  if (results.length === 0) return;
+  await tx.query(sql.unsafe`
+    update job_history set result = given.result
+    from ${sql.unnest(
+      results.map(({ job, finishedAt, resultJson }) => [job.id, job.revision, finishedAt, resultJson]),
+      ["int8", "int4", "timestamptz", "jsonb"],
+    )} as given (job_id, revision, finished_at, result)
+    where job_history.finished_at = given.finished_at and job_history.job_id = given.job_id and job_history.revision = given.revision
+  `);
+}
+
 /** Transactional enqueue through graphile-worker's public SQL API. */
 export async function addJob(
   tx: CommonQueryMethods,

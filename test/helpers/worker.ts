@@ -43,6 +43,7 @@ export async function startWorker(t: Teardown, db: TestDatabase, overrides: Part
     heartbeatIntervalMs: Number(FAST_LIVENESS.HEARTBEAT_INTERVAL_MS),
     deadAfterMs: Number(FAST_LIVENESS.WORKER_DEAD_AFTER_MS),
     sweepIntervalMs: Number(FAST_LIVENESS.SWEEP_INTERVAL_MS),
+    historyRetentionDays: 7,
     shutdownTimeoutMs: 2_000,
     pollIntervalMs: Number(FAST_LIVENESS.POLL_INTERVAL_MS),
     ...overrides,

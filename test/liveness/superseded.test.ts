@@ -7,7 +7,7 @@ import { createTestDatabase, testLog } from "../helpers/db.ts";
 
 t.test("a superseded running job of a dead worker is completed, not dead-lettered; a plain exhausted one still is", async (t) => {
   const db = await createTestDatabase(t);
-  const sweeper = new Sweeper({ pool: db.appPool, log: testLog, deadAfterMs: 1_000, intervalMs: 60_000 });
+  const sweeper = new Sweeper({ pool: db.appPool, log: testLog, deadAfterMs: 1_000, intervalMs: 60_000, historyRetentionDays: 7 });
   await db.appPool.transaction((tx) => addJob(tx, "effect", { n: 1 }, { jobKey: "doc:1" }));
   await db.appPool.transaction((tx) => addJob(tx, "effect", { n: 2 }, { maxAttempts: 1 }));
   // A worker claims both (as get_job does: lock and count the attempt), then stops heartbeating.

@@ -1,7 +1,7 @@
 // Type-level tests of the public API, checked by `npm run typecheck` (never run): each
 // expect-error directive below fails the typecheck if the line after it compiles.
 import pg from "pg";
-import { addJob, defineSync, defineTask, enqueueSync, reconcile, runWorker, type PointId, type PointState } from "pgconverge";
+import { addJob, createDashboard, defineSync, defineTask, JOB_RESULT_MAX_BYTES, type Dashboard, type JobResult, enqueueSync, reconcile, runWorker, type PointId, type PointState } from "pgconverge";
 import { z } from "zod";
 
 interface Mailer {
@@ -93,4 +93,17 @@ export async function typeTests(pool: pg.Pool, client: pg.PoolClient, mail: Mail
   await runWorker({ pool, tasks: { count: noServices }, syncs: [products], qdrant: { url: "http://127.0.0.1:6333" }, reconcileCron: "0 * * * *" });
   const [report] = await reconcile({ pool, qdrant: { url: "http://127.0.0.1:6333" }, syncs: [products], repair: true });
   report!.missing satisfies number;
+
+  // The dashboard: a node:http listener and a fetch handler, mounted under a path.
+  const dashboard: Dashboard = await createDashboard({ pool, basePath: "/ops", auth: { user: "ops", password: "a long password" }, syncs: [products] });
+  dashboard.listener satisfies (request: import("node:http").IncomingMessage, response: import("node:http").ServerResponse) => void;
+  (await dashboard.fetch(new Request("http://127.0.0.1/ops/"))) satisfies Response;
+  // @ts-expect-error auth takes user, password and token
+  await createDashboard({ pool, auth: { secret: "x" } });
+  await dashboard.close();
+  // apply may return a small JSON result for the job's history.
+  defineTask({ payload: z.object({}), async apply() { return { rows: 3, ids: ["a"] } satisfies JobResult; } });
+  // @ts-expect-error a result is JSON, not a function
+  defineTask({ payload: z.object({}), async apply() { return () => 1; } });
+  JOB_RESULT_MAX_BYTES satisfies number;
 }

@@ -1,0 +1,79 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { getRequestListener } from "@hono/node-server";
+import type pg from "pg";
+import { CoreShape } from "../config.ts";
+import { ConfigError } from "../configFields.ts";
+import { createDashboardApp, type DashboardCredentials } from "../dashboard/app.ts";
+import { createAppPool } from "../db/pools.ts";
+import type { SyncDefinition } from "../outbox/sync.ts";
+import { qdrantClientOf, syncsOf, urlOfPool, type QdrantOptions } from "./syncs.ts";
+
+export type { DashboardCredentials };
+
+export interface DashboardOptions {
+  /** The Postgres to show (a postgres:// URL); or give `pool`. Give a read-only login here when `auth` is empty. */
+  databaseUrl?: string;
+  /** An application's `pg` Pool instead of `databaseUrl` (its connection settings are reused; it is not ended). */
+  pool?: pg.Pool;
+  /**
+   * Who may take actions (retry, discard, reconcile): `user` and `password` (HTTP Basic, for
+   * browsers; user defaults to "admin") and/or `token` (Bearer, for scripts). With neither a
+   * password nor a token the dashboard is read-only. With them, every page needs them.
+   */
+  auth?: DashboardCredentials;
+  /** The path it is mounted under in your server, e.g. "/ops". Default "" (the root). */
+  basePath?: string;
+  /** Syncs shown on the syncs page and reconcilable from it (with `qdrant`). */
+  syncs?: readonly SyncDefinition[];
+  /** The Qdrant that reconciles run against; without it the syncs page only shows the last runs. */
+  qdrant?: QdrantOptions;
+  /** Heartbeat age after which a worker counts as dead, ms, as for `status` (WORKER_DEAD_AFTER_MS). Default 15 s. */
+  deadAfterMs?: number;
+  /** How often pages update themselves, seconds. Default 5. */
+  refreshSeconds?: number;
+}
+
+export interface Dashboard {
+  /** The dashboard as a fetch handler (Request in, Response out), for servers built on web standards. */
+  fetch(request: Request): Response | Promise<Response>;
+  /** The dashboard as a node:http request listener: `http.createServer(dashboard.listener)`, or call it for the paths under basePath. */
+  listener(request: IncomingMessage, response: ServerResponse): void;
+  /** Closes its database connections. */
+  close(): Promise<void>;
+}
+
+const BASE_PATH = /^(?:\/[A-Za-z0-9._~-]+)*$/;
+
+/**
+ * The web dashboard's pages (overview, jobs, dead letters, outbox, syncs, audit) as a handler
+ * to mount in an application's own HTTP server. It reads the same views as `pgconverge status`.
+ *
+ * ```ts
+ * const dashboard = await createDashboard({ databaseUrl, basePath: "/ops", auth: { password: process.env.OPS_PASSWORD } });
+ * http.createServer((req, res) => (req.url?.startsWith("/ops") ? dashboard.listener(req, res) : app(req, res))).listen(3000, "127.0.0.1");
+ * ```
+ */
+export async function createDashboard(options: DashboardOptions): Promise<Dashboard> {
+  if (options.databaseUrl === undefined && options.pool === undefined) throw new ConfigError("createDashboard: give databaseUrl or pool");
+  const basePath = options.basePath ?? "";
+  if (!BASE_PATH.test(basePath)) throw new ConfigError(`createDashboard: basePath must be "" or a path like "/ops" without a trailing slash (got ${JSON.stringify(basePath)})`);
+  const syncs = syncsOf(options.syncs ?? []);
+  const qdrant = options.qdrant ? qdrantClientOf(options.qdrant, "createDashboard").client : undefined;
+  const url = options.databaseUrl ?? urlOfPool(options.pool!);
+  const pool = await createAppPool(url, 2, { statementTimeoutMs: CoreShape.shape.APPLY_TIMEOUT_MS.parse(undefined) });
+  const app = createDashboardApp({
+    pool,
+    deadAfterMs: options.deadAfterMs ?? CoreShape.shape.WORKER_DEAD_AFTER_MS.parse(undefined),
+    credentials: options.auth ?? {},
+    basePath,
+    syncs,
+    qdrant,
+    ...(options.refreshSeconds === undefined ? {} : { refreshSeconds: options.refreshSeconds }),
+  });
+  const fetch = (request: Request) => app.fetch(request);
+  return {
+    fetch,
+    listener: getRequestListener(fetch),
+    close: () => pool.end(),
+  };
+}

@@ -1,0 +1,135 @@
+// Job history: every finished job leaves one job_history row, written in the transaction of
+// its effects, and the history is pruned by dropping whole days.
+import t from "tap";
+import { Sweeper } from "../../src/liveness/sweeper.ts";
+import { createTestDatabase, testLog, waitFor, type TestDatabase } from "../helpers/db.ts";
+import { addJobs, createEffectsTable, queuedJobs } from "../helpers/fixtures.ts";
+import { startWorker } from "../helpers/worker.ts";
+
+interface HistoryRow {
+  job_id: string;
+  task: string;
+  outcome: string;
+  attempts: number;
+  enqueued_at: Date;
+  started_at: Date | null;
+  finished_at: Date;
+  duration_ms: number | null;
+  last_error: string | null;
+  result: unknown;
+}
+
+function history(db: TestDatabase): Promise<HistoryRow[]> {
+  return db.query<HistoryRow>("select * from job_history_list order by job_id, finished_at");
+}
+
+t.test("each applied job leaves one history row with its timings and apply's result, with its effects", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  await startWorker(t, db);
+  // Job 3's first attempt writes its effect and then fails in apply: the rolled-back
+  // transaction must take its history row with it, so only the retry's row remains.
+  await addJobs(db, "effect", [{ n: 1, returns: { written: 1 } }, { n: 2 }], { maxAttempts: 3 });
+  await addJobs(db, "effect", [{ n: 3, applyFailTimes: 1 }], { maxAttempts: 3 });
+  const [third] = await db.query<{ id: string }>("select id from graphile_worker._private_jobs where payload->>'n' = '3'");
+  await waitFor("the first attempt of job 3 to fail", async () => (await db.query("select 1 from graphile_worker.jobs where attempts = 1 and locked_at is null and last_error is not null")).length === 1);
+  t.same(await db.query("select * from job_history where job_id = $1", [third!.id]), [], "a failed attempt leaves no history row");
+  await db.query("select graphile_worker.reschedule_jobs(array[$1::bigint], run_at := now())", [third!.id]);
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0);
+
+  const rows = await history(db);
+  t.equal(rows.length, 3, "one row per job");
+  const effects = await db.query<{ job_id: string }>("select job_id::text from test_effects order by job_id");
+  t.same(rows.map((row) => row.job_id), effects.map((row) => row.job_id), "a history row exactly for each committed effect");
+  for (const row of rows) {
+    t.equal(row.outcome, "applied");
+    t.equal(row.task, "effect");
+    t.ok(row.started_at !== null && row.enqueued_at <= row.started_at! && row.started_at! <= row.finished_at, "enqueued <= started <= finished");
+    t.ok(row.duration_ms !== null && row.duration_ms >= 0, "a duration");
+    t.equal(row.last_error, null);
+  }
+  t.same(rows[0]!.result, { written: 1 }, "what apply returned is kept");
+  t.equal(rows[1]!.result, null, "nothing returned, no result");
+  t.equal(rows[2]!.attempts, 2, "the attempts it took");
+});
+
+t.test("a dead-lettered job's history row is written with its dead letter, with the error", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  await startWorker(t, db);
+  await addJobs(db, "effect", [{ n: 1, failTimes: 1, failWith: "permanent" }, { n: 2, resultBytes: 5000 }]);
+  await waitFor("both jobs to leave the queue", async () => (await queuedJobs(db)) === 0);
+  const rows = await history(db);
+  const dead = await db.query<{ job_id: string; last_error: string }>("select job_id::text, last_error from dead_letters order by job_id");
+  t.same(rows.map((row) => [row.job_id, row.outcome, row.last_error]), dead.map((row) => [row.job_id, "dead", row.last_error]));
+  t.match(rows[0]!.last_error, /not valid UTF-8/);
+  t.match(rows[1]!.last_error, /result of 5002 bytes as JSON; the cap is 4096/, "an oversized result is a permanent failure of the task");
+  t.same(await db.query("select 1 from test_effects"), [], "the oversized result's writes rolled back");
+});
+
+t.test("the sweeper's dead-lettering of an exhausted job writes its history row", async (t) => {
+  const db = await createTestDatabase(t);
+  await addJobs(db, "effect", [{ n: 1 }], { maxAttempts: 1 });
+  // As if its worker died during the final attempt and was swept: attempts used up, unlocked.
+  await db.query("update graphile_worker._private_jobs set attempts = 1, last_error = 'worker died'");
+  const sweeper = new Sweeper({ pool: db.appPool, log: testLog, deadAfterMs: 1_000, intervalMs: 60_000, historyRetentionDays: 7 });
+  const swept = await sweeper.sweep();
+  t.equal(swept.deadLettered, 1);
+  const rows = await history(db);
+  t.same(rows.map((row) => [row.outcome, row.attempts, row.last_error, row.started_at]), [["dead", 1, "worker died", null]]);
+});
+
+t.test("a re-run of a job applied before is recorded as skipped and changes nothing", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  // Both kinds of task: effect has a prepare (checked before it), fan_out has none (checked by the batch's claim).
+  await addJobs(db, "effect", [{ n: 1 }]);
+  await addJobs(db, "fan_out", [{ n: 2, children: 0, failAfterEnqueue: false }]);
+  // As if a worker committed them and died before graphile-worker recorded the completion.
+  await db.query("insert into job_ledger (job_id, revision, task, outcome) select id, revision, task_identifier, 'applied' from graphile_worker.jobs");
+  await startWorker(t, db);
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0);
+  t.same((await history(db)).map((row) => [row.task, row.outcome]), [["effect", "skipped"], ["fan_out", "skipped"]]);
+  t.same(await db.query("select 1 from test_effects"), []);
+});
+
+t.test("pruning drops whole days past the retention and keeps the coming days' partitions ready", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const day = (offset: number) => `(now() at time zone 'UTC')::date + ${offset}`;
+  await db.query(`select pgconverge_job_history_partition(${day(-10)}), pgconverge_job_history_partition(${day(-7)}), pgconverge_job_history_partition(${day(-6)})`);
+  const insert = (offsetDays: number) =>
+    db.query(
+      `insert into job_history (finished_at, job_id, revision, task, outcome, attempts, enqueued_at)
+       values (now() + make_interval(days => $1), 1, 0, 'effect', 'applied', 1, now() + make_interval(days => $1))`,
+      [offsetDays],
+    );
+  for (const offset of [-10, -7, -6, 0, -30]) await insert(offset);
+  const partitions = () =>
+    db.query<{ name: string }>("select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'job_history'::regclass order by 1");
+  const before = (await partitions()).map((row) => row.name);
+  t.equal(before.length, 7, "3 old days, today, 2 days ahead and the default partition");
+
+  const [pruned] = await db.query<{ dropped: number }>("select pgconverge_prune_job_history(7) as dropped");
+  t.equal(pruned!.dropped, 1, "the day that ended more than 7 days ago is dropped whole (the one of 7 days ago still holds rows younger than 7 days)");
+  const [{ n } = { n: "" }] = await db.query<{ n: string }>("select count(*) as n from job_history");
+  t.equal(Number(n), 3, "7 and 6 days ago and today are kept; the default partition's old row is deleted");
+  const after = (await partitions()).map((row) => row.name);
+  t.equal(after.length, 6);
+  t.ok(after.includes("job_history_default"));
+
+  const sweeper = new Sweeper({ pool: db.appPool, log: testLog, deadAfterMs: 1_000, intervalMs: 60_000, historyRetentionDays: 1 });
+  const first = await sweeper.sweep();
+  t.equal(first.historyPartitionsDropped, 2, "the sweeper prunes with its retention setting");
+  const second = await sweeper.sweep();
+  t.equal(second.historyPartitionsDropped, 0, "and then waits an hour before pruning again");
+});
+
+t.test("every column of the history is documented", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const undocumented = await db.query(`
+    select c.relname, a.attname from pg_attribute a join pg_class c on c.oid = a.attrelid
+    where c.relname in ('job_history', 'job_history_list', 'job_throughput', 'dashboard_audit')
+      and a.attnum > 0 and not a.attisdropped and col_description(c.oid, a.attnum) is null
+  `);
+  t.same(undocumented, []);
+});
