@@ -5,7 +5,8 @@
 // the database. Trickle scenarios measure enqueue-to-start latency at a steady rate.
 import { parseCronItems, run, runMigrations, type Runner, type Task } from "graphile-worker";
 import pg from "pg";
-import PgBoss from "pg-boss";
+import { PgBoss, type Job } from "pg-boss";
+import { createRequire } from "node:module";
 import { sql, type DatabasePool } from "slonik";
 import { z } from "zod";
 import { loadConfig } from "../src/config.ts";
@@ -57,6 +58,7 @@ const GW_TASK = "bench";
 /** graphile-worker's own recommendation for high throughput (its performance page's preset). */
 const GW_BATCHING = { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 };
 const PGBOSS_QUEUE = "bench";
+const PGBOSS_VERSION = (createRequire(import.meta.url)("pg-boss/package.json") as { version: string }).version;
 const now = () => performance.timeOrigin + performance.now();
 
 /** Enqueues `count` graphile-worker jobs of `task` whose payload carries the time they were enqueued. */
@@ -237,13 +239,17 @@ interface PgBossBench {
   errors: unknown[];
 }
 
+/**
+ * pg-boss 12 with LISTEN/NOTIFY on (`useListenNotify` and a `notify` queue: it polls
+ * otherwise), its own pool sized for `concurrency` handlers holding a transaction each plus its
+ * fetches, and a pool for the per-job scenario's own transactions.
+ */
 async function startPgBoss(database: BenchDatabase, concurrency: number): Promise<PgBossBench> {
-  // pg-boss's own pool (fetch/complete) plus a pool for the jobs' transactions, one per worker.
-  const boss = new PgBoss({ connectionString: database.url, max: 4, schedule: false });
+  const boss = new PgBoss({ connectionString: database.url, max: concurrency + 4, schedule: false, useListenNotify: true });
   const errors: unknown[] = [];
   boss.on("error", (error) => errors.push(error));
   await boss.start();
-  await boss.createQueue(PGBOSS_QUEUE);
+  await boss.createQueue(PGBOSS_QUEUE, { notify: true });
   const work = benchPool(database.url, concurrency);
   await work.query(BENCH_TABLE);
   return { boss, work, errors };
@@ -264,14 +270,32 @@ async function insertOneRow(pool: pg.Pool, job: string): Promise<void> {
 }
 
 /**
- * pg-boss 10 has no teamSize: concurrency N is N `work()` loops. Each fetches up to
- * `batchSize` jobs, runs them one after another (one transaction each), and pg-boss completes
- * the batch in one statement. A loop waits out its polling interval (0.5 s at least) after a
- * fetch unless the batch took longer, so small batches cap it at 2 fetches/s per loop.
+ * How pg-boss runs the one-row work:
+ * - "transactional": pg-boss 12's transactional batch worker, its closest design to group
+ *   commit: `concurrency` handlers (localConcurrency), each given up to `batchSize` jobs and a
+ *   transaction in which pg-boss also completes them; the handler inserts the batch's rows with
+ *   one statement (as pgconverge's applyBatch does). burstWhenBatchFull fetches again at once
+ *   while batches come back full, instead of waiting out the polling interval.
+ * - "per-job": the same `concurrency` x `batchSize` fetches, each job in a transaction of its
+ *   own on another connection and the batch completed afterwards (what the bench compared
+ *   with before pg-boss had transactional workers; not exactly-once).
  */
-async function workPgBoss(bench: PgBossBench, concurrency: number, batchSize: number, onJob: (job: PgBoss.Job<unknown>) => void): Promise<void> {
-  for (let i = 0; i < concurrency; i++) {
-    await bench.boss.work(PGBOSS_QUEUE, { batchSize, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+type PgBossMode = "transactional" | "per-job";
+
+async function workPgBoss(
+  bench: PgBossBench,
+  mode: PgBossMode,
+  options: { concurrency: number; batchSize: number },
+  onJob: (job: Job<unknown>) => void,
+): Promise<void> {
+  const polling = { batchSize: options.batchSize, localConcurrency: options.concurrency, pollingIntervalSeconds: 0.5, burstWhenBatchFull: true };
+  if (mode === "transactional") {
+    await bench.boss.work(PGBOSS_QUEUE, { ...polling, transactional: true }, async (jobs, tx) => {
+      for (const job of jobs) onJob(job);
+      await tx.executeSql("insert into bench_rows (job) select unnest($1::text[])", [jobs.map((job) => job.id)]);
+    });
+  } else {
+    await bench.boss.work(PGBOSS_QUEUE, polling, async (jobs) => {
       for (const job of jobs) {
         onJob(job);
         await insertOneRow(bench.work, job.id);
@@ -281,7 +305,7 @@ async function workPgBoss(bench: PgBossBench, concurrency: number, batchSize: nu
 }
 
 async function stopPgBoss(bench: PgBossBench): Promise<void> {
-  await bench.boss.stop({ graceful: true, wait: true, close: true, timeout: 10_000 });
+  await bench.boss.stop({ graceful: true, close: true, timeout: 10_000 });
   await bench.work.end();
 }
 
@@ -296,7 +320,12 @@ async function pgBossRemaining(monitor: pg.Pool): Promise<number> {
   return rows[0]!.remaining;
 }
 
-export async function pgBossThroughput(server: BenchServer, options: QueueOptions & { batchSize: number }): Promise<ThroughputResult> {
+const PGBOSS_SETTINGS: Record<PgBossMode, string> = {
+  transactional: "work({ transactional: true, batchSize, localConcurrency, burstWhenBatchFull }); one insert of the batch's rows in pg-boss's transaction, which also completes the jobs",
+  "per-job": "work({ batchSize, localConcurrency, burstWhenBatchFull }); each job: begin; insert one row; commit; then pg-boss completes the batch",
+};
+
+export async function pgBossThroughput(server: BenchServer, mode: PgBossMode, options: QueueOptions & { batchSize: number }): Promise<ThroughputResult> {
   const database = await createDatabase(server, "pgboss");
   const monitor = benchPool(database.url, 1);
   let bench: PgBossBench | null = null;
@@ -304,10 +333,10 @@ export async function pgBossThroughput(server: BenchServer, options: QueueOption
     bench = await startPgBoss(database, options.concurrency);
     for (let first = 0; first < options.jobs; first += 5_000) {
       const count = Math.min(5_000, options.jobs - first);
-      await bench.boss.insert(Array.from({ length: count }, (_, i) => ({ name: PGBOSS_QUEUE, data: { i: first + i } })));
+      await bench.boss.insert(PGBOSS_QUEUE, Array.from({ length: count }, (_, i) => ({ data: { i: first + i } })));
     }
     const started = performance.now();
-    await workPgBoss(bench, options.concurrency, options.batchSize, () => {});
+    await workPgBoss(bench, mode, options, () => {});
     await waitUntil("pg-boss to finish", async () => (await pgBossRemaining(monitor)) === 0);
     const seconds = (performance.now() - started) / 1000;
     if (bench.errors.length > 0) throw new Error(`bench: pg-boss reported ${bench.errors.length} errors, first: ${String(bench.errors[0])}`);
@@ -319,7 +348,7 @@ export async function pgBossThroughput(server: BenchServer, options: QueueOption
       concurrency: options.concurrency,
       seconds: round(seconds, 2),
       jobsPerSecond: Math.round(options.jobs / seconds),
-      settings: `${options.concurrency} work() loops, batchSize ${options.batchSize}, pollingIntervalSeconds 0.5; each job: begin; insert one row; commit`,
+      settings: `pg-boss ${PGBOSS_VERSION}, localConcurrency ${options.concurrency}, batchSize ${options.batchSize}: ${PGBOSS_SETTINGS[mode]}`,
     };
   } finally {
     if (bench) await stopPgBoss(bench).catch(() => {});
@@ -334,15 +363,15 @@ export async function pgBossTrickle(server: BenchServer, options: TrickleOptions
   try {
     bench = await startPgBoss(database, options.concurrency);
     const latencies: number[] = [];
-    await workPgBoss(bench, options.concurrency, options.batchSize, (job) => {
+    await workPgBoss(bench, "transactional", options, (job) => {
       latencies.push(now() - (job.data as { enqueuedAt: number }).enqueuedAt);
     });
     const boss = bench.boss;
     const result = await trickle(options, latencies, async (count) => {
       const enqueuedAt = now();
-      await boss.insert(Array.from({ length: count }, () => ({ name: PGBOSS_QUEUE, data: { enqueuedAt } })));
+      await boss.insert(PGBOSS_QUEUE, Array.from({ length: count }, () => ({ data: { enqueuedAt } })));
     });
-    return { ...result, settings: `${options.concurrency} work() loops, batchSize ${options.batchSize}, polling every 0.5 s (pg-boss 10 does not LISTEN)` };
+    return { ...result, settings: `pg-boss ${PGBOSS_VERSION} transactional worker, localConcurrency ${options.concurrency}, batchSize ${options.batchSize}, LISTEN/NOTIFY (useListenNotify, notify queue)` };
   } finally {
     if (bench) await stopPgBoss(bench).catch(() => {});
     await database.drop();
@@ -375,6 +404,8 @@ export const oneRowBatchTask = defineTask({
 
 export interface PgconvergeBench {
   worker: Worker;
+  /** Job slots of the worker (the shipped default unless the scenario gave one). */
+  concurrency: number;
   queuePool: pg.Pool;
   appPool: DatabasePool;
   stop(): Promise<void>;
@@ -382,15 +413,17 @@ export interface PgconvergeBench {
 
 /**
  * A migrated database with the bench table, and a pgconverge Worker on it with the shipped
- * defaults (loadConfig's) except concurrency. The worker is created, not started.
+ * defaults (loadConfig's) and `env` over them; concurrency is the shipped default
+ * (WORKER_CONCURRENCY's) unless given. The worker is created, not started.
  */
 export async function createPgconverge(
   database: BenchDatabase,
-  concurrency: number,
+  concurrencyOverride: number | undefined,
   task: DefinedTask<any, any> = oneRowTask,
   env: Record<string, string> = {},
 ): Promise<PgconvergeBench> {
   const config = loadConfig({ OLLAMA_HOST: "http://127.0.0.1:9", ...env });
+  const concurrency = concurrencyOverride ?? config.WORKER_CONCURRENCY;
   const queuePool = createQueuePool(database.url, concurrency);
   await migrate(queuePool, log);
   await queuePool.query(BENCH_TABLE);
@@ -408,6 +441,7 @@ export async function createPgconverge(
   });
   return {
     worker,
+    concurrency,
     queuePool,
     appPool,
     stop: async () => {
@@ -437,9 +471,10 @@ export async function expectNoDeadLetters(monitor: pg.Pool): Promise<void> {
   if (rows[0]!.count > 0) throw new Error(`bench: ${rows[0]!.count} pgconverge jobs dead-lettered: ${rows[0]!.error}`);
 }
 
+/** `concurrency` unset: the shipped default (WORKER_CONCURRENCY's), as a user gets it. */
 export async function pgconvergeThroughput(
   server: BenchServer,
-  options: QueueOptions,
+  options: { jobs: number; concurrency?: number },
   env: Record<string, string> = {},
   task: DefinedTask<any, any> = oneRowTask,
 ): Promise<ThroughputResult> {
@@ -453,13 +488,14 @@ export async function pgconvergeThroughput(
     await bench.worker.start();
     await untilGraphileDrained(monitor, "pgconverge");
     const seconds = (performance.now() - started) / 1000;
+    const { concurrency } = bench;
     await bench.stop();
     bench = null;
     await expectNoDeadLetters(monitor);
     await expectRows(monitor, options.jobs, "pgconverge");
     return {
       jobs: options.jobs,
-      concurrency: options.concurrency,
+      concurrency,
       seconds: round(seconds, 2),
       jobsPerSecond: Math.round(options.jobs / seconds),
       settings: `Worker with loadConfig defaults${Object.keys(env).length ? ` and ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ")}` : ""}; ${task.applyBatch ? "applyBatch inserts one row per job, one statement per batch" : "apply inserts one row"} (ledger, lock check, group commit)`,
@@ -471,6 +507,7 @@ export async function pgconvergeThroughput(
   }
 }
 
+/** At the shipped defaults (concurrency included): `options.concurrency` is the peers'. */
 export async function pgconvergeTrickle(server: BenchServer, options: TrickleOptions): Promise<LatencyResult> {
   const database = await createDatabase(server, "pgc_trickle");
   const producer = benchPool(database.url, 1);
@@ -486,7 +523,7 @@ export async function pgconvergeTrickle(server: BenchServer, options: TrickleOpt
   });
   let bench: PgconvergeBench | null = null;
   try {
-    bench = await createPgconverge(database, options.concurrency, recording);
+    bench = await createPgconverge(database, undefined, recording);
     await bench.worker.start();
     const result = await trickle(options, latencies, async (count) => {
       await enqueueStamped(producer, PGC_TASK, count);

@@ -92,8 +92,13 @@ export const CoreShape = z.object({
     .regex(/^(?:[a-z][a-z0-9_-]{0,62}=)?[^=]+$/, "must be DIR or NAME=DIR (NAME: lowercase letters, digits, _ and -, starting with a letter)")
     .refine((value) => !value.startsWith("pgconverge"), "its set name must not begin with pgconverge")
     .optional(),
-  /** Jobs one worker process runs at once; both connection pools are sized from it. */
-  WORKER_CONCURRENCY: int(1, 1000).default(10),
+  /**
+   * Jobs one worker process runs at once. A slot that waits (for its batch's commit, for a
+   * connection, for a limit) holds no connection: each pool opens one per slot only up to 10,
+   * so many slots cost memory, not connections. 100 lets small transactional jobs share
+   * commits (group commit); external calls are bounded by the flow-control limits, not by it.
+   */
+  WORKER_CONCURRENCY: int(1, 1000).default(100),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** Port of the worker's /metrics, /healthz and /readyz; 0 disables them. 9464 is the usual Prometheus exporter port. */
   METRICS_PORT: int(0, 65_535).default(9464),
@@ -107,8 +112,13 @@ export const CoreShape = z.object({
   POLL_INTERVAL_MS: int(50, 600_000).default(2_000),
   /** Most jobs whose apply phases share one transaction (group commit); 1 commits every job alone. */
   APPLY_BATCH_SIZE: int(1, 1000).default(64),
-  /** Jobs fetched and locked per query and handed out locally, with completions batched too; 1 fetches one job per query. */
-  WORKER_LOCAL_QUEUE_SIZE: int(1, 1000).default(1),
+  /**
+   * Jobs fetched and locked per query and handed out locally, with completions batched too; 1
+   * fetches one job per query. Jobs wait in it only while every slot is busy, locked to this
+   * worker (released if it dies, or after graphile-worker's TTL); lower it when jobs are long
+   * and several workers should share a small backlog evenly.
+   */
+  WORKER_LOCAL_QUEUE_SIZE: int(1, 1000).default(100),
   /** How often a worker records that it is alive. */
   HEARTBEAT_INTERVAL_MS: int(100, 600_000).default(2_000),
   /**

@@ -18,7 +18,7 @@ import { createReconcileTask, createSyncRelay, qdrantClientOf, RECONCILE_TASK, r
  * in each comment), with the same defaults and bounds.
  */
 export interface WorkerSettings {
-  /** Jobs run at once (WORKER_CONCURRENCY). Default 10; the connection pools are sized from it. */
+  /** Jobs run at once (WORKER_CONCURRENCY). Default 100; the pools open a connection per slot only up to 10 each. */
   concurrency?: number;
   /** Deadline of a task's prepare, ms (TASK_TIMEOUT_MS). Default 60 s; on expiry its AbortSignal fires and the job is retried. */
   taskTimeoutMs?: number;
@@ -28,16 +28,16 @@ export interface WorkerSettings {
   pollIntervalMs?: number;
   /** Most jobs whose applies share one commit (APPLY_BATCH_SIZE). Default 64; 1 commits each job alone. */
   applyBatchSize?: number;
-  /** Jobs fetched per query and handed out locally (WORKER_LOCAL_QUEUE_SIZE). Default 1: one job per fetch. */
+  /** Jobs fetched per query and handed out locally, completions batched (WORKER_LOCAL_QUEUE_SIZE). Default 100; 1 fetches one job per query. */
   localQueueSize?: number;
-  /** How often the worker records that it is alive, ms (HEARTBEAT_INTERVAL_MS). Default 5 s. */
+  /** How often the worker records that it is alive, ms (HEARTBEAT_INTERVAL_MS). Default 2 s. */
   heartbeatIntervalMs?: number;
   /**
    * A worker silent for this long is dead and its jobs are released, ms (WORKER_DEAD_AFTER_MS).
-   * Default 30 s; at least 3 x heartbeatIntervalMs, so one missed beat does not kill a live worker.
+   * Default 15 s; at least 3 x heartbeatIntervalMs, so one missed beat does not kill a live worker.
    */
   deadAfterMs?: number;
-  /** How often the worker looks for dead workers and exhausted jobs, ms (SWEEP_INTERVAL_MS). Default 5 s. */
+  /** How often the worker looks for dead workers and exhausted jobs, ms (SWEEP_INTERVAL_MS). Default 2 s. */
   sweepIntervalMs?: number;
   /** Days of job history kept (JOB_HISTORY_RETENTION_DAYS). Default 7; older days are dropped whole, hourly. */
   historyRetentionDays?: number;

@@ -7,11 +7,13 @@ const GRAPHILE_EXTRA_CONNECTIONS = 2;
 const APP_EXTRA_CONNECTIONS = 2;
 /**
  * Most connections either pool opens for job slots, however many slots there are. A job slot
- * holds a connection only for one short query at a time (a fetch, a read in prepare) and
- * commits go through a few shared batch transactions, so hundreds of slots, which mostly
- * wait, need no more than this (graphile-worker's own default pool is 10).
+ * holds a connection only for one short query at a time (a read in prepare; a fetch when the
+ * local queue is off) and commits go through a few shared batch transactions (at most 8), so
+ * hundreds of slots, which mostly wait, need no more than this (graphile-worker's own default
+ * pool is 10). At the default 100 slots a worker opens 12 + 12 + 2 connections, as many as 10
+ * slots did.
  */
-const MAX_SLOT_CONNECTIONS = 20;
+const MAX_SLOT_CONNECTIONS = 10;
 
 /** Connections for `concurrency` job slots plus `extra` of the pool's own. */
 function poolSize(concurrency: number, extra: number): number {

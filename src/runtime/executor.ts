@@ -62,7 +62,10 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
     runtimeEvents.emit("job:started", event);
 
     // Only worth a query when prepare has I/O to spare; the batch's ledger claim catches the rest.
-    if (task.prepare && (await isRecorded(pool, job))) {
+    // A first attempt cannot have been applied: every run starts with a fetch that counts an
+    // attempt, so a revision that committed once comes back with attempts of 2 or more. This
+    // keeps the query (and a pooled connection) off the path of nearly every job.
+    if (task.prepare && job.attempts > 1 && (await isRecorded(pool, job))) {
       // No effects to share a transaction with: the history row is a statement of its own.
       await recordHistory(pool, [{ job, outcome: "skipped" }]);
       runtimeEvents.emit("job:skipped", event);

@@ -65,6 +65,31 @@ t.test("transient errors are retried with growing delays, then the job applies o
   t.equal((await db.query("select 1 from dead_letters")).length, 0);
 });
 
+t.test("a re-run of a job whose writes already committed completes without running prepare again", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  await startWorker(t, db);
+  // prepare fails on attempts 1 and 2: if the re-run ran it, attempt 2 would fail too.
+  await addJobs(db, "effect", [{ n: 1, failTimes: 2, failWith: "econnreset" }], { maxAttempts: 10 });
+  const job = await waitFor("attempt 1 to fail", async () => {
+    const row = await theJob(db);
+    return row && row.attempts === 1 && row.locked_at === null && row.last_error ? row : undefined;
+  });
+  // As if attempt 1 had committed its writes and died before completing the job.
+  await db.query(
+    "insert into job_ledger (job_id, revision, task, outcome) select id, revision, 'effect', 'applied' from graphile_worker.jobs where id = $1",
+    [job.id],
+  );
+  await db.query("select graphile_worker.reschedule_jobs(array[$1::bigint], run_at := now())", [job.id]);
+  const outcome = await waitFor("attempt 2 to end", async () => {
+    if ((await queuedJobs(db)) === 0) return "completed";
+    const row = await theJob(db);
+    return row && row.attempts === 2 && row.locked_at === null ? "failed again" : undefined;
+  });
+  t.equal(outcome, "completed", "the ledger was asked before prepare on the re-run");
+  t.same(await effectCounts(db), { rows: 0, distinct: 0 }, "nothing written twice");
+});
+
 t.test("permanent errors skip every retry and land in dead_letters with the payload and reason", async (t) => {
   const db = await createTestDatabase(t);
   await createEffectsTable(db);
