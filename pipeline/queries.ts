@@ -30,8 +30,8 @@ export interface DocumentInput {
  * Upserts a document by source and, when its content changed, enqueues its ingest job in the
  * same transaction: the job exists if and only if the new content committed.
  */
-export async function upsertDocument(tx: CommonQueryMethods, document: DocumentInput): Promise<{ id: string; change: DocumentChange }> {
-  const [result] = await upsertDocuments(tx, [document]);
+export async function upsertDocument(tx: CommonQueryMethods, document: DocumentInput, options: IngestOptions = {}): Promise<{ id: string; change: DocumentChange }> {
+  const [result] = await upsertDocuments(tx, [document], options);
   return result!;
 }
 
@@ -43,7 +43,11 @@ const Written = z.object({ id: z.string(), source: z.string(), created: z.boolea
  * number: one read finds the unchanged ones (skipped without a write, not even a row lock),
  * one insert writes the rest, one statement enqueues their ingest jobs. Results in input order.
  */
-export async function upsertDocuments(tx: CommonQueryMethods, documents: readonly DocumentInput[]): Promise<Array<{ id: string; change: DocumentChange }>> {
+export async function upsertDocuments(
+  tx: CommonQueryMethods,
+  documents: readonly DocumentInput[],
+  options: IngestOptions = {},
+): Promise<Array<{ id: string; change: DocumentChange }>> {
   if (documents.length === 0) return [];
   const sources = documents.map((document) => document.source);
   if (new Set(sources).size !== sources.length) throw new Error("upsertDocuments: sources must be distinct");
@@ -69,7 +73,7 @@ export async function upsertDocuments(tx: CommonQueryMethods, documents: readonl
       returning id, source, (xmax = 0) as created
     `);
     for (const row of rows) written.set(row.source, row);
-    await queueIngests(tx, rows.map((row) => row.id));
+    await queueIngests(tx, rows.map((row) => row.id), options);
   }
   const results: Array<{ id: string; change: DocumentChange }> = [];
   for (const document of documents) {
@@ -83,16 +87,33 @@ export async function upsertDocuments(tx: CommonQueryMethods, documents: readonl
   return results;
 }
 
+export interface IngestOptions {
+  /** Delay of the chunking after the first change, ms (INGEST_DEBOUNCE_MS); default 0, at once. */
+  debounceMs?: number;
+}
+
 /**
  * Queues the documents' chunking (ingest_document) in the caller's transaction. The task reads
  * the content when it runs and makes the chunk rows match it, so this also repairs chunks made
  * by an older chunker: changed text gets new ids, old points leave Qdrant through the outbox.
+ *
+ * One waiting job per document (its job key): queueing it again before it ran updates that job
+ * and keeps its run time (preserve_run_at), so a burst of edits within `debounceMs` of the first
+ * is one chunking pass, and a stream of edits still gets one at least every `debounceMs`
+ * (a trailing debounce, "replace", would wait for the stream to stop). An edit while the pass
+ * runs queues the next one.
  */
-export function queueIngests(tx: CommonQueryMethods, documentIds: readonly string[]): Promise<void> {
+export function queueIngests(tx: CommonQueryMethods, documentIds: readonly string[], options: IngestOptions = {}): Promise<void> {
+  const debounceMs = options.debounceMs ?? 0;
+  // The client's clock: a skew against the database's only shortens or lengthens the window.
+  const runAt = debounceMs > 0 ? new Date(Date.now() + debounceMs) : undefined;
   return addJobs(
     tx,
     INGEST_DOCUMENT,
-    documentIds.map((documentId) => ({ payload: { documentId }, spec: { jobKey: documentJobKey(INGEST_DOCUMENT, documentId) } })),
+    documentIds.map((documentId) => ({
+      payload: { documentId },
+      spec: { jobKey: documentJobKey(INGEST_DOCUMENT, documentId), jobKeyMode: "preserve_run_at" as const, runAt },
+    })),
   );
 }
 

@@ -51,7 +51,7 @@ async function ingest(context: Parameters<CommandDefinition["run"]>[1], args: re
       batch = [];
       batchSources = new Set();
       batchBytes = 0;
-      for (const { change } of await appPool.transaction((tx) => upsertDocuments(tx, documents))) counts[change]++;
+      for (const { change } of await appPool.transaction((tx) => upsertDocuments(tx, documents, { debounceMs: config.INGEST_DEBOUNCE_MS }))) counts[change]++;
     };
     for (const [done, input] of inputs.entries()) {
       progress.update(done, inputs.length);

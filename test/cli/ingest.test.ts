@@ -142,7 +142,8 @@ t.test("more files than one batch holds, and a file named twice: each stored onc
   const files = 1_234; // more than two batches
   for (let i = 0; i < files; i++) writeFileSync(join(dir, `note-${String(i).padStart(4, "0")}.md`), `Note ${i} about tides.`);
   const first = join(dir, "note-0000.md");
-  const result = await runCli(["ingest", first, dir], { env: { DATABASE_URL: db.url } });
+  const env = { DATABASE_URL: db.url, INGEST_DEBOUNCE_MS: "600000" };
+  const result = await runCli(["ingest", first, dir], { env });
   t.equal(result.code, 0, result.stderr);
   t.equal(result.stdout, `ingested ${files} (${files} new, 0 changed), unchanged 1, rejected 0\n`, "the second mention of a file is unchanged");
   const [counts] = await db.query<{ documents: number; jobs: number; keys: number }>(`
@@ -151,7 +152,9 @@ t.test("more files than one batch holds, and a file named twice: each stored onc
            (select count(*)::int from graphile_worker.jobs join documents d on key = 'ingest_document:' || d.id) as keys
   `);
   t.same(counts, { documents: files, jobs: files, keys: files }, "one ingest job per document, keyed by it");
+  const [due] = await db.query<{ later: number }>("select count(*)::int as later from graphile_worker.jobs where run_at > now() + interval '500 seconds'");
+  t.equal(due!.later, files, "each waits INGEST_DEBOUNCE_MS, so further edits coalesce into it");
   writeFileSync(join(dir, "note-0007.md"), "Note 7, edited.");
-  const edited = await runCli(["ingest", dir], { env: { DATABASE_URL: db.url } });
+  const edited = await runCli(["ingest", dir], { env });
   t.equal(edited.stdout, `ingested 1 (0 new, 1 changed), unchanged ${files - 1}, rejected 0\n`);
 });
