@@ -52,6 +52,12 @@ export const PipelineShape = z.object({
   OLLAMA_TIMEOUT_MS: int(100, 600_000).default(30_000),
   /** `pgconverge ingest` rejects files larger than this, bytes. */
   INGEST_MAX_BYTES: int(1, 1_073_741_824).default(5_242_880),
+  /**
+   * How long after `pgconverge ingest` first sees a document change its chunking waits, ms:
+   * edits within the window (a burst of saves) coalesce into one chunking pass over the latest
+   * text, and so one embedding of each changed chunk. 0 queues it to run at once.
+   */
+  INGEST_DEBOUNCE_MS: int(0, 3_600_000).default(1_000),
 });
 
 export type PipelineConfig = z.infer<typeof PipelineShape>;

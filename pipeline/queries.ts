@@ -1,6 +1,6 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { addJob, enqueueSync } from "pgconverge";
+import { addJobs, enqueueSync } from "pgconverge";
 import type { Chunk } from "./chunker.ts";
 
 /** The pipeline's SQL, one statement (or one step) per function. */
@@ -20,37 +20,101 @@ const IdRow = z.object({ id: z.string() });
 
 export type DocumentChange = "created" | "updated" | "unchanged";
 
+export interface DocumentInput {
+  source: string;
+  content: string;
+  contentSha256: string;
+}
+
 /**
  * Upserts a document by source and, when its content changed, enqueues its ingest job in the
  * same transaction: the job exists if and only if the new content committed.
  */
-export async function upsertDocument(
+export async function upsertDocument(tx: CommonQueryMethods, document: DocumentInput, options: IngestOptions = {}): Promise<{ id: string; change: DocumentChange }> {
+  const [result] = await upsertDocuments(tx, [document], options);
+  return result!;
+}
+
+const Stored = z.object({ id: z.string(), source: z.string(), content_sha256: z.string() });
+const Written = z.object({ id: z.string(), source: z.string(), created: z.boolean() });
+
+/**
+ * upsertDocument for many documents with distinct sources, in a few statements whatever their
+ * number: one read finds the unchanged ones (skipped without a write, not even a row lock),
+ * one insert writes the rest, one statement enqueues their ingest jobs. Results in input order.
+ */
+export async function upsertDocuments(
   tx: CommonQueryMethods,
-  document: { source: string; content: string; contentSha256: string },
-): Promise<{ id: string; change: DocumentChange }> {
-  const written = await tx.maybeOne(sql.type(z.object({ id: z.string(), created: z.boolean() }))`
-    insert into documents (source, content, content_sha256)
-    values (${document.source}, ${document.content}, ${document.contentSha256})
-    on conflict (source) do update
-      set content = excluded.content, content_sha256 = excluded.content_sha256, updated_at = now()
-      where documents.content_sha256 <> excluded.content_sha256
-    returning id, (xmax = 0) as created
-  `);
-  if (!written) {
-    const id = await tx.oneFirst(sql.type(IdRow)`select id from documents where source = ${document.source}`);
-    return { id, change: "unchanged" };
+  documents: readonly DocumentInput[],
+  options: IngestOptions = {},
+): Promise<Array<{ id: string; change: DocumentChange }>> {
+  if (documents.length === 0) return [];
+  const sources = documents.map((document) => document.source);
+  if (new Set(sources).size !== sources.length) throw new Error("upsertDocuments: sources must be distinct");
+  const stored = new Map(
+    (await tx.any(sql.type(Stored)`select id, source, content_sha256 from documents where source = any(${sql.array(sources, "text")})`)).map((row) => [
+      row.source,
+      row,
+    ]),
+  );
+  const changed = documents.filter((document) => stored.get(document.source)?.content_sha256 !== document.contentSha256);
+  const written = new Map<string, { id: string; created: boolean }>();
+  if (changed.length > 0) {
+    // The where clause still guards a document another ingest set to this content meanwhile.
+    const rows = await tx.any(sql.type(Written)`
+      insert into documents (source, content, content_sha256)
+      select * from ${sql.unnest(
+        changed.map((document) => [document.source, document.content, document.contentSha256]),
+        ["text", "text", "text"],
+      )}
+      on conflict (source) do update
+        set content = excluded.content, content_sha256 = excluded.content_sha256, updated_at = now()
+        where documents.content_sha256 <> excluded.content_sha256
+      returning id, source, (xmax = 0) as created
+    `);
+    for (const row of rows) written.set(row.source, row);
+    await queueIngests(tx, rows.map((row) => row.id), options);
   }
-  await queueIngest(tx, written.id);
-  return { id: written.id, change: written.created ? "created" : "updated" };
+  const results: Array<{ id: string; change: DocumentChange }> = [];
+  for (const document of documents) {
+    const row = written.get(document.source);
+    if (row) results.push({ id: row.id, change: row.created ? "created" : "updated" });
+    else {
+      const id = stored.get(document.source)?.id ?? (await tx.oneFirst(sql.type(IdRow)`select id from documents where source = ${document.source}`));
+      results.push({ id, change: "unchanged" });
+    }
+  }
+  return results;
+}
+
+export interface IngestOptions {
+  /** Delay of the chunking after the first change, ms (INGEST_DEBOUNCE_MS); default 0, at once. */
+  debounceMs?: number;
 }
 
 /**
- * Queues the document's chunking (ingest_document) in the caller's transaction. The task reads
+ * Queues the documents' chunking (ingest_document) in the caller's transaction. The task reads
  * the content when it runs and makes the chunk rows match it, so this also repairs chunks made
  * by an older chunker: changed text gets new ids, old points leave Qdrant through the outbox.
+ *
+ * One waiting job per document (its job key): queueing it again before it ran updates that job
+ * and keeps its run time (preserve_run_at), so a burst of edits within `debounceMs` of the first
+ * is one chunking pass, and a stream of edits still gets one at least every `debounceMs`
+ * (a trailing debounce, "replace", would wait for the stream to stop). An edit while the pass
+ * runs queues the next one.
  */
-export function queueIngest(tx: CommonQueryMethods, documentId: string): Promise<void> {
-  return addJob(tx, INGEST_DOCUMENT, { documentId }, { jobKey: documentJobKey(INGEST_DOCUMENT, documentId) });
+export function queueIngests(tx: CommonQueryMethods, documentIds: readonly string[], options: IngestOptions = {}): Promise<void> {
+  const debounceMs = options.debounceMs ?? 0;
+  // The client's clock: a skew against the database's only shortens or lengthens the window.
+  const runAt = debounceMs > 0 ? new Date(Date.now() + debounceMs) : undefined;
+  return addJobs(
+    tx,
+    INGEST_DOCUMENT,
+    documentIds.map((documentId) => ({
+      payload: { documentId },
+      spec: { jobKey: documentJobKey(INGEST_DOCUMENT, documentId), jobKeyMode: "preserve_run_at" as const, runAt },
+    })),
+  );
 }
 
 /**

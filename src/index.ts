@@ -20,8 +20,8 @@ export type {
 export { PermanentError } from "./runtime/errors.ts";
 
 // Enqueue from the application's own transaction.
-export { addJob } from "./api/addJob.ts";
-export type { JobSpec, Queryable } from "./api/addJob.ts";
+export { addJob, addJobs } from "./api/addJob.ts";
+export type { JobKeyMode, JobSpec, JobToAdd, Queryable } from "./api/addJob.ts";
 
 // Run a worker from the application's code.
 export { runWorker } from "./api/runWorker.ts";

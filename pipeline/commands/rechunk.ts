@@ -3,7 +3,7 @@ import { sql } from "slonik";
 import { z } from "zod";
 import { parseArgs } from "node:util";
 import { UsageError, type CommandDefinition } from "pgconverge";
-import { findDocument, queueIngest } from "../queries.ts";
+import { findDocument, queueIngests } from "../queries.ts";
 
 /**
  * `pgconverge rechunk --all | <document id or source>...`: queues every named document (or all
@@ -31,7 +31,7 @@ export const rechunkCommand: CommandDefinition = {
       for (const reference of missing) console.error(`pgconverge: no document with id or source ${JSON.stringify(reference)}`);
       if (missing.length > 0) return 1;
       const unique = [...new Set(ids)];
-      for (const id of unique) await queueIngest(tx, id);
+      await queueIngests(tx, unique);
       console.log(`queued ${unique.length} document${unique.length === 1 ? "" : "s"} for chunking; a running worker (npm run worker) applies it`);
       return 0;
     });

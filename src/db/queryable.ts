@@ -16,13 +16,26 @@ function isSlonik(db: unknown): db is CommonQueryMethods {
   return typeof candidate?.anyFirst === "function" && typeof candidate.maybeOneFirst === "function";
 }
 
-/** A `$n` statement as a slonik query: its placeholders become template values. */
+/**
+ * A `$n` statement as a slonik query: its placeholders become template values. slonik takes an
+ * array only as `sql.array(values, type)`, so an array placeholder must be cast (`$1::int[]`).
+ */
 function slonikStatement(statement: string, values: unknown[]) {
   const parts = statement.split(/\$\d+/);
-  const args = [...statement.matchAll(/\$(\d+)/g)].map((match) => values[Number(match[1]) - 1]);
-  // slonik takes only what looks like a template literal: a frozen `raw` beside the strings.
-  const strings = Object.freeze(Object.assign([...parts], { raw: Object.freeze([...parts]) })) as unknown as TemplateStringsArray;
-  return sql.unsafe(strings, ...(args as never[]));
+  const args = [...statement.matchAll(/\$(\d+)(?:::(\w+)\[\])?/g)].map(([, index, arrayType]) => {
+    const value = values[Number(index) - 1];
+    if (!Array.isArray(value)) return value;
+    if (!arrayType) throw new TypeError(`an array parameter needs a cast in the statement ($${index}::type[])`);
+    // The type comes from our own statement text (\w+), never from a value; a fragment keeps
+    // slonik from quoting it, so aliases such as int stay valid.
+    return sql.array(value, sql.fragment(template([`${arrayType}[]`])));
+  });
+  return sql.unsafe(template(parts), ...(args as never[]));
+}
+
+/** slonik takes only what looks like a template literal: a frozen `raw` beside the strings. */
+function template(parts: readonly string[]): TemplateStringsArray {
+  return Object.freeze(Object.assign([...parts], { raw: Object.freeze([...parts]) })) as unknown as TemplateStringsArray;
 }
 
 /**

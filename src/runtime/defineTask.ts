@@ -17,12 +17,34 @@ export type JobResult = string | number | boolean | null | JobResult[] | { [key:
  */
 export const JOB_RESULT_MAX_BYTES = 4096;
 
-/** Options of a follow-up job enqueued inside an apply transaction (graphile-worker's add_job). */
+/**
+ * What a second enqueue with the same `jobKey` does to the job already waiting under it
+ * (graphile-worker's job_key_mode):
+ * - `"replace"` (the default): the waiting job takes the new payload and the new `runAt`, so a
+ *   burst of enqueues keeps pushing the run back (debounce: it runs once the burst is quiet);
+ * - `"preserve_run_at"`: the waiting job takes the new payload but keeps its `runAt`, so a burst
+ *   coalesces into one run at most the first enqueue's delay later (throttle).
+ * Either way a job with the key that is already running finishes (it is not dead-lettered) and
+ * the new one is queued as well; it may start while the first still runs unless both share a
+ * `queueName`. graphile-worker's third mode, `unsafe_dedupe`, is not offered:
+ * it drops the enqueue while a stale run is in progress, and it bumps the running job's
+ * revision, which pgconverge reads as the job having been taken from its worker.
+ */
+export type JobKeyMode = "replace" | "preserve_run_at";
+
+/** Options of an enqueued job (graphile-worker's add_job); every field is optional. */
 export interface FollowUpJobSpec {
+  /** Jobs of one named queue run one at a time, in order (strict order per entity). Default: none, run in parallel. */
   queueName?: string;
+  /** Not run before this time (a delay). Default: now. */
   runAt?: Date;
+  /** Attempts before the job is dead-lettered, 1 to 32,767. Default: graphile-worker's 25. */
   maxAttempts?: number;
+  /** At most one waiting job per key: a second enqueue updates it (see jobKeyMode) instead of adding one. */
   jobKey?: string;
+  /** What an enqueue does to a waiting job with the same jobKey; needs jobKey. Default `"replace"`. */
+  jobKeyMode?: JobKeyMode;
+  /** Lower runs first, -32,768 to 32,767. Default 0. */
   priority?: number;
 }
 

@@ -102,7 +102,7 @@ export async function recordSuperseded(tx: CommonQueryMethods, jobKey: string): 
  * (a pg client or pool, anything with `query(text, values)`): one statement is atomic on any
  * of them, even on a pool. The data-modifying CTE reads the same snapshot as add_job, so it
  * sees the running job with this key before add_job marks it. Parameters: identifier,
- * payload (json text), queue name, run at, max attempts, job key, priority.
+ * payload (json text), queue name, run at, max attempts, job key, priority, job key mode.
  */
 export const ADD_JOB_STATEMENT = `
   with superseded as (
@@ -117,8 +117,34 @@ export const ADD_JOB_STATEMENT = `
     run_at => $4::timestamptz,
     max_attempts => $5::int,
     job_key => $6::text,
-    priority => $7::int
+    priority => $7::int,
+    job_key_mode => coalesce($8::text, 'replace')
   ) is not null as added`;
+
+/**
+ * Many jobs of one task in ONE statement (addJobs), with the result of as many add_job calls in
+ * the order given, at the cost of a few: the jobs come in segments (distinct job keys, one job
+ * key mode each; the caller cuts them), and each segment is one add_jobs call, which is what
+ * add_job runs for a single job. Parameters are arrays, one element per job: payloads (json
+ * text), queue names, run ats, max attempts, job keys, priorities, whether the job key mode is
+ * preserve_run_at, segment numbers (ascending); then the identifier. Returns how many were added.
+ */
+export const ADD_JOBS_STATEMENT = `
+  with spec as (
+    select * from unnest($1::json[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::int[], $7::bool[], $8::int[])
+      with ordinality as spec (payload, queue_name, run_at, max_attempts, job_key, priority, preserve_run_at, segment, n)
+  ), superseded as (
+    insert into superseded_jobs (job_id)
+    select id from graphile_worker._private_jobs
+    where key in (select job_key from spec where job_key is not null) and locked_at is not null
+    on conflict do nothing
+  ), segment as (
+    select segment, bool_and(preserve_run_at) as preserve_run_at,
+           array_agg(row($9::text, payload, queue_name, run_at, max_attempts, job_key, priority, null)::graphile_worker.job_spec order by n) as specs
+    from spec group by segment
+  )
+  select coalesce(sum((select count(*) from graphile_worker.add_jobs(segment.specs, segment.preserve_run_at))), 0)::int as added
+  from (select * from segment order by segment) as segment`;
 
 /**
  * Re-stamps `locked_at` of the jobs these lock holders still hold, when older than `olderThan`

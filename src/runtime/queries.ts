@@ -2,6 +2,7 @@ import type { Job } from "graphile-worker";
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import type { FollowUpJobSpec } from "./defineTask.ts";
+import { checkJobSpec } from "./jobSpec.ts";
 import { recordSuperseded } from "./graphileJobs.ts";
 
 /** The runtime's SQL, one statement per function. */
@@ -112,6 +113,7 @@ export async function addJob(
   payload: unknown,
   spec: FollowUpJobSpec = {},
 ): Promise<void> {
+  checkJobSpec(spec, `addJob ${identifier}`);
   if (spec.jobKey) {
     // add_job is about to mark a running job with this key exhausted (see superseded_jobs):
     // record it first, in this transaction, so it is completed rather than dead-lettered.
@@ -125,7 +127,8 @@ export async function addJob(
       run_at => ${spec.runAt ? spec.runAt.toISOString() : null}::timestamptz,
       max_attempts => ${spec.maxAttempts ?? null}::int,
       job_key => ${spec.jobKey ?? null},
-      priority => ${spec.priority ?? null}::int
+      priority => ${spec.priority ?? null}::int,
+      job_key_mode => ${spec.jobKeyMode ?? "replace"}
     )
   `);
 }

@@ -50,8 +50,12 @@ t.test("a folder of good and bad files: bad ones rejected one line each, good on
   t.ok(lines.includes(`rejected ${join(dir, "missing.md")}: no such file or directory`));
   t.equal((await db.query("select 1 from documents")).length, 3, "only the good files were stored");
 
+  const jobsBefore = await db.query("select id from graphile_worker.jobs order by id");
   const again = await runCli(["ingest", join(dir, "guide.md")], { env });
   t.same([again.code, again.stdout], [0, "ingested 0 (0 new, 0 changed), unchanged 1, rejected 0\n"], "unchanged content is a no-op");
+  // Not even a row lock: a lock would have stamped the row's xmax.
+  t.same(await db.query("select xmax::text from documents where xmax::text <> '0'"), [], "unchanged documents are not written");
+  t.same(await db.query("select id from graphile_worker.jobs order by id"), jobsBefore, "and no job is queued for them");
 
   const piped = await runCli(["ingest", "-", "--source", "clipboard"], { env, input: "The violinist tunes the cello strings before the concert." });
   t.same([piped.code, piped.stdout], [0, "ingested 1 (1 new, 0 changed), unchanged 0, rejected 0\n"], "stdin, named by --source");
@@ -129,4 +133,28 @@ t.test("a directory with nothing to ingest says which extensions were looked for
     `rejected ${dir}: no files to ingest: looked for .txt, .text, .md, .markdown, .mdx, .rst (hidden entries skipped; name other files explicitly)\n`,
   );
   t.match(result.stdout, /rejected 1$/m);
+});
+
+t.test("more files than one batch holds, and a file named twice: each stored once with one job", async (t) => {
+  const db = await createTestDatabase(t);
+  const dir = mkdtempSync(join(tmpdir(), "pgconverge-many-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const files = 1_234; // more than two batches
+  for (let i = 0; i < files; i++) writeFileSync(join(dir, `note-${String(i).padStart(4, "0")}.md`), `Note ${i} about tides.`);
+  const first = join(dir, "note-0000.md");
+  const env = { DATABASE_URL: db.url, INGEST_DEBOUNCE_MS: "600000" };
+  const result = await runCli(["ingest", first, dir], { env });
+  t.equal(result.code, 0, result.stderr);
+  t.equal(result.stdout, `ingested ${files} (${files} new, 0 changed), unchanged 1, rejected 0\n`, "the second mention of a file is unchanged");
+  const [counts] = await db.query<{ documents: number; jobs: number; keys: number }>(`
+    select (select count(*)::int from documents) as documents,
+           (select count(*)::int from graphile_worker.jobs where task_identifier = 'ingest_document') as jobs,
+           (select count(*)::int from graphile_worker.jobs join documents d on key = 'ingest_document:' || d.id) as keys
+  `);
+  t.same(counts, { documents: files, jobs: files, keys: files }, "one ingest job per document, keyed by it");
+  const [due] = await db.query<{ later: number }>("select count(*)::int as later from graphile_worker.jobs where run_at > now() + interval '500 seconds'");
+  t.equal(due!.later, files, "each waits INGEST_DEBOUNCE_MS, so further edits coalesce into it");
+  writeFileSync(join(dir, "note-0007.md"), "Note 7, edited.");
+  const edited = await runCli(["ingest", dir], { env });
+  t.equal(edited.stdout, `ingested 1 (0 new, 1 changed), unchanged ${files - 1}, rejected 0\n`);
 });

@@ -1,7 +1,7 @@
 import { loadPipelineConfig } from "../../pipeline/config.ts";
 import { fileURLToPath } from "node:url";
 import type { Relay } from "../../src/outbox/relay.ts";
-import { upsertDocument, type DocumentChange } from "../../pipeline/queries.ts";
+import { upsertDocument, type DocumentChange, type IngestOptions } from "../../pipeline/queries.ts";
 import { createPipeline, type Pipeline } from "../../pipeline/services.ts";
 import { loadTasks } from "../../src/runtime/loadTasks.ts";
 import type { Worker, WorkerConfig } from "../../src/worker.ts";
@@ -71,8 +71,8 @@ export async function startPipeline(
 }
 
 /** Ingests text as `pgconverge ingest` does: the document and its job in one transaction. */
-export async function ingest(db: TestDatabase, source: string, content: string): Promise<{ id: string; change: DocumentChange }> {
-  return db.appPool.transaction((tx) => upsertDocument(tx, { source, content, contentSha256: sha256(content) }));
+export async function ingest(db: TestDatabase, source: string, content: string, options: IngestOptions = {}): Promise<{ id: string; change: DocumentChange }> {
+  return db.appPool.transaction((tx) => upsertDocument(tx, { source, content, contentSha256: sha256(content) }, options));
 }
 
 /** Every job done, every chunk embedded, the outbox drained and Qdrant equal to Postgres. */

@@ -1,7 +1,7 @@
 // Type-level tests of the public API, checked by `npm run typecheck` (never run): each
 // expect-error directive below fails the typecheck if the line after it compiles.
 import pg from "pg";
-import { addJob, createDashboard, defineSync, defineTask, JOB_RESULT_MAX_BYTES, type Dashboard, type JobResult, enqueueSync, reconcile, runWorker, type PointId, type PointState } from "pgconverge";
+import { addJob, addJobs, createDashboard, defineSync, defineTask, JOB_RESULT_MAX_BYTES, type Dashboard, type JobResult, enqueueSync, reconcile, runWorker, type PointId, type PointState } from "pgconverge";
 import { z } from "zod";
 
 interface Mailer {
@@ -32,6 +32,12 @@ export async function typeTests(pool: pg.Pool, client: pg.PoolClient, mail: Mail
   await addJob(client, sendEmail, { to: 42 });
   // @ts-expect-error a payload missing a required field
   await addJob(client, noServices, {});
+  await addJob(pool, noServices, { n: 1 }, { jobKey: "count", jobKeyMode: "preserve_run_at", runAt: new Date() });
+  // @ts-expect-error graphile-worker's unsafe_dedupe is not offered
+  await addJob(pool, noServices, { n: 1 }, { jobKey: "count", jobKeyMode: "unsafe_dedupe" });
+  await addJobs(client, noServices, [{ payload: { n: 1 } }, { payload: { n: 2 }, spec: { queueName: "serial" } }]);
+  // @ts-expect-error addJobs checks each payload against the task
+  await addJobs(client, noServices, [{ payload: { n: "1" } }]);
 
   await runWorker({ pool, tasks: { send_email: sendEmail, count: noServices }, services: { mail } });
   await runWorker({ databaseUrl: "postgres://localhost/app", tasks: { count: noServices } });
