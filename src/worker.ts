@@ -1,8 +1,10 @@
-import { parseCronItems, run, type CronItem, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
+import { parseCronItems, run, type CronItem, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from "graphile-worker";
 import { EventEmitter } from "node:events";
 import type pg from "pg";
 import type { Config } from "./config.ts";
 import type { DatabasePool } from "slonik";
+import type { PoolMode } from "./db/connections.ts";
+import { Listener } from "./db/listener.ts";
 import { Heartbeat } from "./liveness/heartbeat.ts";
 import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
@@ -29,6 +31,19 @@ export interface WorkerConfig {
   shutdownTimeoutMs: number;
   /** Fallback poll for due jobs, ms; new jobs arrive by LISTEN/NOTIFY without waiting for it. */
   pollIntervalMs: number;
+  /**
+   * How queuePool's URL keeps sessions; default "session". "transaction" (a transaction-mode
+   * pooler): graphile-worker runs without named prepared statements, and its own LISTEN,
+   * which it always holds on a client of queuePool and which hears nothing through such a
+   * pooler, is replaced by listenUrl's.
+   */
+  poolMode?: PoolMode;
+  /**
+   * In transaction mode: a direct URL where this worker LISTENs for new jobs (graphile-worker's
+   * channel) and wakes graphile-worker's pool, so jobs start at once; null: found by polling
+   * every pollIntervalMs only.
+   */
+  listenUrl?: string | null;
   /** Recurring jobs (graphile-worker cron); none by default. */
   cronItems?: CronItem[];
   /** Most jobs whose apply phases share one commit (group commit); 1 commits each job alone. */
@@ -68,6 +83,16 @@ export function concurrentBatches(concurrency: number): number {
   return Math.min(8, Math.max(2, Math.ceil(concurrency / 25)));
 }
 
+/** The job count of a "jobs:insert" notification ({"count": n}); 1 when it says none. */
+function jobsInserted(payload: string | undefined): number {
+  try {
+    const count = (JSON.parse(payload ?? "") as { count?: unknown }).count;
+    return typeof count === "number" ? count : 1;
+  } catch {
+    return 1;
+  }
+}
+
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
 
@@ -80,6 +105,8 @@ export class Worker {
   readonly heartbeat: Heartbeat;
   readonly sweeper: Sweeper;
   private runner: Runner | null = null;
+  private workerPool: WorkerPool | null = null;
+  private jobListener: Listener | null = null;
   private stopping: Promise<void> | null = null;
 
   constructor(private readonly config: WorkerConfig) {
@@ -109,7 +136,10 @@ export class Worker {
     const events: WorkerEvents = new EventEmitter();
     // Lock holder ids are random and known only once created; the heartbeat records each
     // one as it appears, before that worker can have claimed a job.
-    events.on("pool:create", ({ workerPool }) => this.heartbeat.addLocker(workerPool.id));
+    events.on("pool:create", ({ workerPool }) => {
+      this.workerPool = workerPool;
+      this.heartbeat.addLocker(workerPool.id);
+    });
     events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
     const committer = new GroupCommitter({
       pool: config.appPool,
@@ -128,8 +158,12 @@ export class Worker {
         committer,
       });
     }
+    const pooled = config.poolMode === "transaction";
     this.runner = await run({
       pgPool: config.queuePool,
+      // A transaction-mode pooler shares server connections: a statement prepared under a name
+      // on one is missing on (or collides with) the next.
+      noPreparedStatements: pooled,
       concurrency: config.concurrency,
       pollInterval: config.pollIntervalMs,
       taskList,
@@ -148,9 +182,35 @@ export class Worker {
         },
       },
     });
+    if (pooled) await this.listenForJobs();
     await this.heartbeat.beat();
     this.sweeper.start();
     config.log.info({ workerId: this.id, concurrency: config.concurrency, tasks: [...config.tasks.keys()] }, "worker started");
+  }
+
+  /**
+   * graphile-worker LISTENs on a client of its pool, through the pooler, where nothing
+   * arrives; the same notifications are received here on the direct connection instead and
+   * handed to its pool (WorkerPool.nudge, what its own listener does with them).
+   */
+  private async listenForJobs(): Promise<void> {
+    const { listenUrl, log, pollIntervalMs } = this.config;
+    if (!listenUrl) {
+      log.warn({ pollIntervalMs }, "no session for LISTEN (transaction-mode pooler, no direct URL): new jobs are found by polling only");
+      return;
+    }
+    this.jobListener = new Listener({
+      url: listenUrl,
+      channels: ["jobs:insert"],
+      onNotification: (message) => {
+        const count = jobsInserted(message.payload);
+        if (count > 0) this.workerPool?.nudge(count);
+      },
+      retryMs: pollIntervalMs,
+      log,
+      name: "pgconverge-jobs-listener",
+    });
+    await this.jobListener.start();
   }
 
   /** Resolves when the runner stops on its own (a fatal error) or through stop(). */
@@ -182,6 +242,7 @@ export class Worker {
       clearTimeout(timer);
       if (result === "deadline") await runner.kill("shutdown deadline passed").catch(() => {});
     }
+    await this.jobListener?.stop();
     await this.sweeper.stop();
     await this.heartbeat.stop().catch((error) => log.warn({ error: String(error) }, "could not deregister"));
     log.info({ workerId: this.id }, "worker stopped");

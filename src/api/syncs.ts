@@ -74,7 +74,8 @@ export function syncsOf(definitions: readonly SyncDefinition[]): Sync[] {
 /** The relay of a worker that serves syncs (see runWorker's `syncs`). */
 export function createSyncRelay(options: {
   pool: DatabasePool;
-  databaseUrl: string;
+  /** Where the relay LISTENs (a URL that keeps sessions), or null to poll only. */
+  listenUrl: string | null;
   qdrant: QdrantClient;
   qdrantTimeoutMs: number;
   syncs: readonly Sync[];
@@ -87,7 +88,7 @@ export function createSyncRelay(options: {
   }
   return new Relay({
     pool: options.pool,
-    databaseUrl: options.databaseUrl,
+    listenUrl: options.listenUrl,
     qdrant: options.qdrant,
     syncs: options.syncs,
     log: options.log.child({ component: "relay" }),

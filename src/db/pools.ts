@@ -1,5 +1,6 @@
 import pg from "pg";
 import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
+import type { PoolMode } from "./connections.ts";
 
 /** Connections beyond the job slots: graphile-worker's LISTEN client and its completion/fail batches. */
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
@@ -48,13 +49,21 @@ const resultParser: Interceptor = {
 };
 
 export interface AppPoolOptions {
-  /** statement_timeout for every statement, ms. */
+  /** statement_timeout for every statement, ms (on a session only; see poolMode). */
   statementTimeoutMs: number;
+  /**
+   * "transaction" when the URL is a transaction-mode pooler: the pool then sends no
+   * statement_timeout or idle_in_transaction_session_timeout at connect (a pooler refuses
+   * startup parameters, and would not keep them on the session anyway). The timeout that
+   * matters, the apply's, is set inside each apply transaction (set_config(..., true), see
+   * claimBatch); the others are the server's or the pooler's (README, Production). Default "session".
+   */
+  poolMode?: PoolMode;
 }
 
 /**
- * The slonik pool for application SQL (apply transactions, dead letters, prepare's reads). A
- * session left idle inside a transaction is killed by the server after the same timeout.
+ * The slonik pool for application SQL (apply transactions, dead letters, prepare's reads). On a
+ * session, a session left idle inside a transaction is killed by the server after the same timeout.
  */
 export function createAppPool(url: string, concurrency: number, options: AppPoolOptions): Promise<DatabasePool> {
   return createSlonikPool(url, "pgconverge-app", poolSize(concurrency, APP_EXTRA_CONNECTIONS), options);
@@ -73,10 +82,11 @@ export function createLivenessPool(url: string, options: AppPoolOptions): Promis
 function createSlonikPool(url: string, applicationName: string, size: number, options: AppPoolOptions): Promise<DatabasePool> {
   const withName = new URL(url);
   withName.searchParams.set("application_name", applicationName);
+  const onSession = (options.poolMode ?? "session") === "session";
   return createPool(withName.toString(), {
     maximumPoolSize: size,
-    statementTimeout: options.statementTimeoutMs,
-    idleInTransactionSessionTimeout: options.statementTimeoutMs,
+    statementTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
+    idleInTransactionSessionTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     captureStackTrace: false,
     interceptors: [resultParser],
   });
