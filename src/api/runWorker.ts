@@ -196,6 +196,8 @@ const RUN_WORKER_NAMES = { url: "databaseUrl", poolMode: "databasePoolMode", dir
 /** Migrates on the queue pool, or on a short-lived pool of the direct URL (a transaction-mode pooler's DATABASE_DIRECT_URL). */
 async function migrateOn(target: pg.Pool | string, log: Logger, app: AppMigrations | undefined): Promise<void> {
   const pool = typeof target === "string" ? new pg.Pool({ connectionString: target, max: 2, application_name: "pgconverge-migrate" }) : target;
+  // A lost connection fails the query in flight; unhandled, the pool's "error" would end the process.
+  if (typeof target === "string") pool.on("error", () => {});
   try {
     await migrateSchema(pool, log, app ? { app } : {});
   } finally {

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
 import { runMigrations } from "graphile-worker";
@@ -194,6 +195,9 @@ export async function migrate(pool: pg.Pool, log: Logger, options: MigrationOpti
   return applied;
 }
 
+/** While another process migrates, how often to try for the lock again, ms. */
+const LOCK_RETRY_MS = 100;
+
 /**
  * Takes the migration lock and holds it until release(): a transaction-level advisory lock,
  * in a transaction kept open on a connection of its own while the migrations run on others.
@@ -202,14 +206,23 @@ export async function migrate(pool: pg.Pool, log: Logger, options: MigrationOpti
  * not be serialised, and the lock would stay on a pooled connection for whoever gets it next.
  * An open transaction keeps its server connection on any pooler, and ends (releasing the lock)
  * when its client goes away, however the process dies. The transaction writes nothing.
+ * The lock is tried, not waited for: a waiting transaction would pin a server connection, and
+ * ten workers starting behind a pool of five would pin them all while the one holding the
+ * lock waits for a connection to migrate on. Waiting outside a transaction, migrating needs two
+ * server connections however many processes start at once.
  */
 async function holdMigrationLock(pool: pg.Pool): Promise<{ release(): Promise<void> }> {
   const client = await pool.connect();
   try {
-    await client.query("begin");
-    // A server-wide idle_in_transaction_session_timeout would end the lock mid-migration.
-    await client.query("set local idle_in_transaction_session_timeout = 0");
-    await client.query("select pg_advisory_xact_lock($1)", [MIGRATION_LOCK_KEY]);
+    for (;;) {
+      await client.query("begin");
+      // A server-wide idle_in_transaction_session_timeout would end the lock mid-migration.
+      await client.query("set local idle_in_transaction_session_timeout = 0");
+      const { rows } = await client.query<{ locked: boolean }>("select pg_try_advisory_xact_lock($1) as locked", [MIGRATION_LOCK_KEY]);
+      if (rows[0]!.locked) break;
+      await client.query("rollback");
+      await sleep(LOCK_RETRY_MS * (0.5 + Math.random()));
+    }
   } catch (error) {
     client.release(true);
     throw error;

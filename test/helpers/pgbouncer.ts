@@ -4,7 +4,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { waitFor } from "./db.ts";
+import { createAppPool, createQueuePool } from "../../src/db/pools.ts";
+import { waitFor, type TestDatabase } from "./db.ts";
 
 /** Where the PgBouncer binary is: on PATH, or where the Debian package puts it; null when absent. */
 export function pgbouncerBinary(): string | null {
@@ -147,4 +148,20 @@ function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * `db` as an application reaches it through `bouncer` in DATABASE_POOL_MODE=transaction: a pg pool
+ * and a slonik pool on the pooled URL, made as the worker makes them; closed when the test ends.
+ * The database is the same, so `db` itself still reads it directly.
+ */
+export async function throughPooler(t: Teardown, db: TestDatabase, bouncer: PgBouncer, concurrency = 4): Promise<TestDatabase> {
+  const url = bouncer.urlFor(db.url);
+  const pool = createQueuePool(url, concurrency);
+  const appPool = await createAppPool(url, concurrency, { statementTimeoutMs: 30_000, poolMode: "transaction" });
+  t.teardown(async () => {
+    await appPool.end();
+    await pool.end();
+  });
+  return { url, name: db.name, pool, appPool, query: async (text, values) => (await pool.query(text, values)).rows };
 }
