@@ -3,7 +3,7 @@ import pg from "pg";
 import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import { ConfigError, CoreShape, type Config } from "../config.ts";
-import { checkPoolMode, sessionUrlOf, type DatabaseConnections, type PoolMode } from "../db/connections.ts";
+import { checkPoolMode, sessionUrlOf, type DatabaseConnections } from "../db/connections.ts";
 import { migrate as migrateSchema, type AppMigrations } from "../db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.ts";
 import { createLogger, type Logger } from "../log.ts";
@@ -117,7 +117,7 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
      * relies on session state through it (README, Production). Left at "session" in front of a
      * transaction-mode pooler, runWorker rejects with a ConfigError saying so.
      */
-    databasePoolMode?: PoolMode;
+    databasePoolMode?: "session" | "transaction";
     /**
      * With databasePoolMode "transaction": a direct (session) connection to the same database
      * (DATABASE_DIRECT_URL) for LISTEN, so new jobs and outbox changes start at once, and for

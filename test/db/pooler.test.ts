@@ -5,7 +5,8 @@ import { keepsSessions } from "../../src/db/connections.ts";
 import { readMigrations } from "../../src/db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../../src/db/pools.ts";
 import { runCli } from "../helpers/cli.ts";
-import { createTestDatabase, PIPELINE_MIGRATIONS, waitFor } from "../helpers/db.ts";
+import { runWorker } from "../../src/api/runWorker.ts";
+import { createTestDatabase, PIPELINE_MIGRATIONS, testLog, waitFor } from "../helpers/db.ts";
 import { addJobs, createEffectsTable } from "../helpers/fixtures.ts";
 import { SKIP_WITHOUT_PGBOUNCER, startPgBouncer } from "../helpers/pgbouncer.ts";
 import { startWorker } from "../helpers/worker.ts";
@@ -20,7 +21,7 @@ t.test("the session probe tells a direct connection from a transaction-mode pool
 t.test("commands in front of a transaction-mode pooler without DATABASE_POOL_MODE exit 2 with one line saying what to set", { skip: SKIP_WITHOUT_PGBOUNCER }, async (t) => {
   const db = await createTestDatabase(t, { migrate: false });
   const pooled = (await startPgBouncer(t, db.url, { poolSize: 5 })).urlFor(db.url);
-  for (const command of [["migrate"], ["worker"], ["status"]]) {
+  for (const command of [["migrate"], ["worker"]]) {
     const result = await runCli(command, { env: { DATABASE_URL: pooled, METRICS_PORT: "0" } });
     t.equal(result.code, 2, `${command[0]}: exit code 2`);
     t.match(result.stderr.trim(), /^[^\n]*DATABASE_URL goes through a transaction-mode pooler[^\n]*set DATABASE_POOL_MODE=transaction, and DATABASE_DIRECT_URL[^\n]*$/, `${command[0]}: one line`);
@@ -31,6 +32,19 @@ t.test("commands in front of a transaction-mode pooler without DATABASE_POOL_MOD
   t.match(wrongDirect.stderr.trim(), /^[^\n]*DATABASE_DIRECT_URL goes through a transaction-mode pooler too[^\n]*$/);
   const direct = await runCli(["migrate"], { env: { DATABASE_URL: db.url, DATABASE_POOL_MODE: "transaction", DATABASE_DIRECT_URL: db.url } });
   t.equal(direct.code, 0, `a direct URL in transaction mode is allowed (only slower): ${direct.stderr}`);
+});
+
+t.test("runWorker in front of a transaction-mode pooler without databasePoolMode rejects with a ConfigError naming its options", { skip: SKIP_WITHOUT_PGBOUNCER }, async (t) => {
+  const db = await createTestDatabase(t);
+  const pooled = (await startPgBouncer(t, db.url, { poolSize: 5 })).urlFor(db.url);
+  await t.rejects(runWorker({ databaseUrl: pooled, tasks: {}, logger: testLog }), {
+    name: "ConfigError",
+    message: /^databaseUrl goes through a transaction-mode pooler .*set databasePoolMode=transaction, and databaseDirectUrl/,
+  });
+  await t.rejects(runWorker({ databaseUrl: db.url, databaseDirectUrl: db.url, tasks: {}, logger: testLog }), {
+    name: "ConfigError",
+    message: 'databaseDirectUrl: is used only with databasePoolMode "transaction"',
+  });
 });
 
 t.test("three concurrent migrates through the pooler take turns: all succeed, each migration once, no lock left", { skip: SKIP_WITHOUT_PGBOUNCER }, async (t) => {
