@@ -7,7 +7,7 @@ import { createAppPool, createLivenessPool, createQueuePool } from "../../src/db
 import { runCli } from "../helpers/cli.ts";
 import { runWorker } from "../../src/api/runWorker.ts";
 import { createTestDatabase, PIPELINE_MIGRATIONS, testLog, waitFor } from "../helpers/db.ts";
-import { addJobs, createEffectsTable } from "../helpers/fixtures.ts";
+import { addJobs, createEffectsTable, queuedJobs } from "../helpers/fixtures.ts";
 import { SKIP_WITHOUT_PGBOUNCER, startPgBouncer } from "../helpers/pgbouncer.ts";
 import { startWorker } from "../helpers/worker.ts";
 
@@ -83,4 +83,27 @@ t.test("a stuck apply is cut by the apply statement_timeout through the pooler",
   }, { timeoutMs: 20_000 });
   t.match(dead!.last_error, /statement timeout/, "cancelled by the apply's statement_timeout");
   t.equal((await db.query("select 1 from test_effects")).length, 0, "nothing of the stuck apply committed");
+});
+
+t.test("through the pooler with a direct URL, a new job starts at once (LISTEN on the direct connection), not at the next poll", { skip: SKIP_WITHOUT_PGBOUNCER }, async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const pooled = (await startPgBouncer(t, db.url, { poolSize: 6 })).urlFor(db.url);
+  const queuePool = createQueuePool(pooled, 4);
+  const appPool = await createAppPool(pooled, 4, { statementTimeoutMs: 60_000, poolMode: "transaction" });
+  const livenessPool = await createLivenessPool(pooled, { statementTimeoutMs: 60_000, poolMode: "transaction" });
+  t.teardown(async () => {
+    await appPool.end();
+    await livenessPool.end();
+    await queuePool.end();
+  });
+  // The poll is ten minutes away: only a notification can start the job within the deadline.
+  await startWorker(t, db, { queuePool, appPool, livenessPool, poolMode: "transaction", listenUrl: db.url, pollIntervalMs: 600_000 });
+  // The first job may be found by the worker's fetch at start; once it is done and the queue is
+  // empty the worker is idle, and the second can only be started by a notification.
+  await addJobs(db, "effect", [{ n: 1 }]);
+  await waitFor("the first job to complete", async () => (await queuedJobs(db)) === 0, { timeoutMs: 60_000 });
+  await addJobs(db, "effect", [{ n: 2 }]);
+  await waitFor("the second job's effect", async () => (await db.query("select 1 from test_effects where n = 2")).length > 0, { timeoutMs: 60_000 });
+  t.pass("the second job ran long before the next poll");
 });
