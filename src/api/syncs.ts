@@ -149,6 +149,8 @@ export interface ReconcileOptions {
   databaseUrl?: string;
   /** An application's `pg` Pool instead of `databaseUrl`; it is not ended. */
   pool?: pg.Pool;
+  /** "transaction" when the URL is a transaction-mode pooler, as runWorker's `databasePoolMode`. Default "session". */
+  databasePoolMode?: "session" | "transaction";
   qdrant: QdrantOptions;
   /** The syncs to compare, each declared with defineSync. */
   syncs: readonly SyncDefinition[];
@@ -177,7 +179,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport[
   const syncs = syncsOf(options.syncs);
   const { client } = qdrantClientOf(options.qdrant, "reconcile");
   const url = options.databaseUrl ?? urlOfPool(options.pool!);
-  const pool = await createAppPool(url, 1, { statementTimeoutMs: CoreShape.shape.APPLY_TIMEOUT_MS.parse(undefined) });
+  const pool = await createAppPool(url, 1, { statementTimeoutMs: CoreShape.shape.APPLY_TIMEOUT_MS.parse(undefined), poolMode: options.databasePoolMode ?? "session" });
   const log = options.logger ?? createLogger("info");
   try {
     const owner = await readOwner(pool);
