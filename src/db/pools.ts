@@ -2,6 +2,17 @@ import pg from "pg";
 import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
 import type { PoolMode } from "./connections.ts";
 
+/*
+ * The connection budget of one worker process (README, Production: Connection budget): the queue
+ * pool and the application pool below, min(concurrency, 20) + 2 each; the liveness pool, 2; the
+ * metrics probes (ops/probePool.ts), 2; the relay's LISTEN session, 1. So at most
+ * 2 x min(concurrency, 20) + 9 on a direct connection. Behind a transaction-mode pooler these are
+ * client connections: server connections are held per transaction, bounded by the pooler, and
+ * no code path holds one while it waits for another (the migration lock is tried, see
+ * db/migrate.ts), so a worker makes progress with two; the LISTEN sessions (the relay's and, in
+ * transaction mode, the job listener's) go to DATABASE_DIRECT_URL or are not opened.
+ */
+
 /** Connections beyond the job slots: graphile-worker's LISTEN client and its completion/fail batches. */
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
 /** Connections beyond the job slots for application SQL: dead-letter writes, the relay's and cron's reads. */
