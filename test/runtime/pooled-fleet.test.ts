@@ -16,8 +16,9 @@ t.test("ten workers fit in a pool of 20 server connections: every one of them pr
   const pooled = (await startPgBouncer(t, db.url, { poolSize: 20, maxDbConnections: 20 })).urlFor(db.url);
   // Each worker alone would open up to 2 x 4 + 9 client connections: 170 for the fleet, against 20.
   const workers = Array.from({ length: WORKERS }, () => spawnWorker(t, { url: pooled }, { DATABASE_POOL_MODE: "transaction", WORKER_CONCURRENCY: "4" }));
-  // Ten processes starting at once on a small machine: give them time.
-  await Promise.all(workers.map((worker) => waitForRegistration(db, worker.child.pid!, 240_000)));
+  // Ten processes starting at once on a small, shared machine: give them time (seen: 3 minutes
+  // before the first one connected, all registered within 30 s after that).
+  await Promise.all(workers.map((worker) => waitForRegistration(db, worker.child.pid!, 400_000)));
   // Jobs that take a while in prepare (no connection held), so that every worker, polling every
   // 200 ms, finds some before the queue drains.
   await addJobs(db, "effect", Array.from({ length: JOBS }, (_, n) => ({ n, prepareMs: 100 })));
