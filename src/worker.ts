@@ -93,6 +93,15 @@ function jobsInserted(payload: string | undefined): number {
   }
 }
 
+/** Whether a "worker:migrate" notification says the migration was breaking ({"breaking": true}). */
+function isBreakingMigration(payload: string | undefined): boolean {
+  try {
+    return (JSON.parse(payload ?? "") as { breaking?: unknown }).breaking === true;
+  } catch {
+    return false;
+  }
+}
+
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
 
@@ -191,7 +200,8 @@ export class Worker {
   /**
    * graphile-worker LISTENs on a client of its pool, through the pooler, where nothing
    * arrives; the same notifications are received here on the direct connection instead and
-   * handed to its pool (WorkerPool.nudge, what its own listener does with them).
+   * handled as its own listener does: new jobs wake its pool (WorkerPool.nudge), a breaking
+   * migration of its schema shuts the pool down.
    */
   private async listenForJobs(): Promise<void> {
     const { listenUrl, log, pollIntervalMs } = this.config;
@@ -201,10 +211,16 @@ export class Worker {
     }
     this.jobListener = new Listener({
       url: listenUrl,
-      channels: ["jobs:insert"],
+      channels: ["jobs:insert", "worker:migrate"],
       onNotification: (message) => {
-        const count = jobsInserted(message.payload);
-        if (count > 0) this.workerPool?.nudge(count);
+        if (message.channel === "jobs:insert") {
+          const count = jobsInserted(message.payload);
+          if (count > 0) this.workerPool?.nudge(count);
+        } else if (isBreakingMigration(message.payload)) {
+          // What graphile-worker's own listener does: its schema changed under it, so stop.
+          log.warn({ payload: message.payload }, "graphile-worker's schema had a breaking migration; shutting down");
+          void Promise.resolve(this.workerPool?.gracefulShutdown("breaking migration")).catch(() => {});
+        }
       },
       retryMs: pollIntervalMs,
       log,
