@@ -72,7 +72,7 @@ try {
   await fake.start();
   relay = new Relay({
     pool: bench.appPool,
-    databaseUrl: database.url,
+    listenUrl: database.url,
     qdrant: createQdrantClient({ url: fake.url, timeoutMs: 10_000 }),
     syncs: [chunkSync({ collection: COLLECTION, dimensions: DIMENSIONS })],
     log,

@@ -57,7 +57,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
       "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
     )).rows as [{ id: string }];
     relay = new Relay({
-      pool: app, databaseUrl: database.url, qdrant, syncs: [chunkSync({ collection: COLLECTION, dimensions })], log,
+      pool: app, listenUrl: database.url, qdrant, syncs: [chunkSync({ collection: COLLECTION, dimensions })], log,
       batchSize, pollIntervalMs: 5_000, leaseMs: 60_000, maxBackoffMs: 1_000,
     });
     await relay.prepareCollections();

@@ -78,6 +78,21 @@ function httpUrlProblem(value: string): string | null {
 export const CoreShape = z.object({
   /** Postgres to use; unset means an embedded Postgres kept under PGCONVERGE_DATA_DIR. */
   DATABASE_URL: z.string().superRefine(problemsOf(databaseUrlProblem)).optional(),
+  /**
+   * How DATABASE_URL keeps sessions: "session" for a direct connection or a session-mode pooler,
+   * "transaction" for a transaction-mode pooler (PgBouncer's pool_mode=transaction, managed
+   * poolers), through which pgconverge then keeps no session state: no startup parameters, no
+   * named prepared statements, timeouts set per transaction, no LISTEN and no session locks.
+   * Left at "session" in front of a transaction-mode pooler, commands stop at start with exit code 2.
+   */
+  DATABASE_POOL_MODE: z.enum(["session", "transaction"]).default("session"),
+  /**
+   * With DATABASE_POOL_MODE=transaction: a direct (session) connection to the same database for
+   * what needs a session: LISTEN (new jobs and outbox changes wake workers at once, one
+   * connection per worker) and migrations. Unset: workers find jobs and changes by polling
+   * (POLL_INTERVAL_MS, RELAY_POLL_INTERVAL_MS) and migrations go through the pooler.
+   */
+  DATABASE_DIRECT_URL: z.string().superRefine(problemsOf(databaseUrlProblem)).optional(),
   /** Where the embedded Postgres keeps its data between runs (only without DATABASE_URL). */
   PGCONVERGE_DATA_DIR: z.string().min(1).default(".pgconverge"),
   /** Directory of task files, one task per file, named after its identifier (graphile-worker's convention). */
@@ -183,7 +198,15 @@ export const CoreShape = z.object({
 
 /** Cross-setting rules of the core settings (one-line messages naming the variable). */
 export function coreRules(env: z.infer<typeof CoreShape>, context: z.RefinementCtx): void {
-  if (env.WORKER_DEAD_AFTER_MS < 3 * env.HEARTBEAT_INTERVAL_MS) {
+  if (env.DATABASE_POOL_MODE === "transaction" && env.DATABASE_URL === undefined) {
+    context.addIssue({ code: z.ZodIssueCode.custom, path: ["DATABASE_POOL_MODE"], message: "transaction needs DATABASE_URL (the embedded Postgres has no pooler)" });
+  } else if (env.DATABASE_DIRECT_URL !== undefined && env.DATABASE_POOL_MODE !== "transaction") {
+    context.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: ["DATABASE_DIRECT_URL"],
+      message: "is used only with DATABASE_POOL_MODE=transaction (DATABASE_URL itself keeps sessions otherwise)",
+    });
+  } else if (env.WORKER_DEAD_AFTER_MS < 3 * env.HEARTBEAT_INTERVAL_MS) {
     context.addIssue({
       code: z.ZodIssueCode.custom,
       path: ["WORKER_DEAD_AFTER_MS"],
@@ -208,7 +231,7 @@ export type Config = z.infer<typeof EnvSchema>;
 export const CONFIG_VARIABLES: readonly string[] = Object.keys(EnvShape.shape);
 
 /** Variables whose value is never repeated in an error line: they may hold a password or key. */
-const SECRET_VARIABLES = new Set(["DATABASE_URL", "QDRANT_API_KEY", "DASHBOARD_PASSWORD", "DASHBOARD_TOKEN", "DASHBOARD_READER_DATABASE_URL"]);
+const SECRET_VARIABLES = new Set(["DATABASE_URL", "DATABASE_DIRECT_URL", "QDRANT_API_KEY", "DASHBOARD_PASSWORD", "DASHBOARD_TOKEN", "DASHBOARD_READER_DATABASE_URL"]);
 
 /** Reads and validates the configuration; throws ConfigError naming the first bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {

@@ -1,8 +1,10 @@
-import { parseCronItems, run, type CronItem, type Runner, type TaskList, type WorkerEvents } from "graphile-worker";
+import { parseCronItems, run, type CronItem, type Runner, type TaskList, type WorkerEvents, type WorkerPool } from "graphile-worker";
 import { EventEmitter } from "node:events";
 import type pg from "pg";
 import type { Config } from "./config.ts";
 import type { DatabasePool } from "slonik";
+import type { PoolMode } from "./db/connections.ts";
+import { Listener } from "./db/listener.ts";
 import { Heartbeat } from "./liveness/heartbeat.ts";
 import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
@@ -31,6 +33,19 @@ export interface WorkerConfig {
   shutdownTimeoutMs: number;
   /** Fallback poll for due jobs, ms; new jobs arrive by LISTEN/NOTIFY without waiting for it. */
   pollIntervalMs: number;
+  /**
+   * How queuePool's URL keeps sessions; default "session". "transaction" (a transaction-mode
+   * pooler): graphile-worker runs without named prepared statements, and its own LISTEN,
+   * which it always holds on a client of queuePool and which hears nothing through such a
+   * pooler, is replaced by listenUrl's.
+   */
+  poolMode?: PoolMode;
+  /**
+   * In transaction mode: a direct URL where this worker LISTENs for new jobs (graphile-worker's
+   * channel) and wakes graphile-worker's pool, so jobs start at once; null: found by polling
+   * every pollIntervalMs only.
+   */
+  listenUrl?: string | null;
   /** Recurring jobs (graphile-worker cron); none by default. */
   cronItems?: CronItem[];
   /** Most jobs whose apply phases share one commit (group commit); 1 commits each job alone. */
@@ -71,6 +86,25 @@ export function concurrentBatches(concurrency: number): number {
   return Math.min(8, Math.max(2, Math.ceil(concurrency / 25)));
 }
 
+/** The job count of a "jobs:insert" notification ({"count": n}); 1 when it says none. */
+function jobsInserted(payload: string | undefined): number {
+  try {
+    const count = (JSON.parse(payload ?? "") as { count?: unknown }).count;
+    return typeof count === "number" ? count : 1;
+  } catch {
+    return 1;
+  }
+}
+
+/** Whether a "worker:migrate" notification says the migration was breaking ({"breaking": true}). */
+function isBreakingMigration(payload: string | undefined): boolean {
+  try {
+    return (JSON.parse(payload ?? "") as { breaking?: unknown }).breaking === true;
+  } catch {
+    return false;
+  }
+}
+
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
 
@@ -83,6 +117,8 @@ export class Worker {
   readonly heartbeat: Heartbeat;
   readonly sweeper: Sweeper;
   private runner: Runner | null = null;
+  private workerPool: WorkerPool | null = null;
+  private jobListener: Listener | null = null;
   private stopping: Promise<void> | null = null;
 
   constructor(private readonly config: WorkerConfig) {
@@ -113,7 +149,10 @@ export class Worker {
     const events: WorkerEvents = new EventEmitter();
     // Lock holder ids are random and known only once created; the heartbeat records each
     // one as it appears, before that worker can have claimed a job.
-    events.on("pool:create", ({ workerPool }) => this.heartbeat.addLocker(workerPool.id));
+    events.on("pool:create", ({ workerPool }) => {
+      this.workerPool = workerPool;
+      this.heartbeat.addLocker(workerPool.id);
+    });
     events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
     const committer = new GroupCommitter({
       pool: config.appPool,
@@ -132,8 +171,12 @@ export class Worker {
         committer,
       });
     }
+    const pooled = config.poolMode === "transaction";
     this.runner = await run({
       pgPool: config.queuePool,
+      // A transaction-mode pooler shares server connections: a statement prepared under a name
+      // on one is missing on (or collides with) the next.
+      noPreparedStatements: pooled,
       concurrency: config.concurrency,
       pollInterval: config.pollIntervalMs,
       taskList,
@@ -152,9 +195,42 @@ export class Worker {
         },
       },
     });
+    if (pooled) await this.listenForJobs();
     await this.heartbeat.beat();
     this.sweeper.start();
     config.log.info({ workerId: this.id, concurrency: config.concurrency, tasks: [...config.tasks.keys()] }, "worker started");
+  }
+
+  /**
+   * graphile-worker LISTENs on a client of its pool, through the pooler, where nothing
+   * arrives; the same notifications are received here on the direct connection instead and
+   * handled as its own listener does: new jobs wake its pool (WorkerPool.nudge), a breaking
+   * migration of its schema shuts the pool down.
+   */
+  private async listenForJobs(): Promise<void> {
+    const { listenUrl, log, pollIntervalMs } = this.config;
+    if (!listenUrl) {
+      log.warn({ pollIntervalMs }, "no session for LISTEN (transaction-mode pooler, no direct URL): new jobs are found by polling only");
+      return;
+    }
+    this.jobListener = new Listener({
+      url: listenUrl,
+      channels: ["jobs:insert", "worker:migrate"],
+      onNotification: (message) => {
+        if (message.channel === "jobs:insert") {
+          const count = jobsInserted(message.payload);
+          if (count > 0) this.workerPool?.nudge(count);
+        } else if (isBreakingMigration(message.payload)) {
+          // What graphile-worker's own listener does: its schema changed under it, so stop.
+          log.warn({ payload: message.payload }, "graphile-worker's schema had a breaking migration; shutting down");
+          void Promise.resolve(this.workerPool?.gracefulShutdown("breaking migration")).catch(() => {});
+        }
+      },
+      retryMs: pollIntervalMs,
+      log,
+      name: "pgconverge-jobs-listener",
+    });
+    await this.jobListener.start();
   }
 
   /** Resolves when the runner stops on its own (a fatal error) or through stop(). */
@@ -186,6 +262,7 @@ export class Worker {
       clearTimeout(timer);
       if (result === "deadline") await runner.kill("shutdown deadline passed").catch(() => {});
     }
+    await this.jobListener?.stop();
     await this.sweeper.stop();
     await this.heartbeat.stop().catch((error) => log.warn({ error: String(error) }, "could not deregister"));
     log.info({ workerId: this.id }, "worker stopped");

@@ -28,6 +28,8 @@ export interface MigrateOptions {
 export async function migrate(options: MigrateOptions): Promise<string[]> {
   if (options.databaseUrl === undefined && options.pool === undefined) throw new TypeError("migrate: give databaseUrl or pool");
   const pool = options.pool ?? new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
+  // A lost connection fails the query in flight; unhandled, the pool's "error" would end the process.
+  if (!options.pool) pool.on("error", () => {});
   try {
     return await migrateSchema(pool, options.logger ?? createLogger("info"), options.app ? { app: options.app } : {});
   } finally {

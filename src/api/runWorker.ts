@@ -3,6 +3,7 @@ import pg from "pg";
 import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import { ConfigError, CoreShape, type Config } from "../config.ts";
+import { checkPoolMode, sessionUrlOf, type DatabaseConnections } from "../db/connections.ts";
 import { migrate as migrateSchema, type AppMigrations } from "../db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.ts";
 import { createLogger, type Logger } from "../log.ts";
@@ -113,6 +114,20 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
      */
     pool?: pg.Pool;
     /**
+     * How `databaseUrl` (or `pool`) keeps sessions (DATABASE_POOL_MODE): "session" (default) for a
+     * direct connection or a session-mode pooler; "transaction" for a transaction-mode pooler
+     * (PgBouncer pool_mode=transaction, most managed poolers). In transaction mode nothing
+     * relies on session state through it (README, Production). Left at "session" in front of a
+     * transaction-mode pooler, runWorker rejects with a ConfigError saying so.
+     */
+    databasePoolMode?: "session" | "transaction";
+    /**
+     * With databasePoolMode "transaction": a direct (session) connection to the same database
+     * (DATABASE_DIRECT_URL) for LISTEN, so new jobs and outbox changes start at once, and for
+     * migrations. Default none: jobs and changes are found by polling (pollIntervalMs, relay.pollIntervalMs).
+     */
+    databaseDirectUrl?: string;
+    /**
      * The tasks to run, by identifier (`{ send_email: sendEmail }`), or a directory of task files
      * (one default-exported defineTask per file, named after its identifier). Only with a record
      * are the services checked at compile time.
@@ -160,6 +175,8 @@ export interface RunningWorker {
 /** What the CLI adds to a worker beyond the public options (its relay and reconcile cron share these). */
 export interface WorkerExtras {
   appPool?: DatabasePool;
+  /** The CLI has checked the pool mode against the server already (openDatabase). */
+  poolModeChecked?: boolean;
   cronItems?: CronItem[];
   extraTasks?: Map<string, AnyTask>;
 }
@@ -176,6 +193,21 @@ async function tasksOf(tasks: TaskRecord | string): Promise<Map<string, AnyTask>
   return map;
 }
 
+/** runWorker's names for the connection settings, in the pool-mode check's messages. */
+const RUN_WORKER_NAMES = { url: "databaseUrl", poolMode: "databasePoolMode", directUrl: "databaseDirectUrl" };
+
+/** Migrates on the queue pool, or on a short-lived pool of the direct URL (a transaction-mode pooler's DATABASE_DIRECT_URL). */
+async function migrateOn(target: pg.Pool | string, log: Logger, app: AppMigrations | undefined): Promise<void> {
+  const pool = typeof target === "string" ? new pg.Pool({ connectionString: target, max: 2, application_name: "pgconverge-migrate" }) : target;
+  // A lost connection fails the query in flight; unhandled, the pool's "error" would end the process.
+  if (typeof target === "string") pool.on("error", () => {});
+  try {
+    await migrateSchema(pool, log, app ? { app } : {});
+  } finally {
+    if (typeof target === "string") await pool.end();
+  }
+}
+
 /**
  * Builds (does not start) a worker from the public options; runWorker and the CLI both use it.
  * `close()` ends the pools it opened.
@@ -186,6 +218,12 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
   if (options.databaseUrl !== undefined && !z.string().regex(/^postgres(ql)?:\/\//).safeParse(options.databaseUrl).success) {
     throw new ConfigError("databaseUrl: must be a postgres:// or postgresql:// URL");
   }
+  const poolMode = options.databasePoolMode ?? "session";
+  if (poolMode !== "session" && poolMode !== "transaction") throw new ConfigError(`databasePoolMode: must be "session" or "transaction" (got ${JSON.stringify(poolMode)})`);
+  if (options.databaseDirectUrl !== undefined) {
+    if (!z.string().regex(/^postgres(ql)?:\/\//).safeParse(options.databaseDirectUrl).success) throw new ConfigError("databaseDirectUrl: must be a postgres:// or postgresql:// URL");
+    if (poolMode !== "transaction") throw new ConfigError('databaseDirectUrl: is used only with databasePoolMode "transaction"');
+  }
   const log = options.logger ?? createLogger("info");
   const syncs = syncsOf(options.syncs ?? []);
   const qdrant = syncs.length > 0 ? qdrantClientOf(options.qdrant, "runWorker") : null;
@@ -193,6 +231,9 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
   const tasks = await tasksOf(options.tasks);
   for (const [identifier, task] of extras.extraTasks ?? []) tasks.set(identifier, task);
   const url = options.databaseUrl ?? urlOfPool(options.pool!);
+  const connections: DatabaseConnections = { url, poolMode, directUrl: options.databaseDirectUrl };
+  if (!extras.poolModeChecked) await checkPoolMode(connections, RUN_WORKER_NAMES);
+  const sessionUrl = sessionUrlOf(connections);
   const toEnd: Array<{ end(): Promise<void> }> = [];
   const close = async () => {
     for (const pool of toEnd.reverse()) await pool.end().catch(() => {});
@@ -200,15 +241,15 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
   try {
     const queuePool = options.pool ?? createQueuePool(url, settings.concurrency);
     if (!options.pool) toEnd.push(queuePool);
-    const timeouts = { statementTimeoutMs: settings.applyTimeoutMs };
+    const timeouts = { statementTimeoutMs: settings.applyTimeoutMs, poolMode };
     const appPool = extras.appPool ?? (await createAppPool(url, settings.concurrency, timeouts));
     if (!extras.appPool) toEnd.push(appPool);
     const livenessPool = await createLivenessPool(url, timeouts);
     toEnd.push(livenessPool);
-    if (options.migrate !== false) await migrateSchema(queuePool, log, options.appMigrations ? { app: options.appMigrations } : {});
+    if (options.migrate !== false) await migrateOn(sessionUrl !== null && sessionUrl !== url ? sessionUrl : queuePool, log, options.appMigrations);
     let relay: Relay | null = null;
     if (qdrant) {
-      relay = createSyncRelay({ pool: appPool, databaseUrl: url, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });
+      relay = createSyncRelay({ pool: appPool, listenUrl: sessionUrl, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });
       // Registered whenever syncs are relayed, so a reconcile scheduled by any worker finds a runner.
       tasks.set(RECONCILE_TASK, createReconcileTask({ pool: appPool, qdrant: qdrant.client, syncs, readConsistency: qdrant.readConsistency }));
     }
@@ -220,6 +261,8 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
       tasks,
       services: options.services ?? {},
       cronItems,
+      poolMode,
+      listenUrl: sessionUrl,
       ...settings,
     });
     return { worker, relay, close };

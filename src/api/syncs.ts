@@ -88,7 +88,8 @@ export function syncsOf(definitions: readonly SyncDefinition[]): Sync[] {
 /** The relay of a worker that serves syncs (see runWorker's `syncs`). */
 export function createSyncRelay(options: {
   pool: DatabasePool;
-  databaseUrl: string;
+  /** Where the relay LISTENs (a URL that keeps sessions), or null to poll only. */
+  listenUrl: string | null;
   qdrant: QdrantClient;
   qdrantTimeoutMs: number;
   writeOrdering: WriteOrdering;
@@ -102,7 +103,7 @@ export function createSyncRelay(options: {
   }
   return new Relay({
     pool: options.pool,
-    databaseUrl: options.databaseUrl,
+    listenUrl: options.listenUrl,
     qdrant: options.qdrant,
     syncs: options.syncs,
     log: options.log.child({ component: "relay" }),
@@ -170,6 +171,8 @@ export interface ReconcileOptions {
   databaseUrl?: string;
   /** An application's `pg` Pool instead of `databaseUrl`; it is not ended. */
   pool?: pg.Pool;
+  /** "transaction" when the URL is a transaction-mode pooler, as runWorker's `databasePoolMode`. Default "session". */
+  databasePoolMode?: "session" | "transaction";
   qdrant: QdrantOptions;
   /** The syncs to compare, each declared with defineSync. */
   syncs: readonly SyncDefinition[];
@@ -198,7 +201,7 @@ export async function reconcile(options: ReconcileOptions): Promise<DriftReport[
   const syncs = syncsOf(options.syncs);
   const { client, readConsistency } = qdrantClientOf(options.qdrant, "reconcile");
   const url = options.databaseUrl ?? urlOfPool(options.pool!);
-  const pool = await createAppPool(url, 1, { statementTimeoutMs: CoreShape.shape.APPLY_TIMEOUT_MS.parse(undefined) });
+  const pool = await createAppPool(url, 1, { statementTimeoutMs: CoreShape.shape.APPLY_TIMEOUT_MS.parse(undefined), poolMode: options.databasePoolMode ?? "session" });
   const log = options.logger ?? createLogger("info");
   try {
     const owner = await readOwner(pool);

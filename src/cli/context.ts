@@ -2,6 +2,7 @@ import { statSync } from "node:fs";
 import type pg from "pg";
 import type { DatabasePool } from "slonik";
 import type { Config } from "../config.ts";
+import { sessionUrlOf } from "../db/connections.ts";
 import { openDatabase, type Database } from "../db/database.ts";
 import { checkMigrations, SchemaError, type AppMigrations } from "../db/migrate.ts";
 import { createAppPool, createQueuePool } from "../db/pools.ts";
@@ -44,7 +45,7 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
       const schema = await checkMigrations(queuePool, { app: appMigrations(config) });
       if (!schema.ok) throw new SchemaError(`this database is not ready for this version of pgconverge: ${schema.reason}`);
     }
-    appPool = await createAppPool(database.url, concurrency, { statementTimeoutMs: config.APPLY_TIMEOUT_MS });
+    appPool = await createAppPool(database.url, concurrency, { statementTimeoutMs: config.APPLY_TIMEOUT_MS, poolMode: database.poolMode });
   } catch (error) {
     await queuePool.end();
     await database.close();
@@ -106,7 +107,7 @@ export function createRelay(context: CommandContext, syncs: readonly Sync[]): Re
   const { config } = context;
   return new Relay({
     pool: context.appPool,
-    databaseUrl: context.database.url,
+    listenUrl: sessionUrlOf(context.database),
     qdrant: context.qdrant,
     syncs,
     log: context.log.child({ component: "relay" }),

@@ -1,12 +1,13 @@
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
 import { runMigrations } from "graphile-worker";
 import type { Logger } from "../log.ts";
 import { graphileLogger } from "../log.ts";
 
-/** Session advisory lock key held while migrating, so workers starting together take turns. */
+/** Advisory lock key held while migrating, so workers starting together take turns. */
 const MIGRATION_LOCK_KEY = 7_310_245_611;
 const MIGRATION_FILE = /^(\d{6})_[a-z0-9_]+\.sql$/;
 const SQL_DIR = fileURLToPath(new URL("../../sql/", import.meta.url));
@@ -169,7 +170,8 @@ const CREATE_MIGRATIONS_TABLE = `
 
 /**
  * Applies graphile-worker's schema, then every pgconverge migration not yet recorded, then the
- * application's (if given), each in its own transaction, all under one advisory lock. A
+ * application's (if given), each in its own transaction, all under one advisory lock (see
+ * holdMigrationLock; the pool must give two connections at once). A
  * database migrated by pgconverge 0.1 is upgraded first (see adoptLegacy). Forward-only: a
  * recorded migration whose file changed is an error, never re-run. Idempotent, and safe when
  * many processes start at once. Resolves with the migrations applied now (set/name for an
@@ -177,50 +179,100 @@ const CREATE_MIGRATIONS_TABLE = `
  */
 export async function migrate(pool: pg.Pool, log: Logger, options: MigrationOptions = {}): Promise<string[]> {
   const sets = migrationSets(options);
-  const client = await pool.connect();
+  const lock = await holdMigrationLock(pool);
   const applied: string[] = [];
   try {
-    await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
     await runMigrations({ pgPool: pool, logger: graphileLogger(log) });
-    const shape = await migrationsTableShape(client);
-    if (shape === "none") await client.query(CREATE_MIGRATIONS_TABLE);
-    if (shape === "0.1") applied.push(...(await adoptLegacy(client, log)));
-    const { rows } = await client.query<Recorded>("select set, id, name, checksum from migrations order by set, id");
-    for (const set of sets) {
-      const recorded = new Map(rows.filter((row) => row.set === set.name).map((row) => [row.id, row]));
-      for (const migration of set.migrations) {
-        const name = label(set.name, migration.name);
-        const done = recorded.get(migration.id);
-        if (done) {
-          if (done.checksum !== migration.checksum || done.name !== migration.name) {
-            throw new MigrationError(`${name} differs from the applied ${label(set.name, done.name)}; migrations are forward-only, add a new file instead`);
-          }
-          continue;
-        }
-        await client.query("begin");
-        try {
-          await client.query(migration.sql);
-          await client.query("insert into migrations (set, id, name, checksum) values ($1, $2, $3, $4)", [set.name, migration.id, migration.name, migration.checksum]);
-          await client.query("commit");
-        } catch (error) {
-          await client.query("rollback");
-          throw new MigrationError(`${name}: ${(error as Error).message}`);
-        }
-        applied.push(name);
-        log.info({ migration: name }, "migration applied");
-      }
-      const newest = Math.max(0, ...recorded.keys());
-      if (newest > set.migrations.length) {
-        throw new MigrationError(
-          set.name === CORE_SET
-            ? `the database has migration ${newest} but this version of pgconverge knows only ${set.migrations.length}; upgrade pgconverge`
-            : `the database has migration ${newest} of set ${set.name} but its directory has only ${set.migrations.length}; run the application's newer version`,
-        );
-      }
+    const client = await pool.connect();
+    try {
+      applied.push(...(await applySets(client, sets, log)));
+    } finally {
+      client.release();
     }
   } finally {
-    await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => {});
-    client.release();
+    await lock.release();
+  }
+  return applied;
+}
+
+/** While another process migrates, how often to try for the lock again, ms. */
+const LOCK_RETRY_MS = 100;
+
+/**
+ * Takes the migration lock and holds it until release(): a transaction-level advisory lock,
+ * in a transaction kept open on a connection of its own while the migrations run on others.
+ * A session-level lock would do on a direct connection, but through a transaction-mode pooler
+ * the server connection returns to the pool after each statement: concurrent migrators would
+ * not be serialised, and the lock would stay on a pooled connection for whoever gets it next.
+ * An open transaction keeps its server connection on any pooler, and ends (releasing the lock)
+ * when its client goes away, however the process dies. The transaction writes nothing.
+ * The lock is tried, not waited for: a waiting transaction would pin a server connection, and
+ * ten workers starting behind a pool of five would pin them all while the one holding the
+ * lock waits for a connection to migrate on. Waiting outside a transaction, migrating needs two
+ * server connections however many processes start at once.
+ */
+async function holdMigrationLock(pool: pg.Pool): Promise<{ release(): Promise<void> }> {
+  const client = await pool.connect();
+  try {
+    for (;;) {
+      await client.query("begin");
+      // A server-wide idle_in_transaction_session_timeout would end the lock mid-migration.
+      await client.query("set local idle_in_transaction_session_timeout = 0");
+      const { rows } = await client.query<{ locked: boolean }>("select pg_try_advisory_xact_lock($1) as locked", [MIGRATION_LOCK_KEY]);
+      if (rows[0]!.locked) break;
+      await client.query("rollback");
+      await sleep(LOCK_RETRY_MS * (0.5 + Math.random()));
+    }
+  } catch (error) {
+    client.release(true);
+    throw error;
+  }
+  return {
+    async release() {
+      const ended = await client.query("rollback").then(() => true, () => false);
+      client.release(!ended);
+    },
+  };
+}
+
+/** Applies the sets' pending migrations on `client`, under the caller's lock. */
+async function applySets(client: pg.PoolClient, sets: readonly MigrationSet[], log: Logger): Promise<string[]> {
+  const applied: string[] = [];
+  const shape = await migrationsTableShape(client);
+  if (shape === "none") await client.query(CREATE_MIGRATIONS_TABLE);
+  if (shape === "0.1") applied.push(...(await adoptLegacy(client, log)));
+  const { rows } = await client.query<Recorded>("select set, id, name, checksum from migrations order by set, id");
+  for (const set of sets) {
+    const recorded = new Map(rows.filter((row) => row.set === set.name).map((row) => [row.id, row]));
+    for (const migration of set.migrations) {
+      const name = label(set.name, migration.name);
+      const done = recorded.get(migration.id);
+      if (done) {
+        if (done.checksum !== migration.checksum || done.name !== migration.name) {
+          throw new MigrationError(`${name} differs from the applied ${label(set.name, done.name)}; migrations are forward-only, add a new file instead`);
+        }
+        continue;
+      }
+      await client.query("begin");
+      try {
+        await client.query(migration.sql);
+        await client.query("insert into migrations (set, id, name, checksum) values ($1, $2, $3, $4)", [set.name, migration.id, migration.name, migration.checksum]);
+        await client.query("commit");
+      } catch (error) {
+        await client.query("rollback");
+        throw new MigrationError(`${name}: ${(error as Error).message}`);
+      }
+      applied.push(name);
+      log.info({ migration: name }, "migration applied");
+    }
+    const newest = Math.max(0, ...recorded.keys());
+    if (newest > set.migrations.length) {
+      throw new MigrationError(
+        set.name === CORE_SET
+          ? `the database has migration ${newest} but this version of pgconverge knows only ${set.migrations.length}; upgrade pgconverge`
+          : `the database has migration ${newest} of set ${set.name} but its directory has only ${set.migrations.length}; run the application's newer version`,
+      );
+    }
   }
   return applied;
 }

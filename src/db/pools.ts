@@ -1,5 +1,17 @@
 import pg from "pg";
 import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
+import type { PoolMode } from "./connections.ts";
+
+/*
+ * The connection budget of one worker process (README, Production: Connection budget): the queue
+ * pool and the application pool below, min(concurrency, 10) + 2 each; the liveness pool, 2; the
+ * metrics probes (ops/probePool.ts), 2; the relay's LISTEN session, 1. So at most
+ * 2 x min(concurrency, 10) + 9 on a direct connection. Behind a transaction-mode pooler these are
+ * client connections: server connections are held per transaction, bounded by the pooler, and
+ * no code path holds one while it waits for another (the migration lock is tried, see
+ * db/migrate.ts), so a worker makes progress with two; the LISTEN sessions (the relay's and, in
+ * transaction mode, the job listener's) go to DATABASE_DIRECT_URL or are not opened.
+ */
 
 /** Connections beyond the job slots: graphile-worker's LISTEN client and its completion/fail batches. */
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
@@ -50,13 +62,21 @@ const resultParser: Interceptor = {
 };
 
 export interface AppPoolOptions {
-  /** statement_timeout for every statement, ms. */
+  /** statement_timeout for every statement, ms (on a session only; see poolMode). */
   statementTimeoutMs: number;
+  /**
+   * "transaction" when the URL is a transaction-mode pooler: the pool then sends no
+   * statement_timeout or idle_in_transaction_session_timeout at connect (a pooler refuses
+   * startup parameters, and would not keep them on the session anyway). The timeout that
+   * matters, the apply's, is set inside each apply transaction (set_config(..., true), see
+   * claimBatch); the others are the server's or the pooler's (README, Production). Default "session".
+   */
+  poolMode?: PoolMode;
 }
 
 /**
- * The slonik pool for application SQL (apply transactions, dead letters, prepare's reads). A
- * session left idle inside a transaction is killed by the server after the same timeout.
+ * The slonik pool for application SQL (apply transactions, dead letters, prepare's reads). On a
+ * session, a session left idle inside a transaction is killed by the server after the same timeout.
  */
 export function createAppPool(url: string, concurrency: number, options: AppPoolOptions): Promise<DatabasePool> {
   return createSlonikPool(url, "pgconverge-app", poolSize(concurrency, APP_EXTRA_CONNECTIONS), options);
@@ -75,10 +95,11 @@ export function createLivenessPool(url: string, options: AppPoolOptions): Promis
 function createSlonikPool(url: string, applicationName: string, size: number, options: AppPoolOptions): Promise<DatabasePool> {
   const withName = new URL(url);
   withName.searchParams.set("application_name", applicationName);
+  const onSession = (options.poolMode ?? "session") === "session";
   return createPool(withName.toString(), {
     maximumPoolSize: size,
-    statementTimeout: options.statementTimeoutMs,
-    idleInTransactionSessionTimeout: options.statementTimeoutMs,
+    statementTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
+    idleInTransactionSessionTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     captureStackTrace: false,
     interceptors: [resultParser],
   });

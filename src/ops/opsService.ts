@@ -1,5 +1,6 @@
 import type pg from "pg";
 import type { DatabasePool } from "slonik";
+import type { PoolMode } from "../db/connections.ts";
 import type { MigrationOptions } from "../db/migrate.ts";
 import type { Logger } from "../log.ts";
 import type { BatchReport } from "../outbox/relay.ts";
@@ -23,6 +24,8 @@ export interface OpsServiceConfig {
   log: Logger;
   /** The database the probes connect to, through a pool of their own. */
   databaseUrl: string;
+  /** How databaseUrl keeps sessions (DATABASE_POOL_MODE); default "session". */
+  poolMode?: PoolMode;
   /** QDRANT_COLLECTION, for the outbox and drift gauges. */
   collection: string;
   /** WORKER_DEAD_AFTER_MS, for the alive/dead worker gauge. */
@@ -47,7 +50,7 @@ export class OpsService {
   constructor(config: OpsServiceConfig) {
     const timeoutMs = config.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
     const log = config.log.child({ component: "metrics" });
-    this.probePool = createProbePool(config.databaseUrl, { timeoutMs });
+    this.probePool = createProbePool(config.databaseUrl, { timeoutMs, poolMode: config.poolMode ?? "session" });
     this.metrics = new Metrics({
       log,
       tasks: config.tasks,

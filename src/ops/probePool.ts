@@ -1,8 +1,11 @@
 import pg from "pg";
+import type { PoolMode } from "../db/connections.ts";
 
 export interface ProbePoolOptions {
   /** Deadline of connecting and of each statement, ms. */
   timeoutMs: number;
+  /** "transaction" behind a transaction-mode pooler: no server-side statement_timeout (a startup parameter), only the client-side one. */
+  poolMode?: PoolMode;
 }
 
 /**
@@ -18,7 +21,7 @@ export function createProbePool(url: string, options: ProbePoolOptions): pg.Pool
     max: 2,
     application_name: "pgconverge-ops",
     connectionTimeoutMillis: options.timeoutMs,
-    statement_timeout: options.timeoutMs,
+    ...((options.poolMode ?? "session") === "session" ? { statement_timeout: options.timeoutMs } : {}),
     query_timeout: options.timeoutMs + 1_000,
     idleTimeoutMillis: 30_000,
   });

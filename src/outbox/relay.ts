@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import pg from "pg";
 import type { DatabasePool } from "slonik";
+import { Listener } from "../db/listener.ts";
 import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
 import { acknowledge, claimChanges, enqueuePointChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
@@ -14,8 +14,12 @@ export const OUTBOX_CHANNEL = "pgconverge_outbox";
 
 export interface RelayConfig {
   pool: DatabasePool;
-  /** Connection string for the LISTEN connection (held by the relay for its lifetime). */
-  databaseUrl: string;
+  /**
+   * Where the relay holds its LISTEN session (for its lifetime): a URL that keeps sessions. Null
+   * behind a transaction-mode pooler without a direct connection: the relay then finds changes
+   * by polling every pollIntervalMs only.
+   */
+  listenUrl: string | null;
   qdrant: QdrantClient;
   /**
    * The syncs this relay serves, one collection each. A point whose
@@ -66,7 +70,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   readonly id = `relay-${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   private running = false;
   private loop: Promise<void> | null = null;
-  private listener: pg.Client | null = null;
+  private listener: Listener | null = null;
   private wake: (() => void) | null = null;
   private woken = false;
   private unreachableSince: number | null = null;
@@ -87,7 +91,13 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    await this.listen();
+    const { listenUrl, log, pollIntervalMs } = this.config;
+    if (listenUrl === null) {
+      log.warn({ pollIntervalMs }, "no session for LISTEN (transaction-mode pooler, no direct URL): outbox changes are found by polling only");
+    } else {
+      this.listener = new Listener({ url: listenUrl, channels: [OUTBOX_CHANNEL], onNotification: () => this.nudge(), retryMs: pollIntervalMs, log, name: "pgconverge-relay" });
+      await this.listener.start();
+    }
     this.loop = this.run();
   }
 
@@ -98,7 +108,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     await this.loop;
     const listener = this.listener;
     this.listener = null;
-    await listener?.end().catch(() => {});
+    await listener?.stop();
   }
 
   /** Wakes the loop now (used on notifications). */
@@ -306,29 +316,5 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
         done();
       };
     });
-  }
-
-  /** Holds a LISTEN connection; if it drops, reconnects after the poll interval (polling covers the gap). */
-  private async listen(): Promise<void> {
-    if (!this.running) return;
-    const client = new pg.Client({ connectionString: this.config.databaseUrl, application_name: "pgconverge-relay" });
-    client.on("notification", () => this.nudge());
-    client.on("error", (error) => {
-      this.config.log.warn({ error: describeError(error) }, "relay LISTEN connection lost; reconnecting");
-      client.end().catch(() => {});
-      if (this.listener === client) {
-        this.listener = null;
-        setTimeout(() => void this.listen().catch(() => {}), this.config.pollIntervalMs).unref();
-      }
-    });
-    try {
-      await client.connect();
-      await client.query(`listen ${OUTBOX_CHANNEL}`);
-      this.listener = client;
-    } catch (error) {
-      this.config.log.warn({ error: describeError(error) }, "relay could not LISTEN; polling until it can");
-      await client.end().catch(() => {});
-      setTimeout(() => void this.listen().catch(() => {}), this.config.pollIntervalMs).unref();
-    }
   }
 }

@@ -83,7 +83,7 @@ export function relayFor(db: TestDatabase, fake: FakeQdrant, overrides: Partial<
   const { dimensions = DIMENSIONS, ...rest } = overrides;
   return new Relay({
     pool: db.appPool,
-    databaseUrl: db.url,
+    listenUrl: db.url,
     qdrant: createQdrantClient({ url: fake.url, timeoutMs: 2_000 }),
     syncs: [chunkSync({ collection: COLLECTION, dimensions })],
     log: testLog,

@@ -93,10 +93,10 @@ export function spawnWorker(t: Teardown, db: Pick<TestDatabase, "url">, env: Rec
 }
 
 /** Waits until the process has registered in `workers` with its graphile-worker lock ids. */
-export async function waitForRegistration(db: TestDatabase, processId: number): Promise<void> {
+export async function waitForRegistration(db: TestDatabase, processId: number, timeoutMs = 30_000): Promise<void> {
   await waitFor(
     `worker pid ${processId} to register`,
     async () => (await db.query("select 1 from workers where pid = $1 and cardinality(locker_ids) > 0", [processId])).length > 0,
-    { timeoutMs: 30_000 },
+    { timeoutMs },
   );
 }

@@ -1,21 +1,47 @@
 // Invariant 3, as a property: whatever the interleaving of writes to overlapping keys, however
 // many relays race and whatever Qdrant does meanwhile, once the outbox drains Qdrant equals Postgres.
 import { randomUUID } from "node:crypto";
-import t from "tap";
+import t, { type Test } from "tap";
 import { createQdrantClient, ensureCollection } from "../../src/outbox/qdrant.ts";
 import { COLLECTION, DIMENSIONS, deleteChunk, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, vectorFor } from "../helpers/chunks.ts";
-import { createTestDatabase, waitFor } from "../helpers/db.ts";
+import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db.ts";
+import { SKIP_WITHOUT_PGBOUNCER, startPgBouncer, throughPooler } from "../helpers/pgbouncer.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
 import { seededRandom } from "../helpers/random.ts";
 
 const CASES = Number(process.env.CONVERGENCE_CASES ?? 30);
+/** Through the pooler, fewer: the suite runs on two cores. */
+const POOLED_CASES = Number(process.env.CONVERGENCE_CASES ?? 6);
 const KEYS = 12;
 const OPS_PER_CASE = 120;
 const WRITERS = 4;
 const RELAYS = 3;
 
-t.test(`${CASES} random cases of racing writers, relays and Qdrant faults converge exactly`, async (t) => {
-  const db = await createTestDatabase(t, { concurrency: 8 });
+/** How the writers and relays reach the database: the relays' LISTEN URL (null: polling only) per relay. */
+interface Connection {
+  cases: number;
+  connect(t: Test, direct: TestDatabase): Promise<{ db: TestDatabase; listenUrl(relay: number): string | null }>;
+}
+
+t.test(`${CASES} random cases of racing writers, relays and Qdrant faults converge exactly`, (t) =>
+  convergeRandomCases(t, { cases: CASES, connect: async (_t, direct) => ({ db: direct, listenUrl: () => direct.url }) }),
+);
+
+t.test("the same through a transaction-mode PgBouncer: writers and relays converge exactly", { skip: SKIP_WITHOUT_PGBOUNCER }, (t) =>
+  convergeRandomCases(t, {
+    cases: POOLED_CASES,
+    connect: async (t, direct) => ({
+      // Fewer server connections than the writers and relays would open: they queue in the pooler.
+      db: await throughPooler(t, direct, await startPgBouncer(t, direct.url, { poolSize: 6 }), 8),
+      // One relay LISTENs on a direct connection; the others poll.
+      listenUrl: (relay) => (relay === 0 ? direct.url : null),
+    }),
+  }),
+);
+
+async function convergeRandomCases(t: Test, connection: Connection): Promise<void> {
+  const CASES = connection.cases;
+  const { db, listenUrl } = await connection.connect(t, await createTestDatabase(t, { concurrency: 8 }));
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
@@ -42,7 +68,9 @@ t.test(`${CASES} random cases of racing writers, relays and Qdrant faults conver
         { kind: "delay", ms: 40 },
       ],
     });
-    const relays = Array.from({ length: RELAYS }, () => relayFor(db, fake, { batchSize: 1 + Math.floor(random() * 20), maxBackoffMs: 50, pollIntervalMs: 100 }));
+    const relays = Array.from({ length: RELAYS }, (_, relay) =>
+      relayFor(db, fake, { batchSize: 1 + Math.floor(random() * 20), maxBackoffMs: 50, pollIntervalMs: 100, listenUrl: listenUrl(relay) }),
+    );
     t.teardown(() => Promise.all(relays.map((relay) => relay.stop())));
     await Promise.all(relays.map((relay) => relay.start()));
     const writers = Array.from({ length: WRITERS }, async () => {
@@ -82,4 +110,4 @@ t.test(`${CASES} random cases of racing writers, relays and Qdrant faults conver
   }
   t.pass(`${CASES} cases (seeds ${baseSeed}..${baseSeed + CASES - 1}), ${CASES * OPS_PER_CASE} writes, ${faultsInjected} injected faults: Qdrant equal to Postgres each time`);
   t.ok(faultsInjected > CASES, "faults really were injected");
-});
+}

@@ -1,15 +1,43 @@
 // Invariant 1: a job's writes commit exactly once, whenever its worker is killed.
-import t from "tap";
-import { createTestDatabase, waitFor } from "../helpers/db.ts";
+import t, { type Test } from "tap";
+import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db.ts";
 import { addJobs, createEffectsTable, effectCounts, idleInTransaction, queuedJobs } from "../helpers/fixtures.ts";
+import { SKIP_WITHOUT_PGBOUNCER, startPgBouncer } from "../helpers/pgbouncer.ts";
 import { spawnWorker, waitForRegistration, type WorkerProcess } from "../helpers/worker.ts";
 
-const JOBS = Number(process.env.CRASH_TEST_JOBS ?? 3_000);
+const DIRECT_JOBS = Number(process.env.CRASH_TEST_JOBS ?? 3_000);
+/** Through the pooler the same run, shorter: the suite runs on two cores. */
+const POOLED_JOBS = Number(process.env.CRASH_TEST_JOBS ?? 1_500);
 const WORKERS = 3;
 
-t.test("workers SIGKILLed at random moments: every job has exactly one effect and none is lost", async (t) => {
+interface Connection {
+  /** Jobs in the run. */
+  jobs: number;
+  /** The DATABASE_URL workers are given; the test itself reads and asserts on a direct connection. */
+  workerUrl(db: TestDatabase): Promise<string>;
+  /** More environment for the n-th worker spawned. */
+  workerEnv(n: number, db: TestDatabase): Record<string, string>;
+}
+
+const DIRECT: Connection = { jobs: DIRECT_JOBS, workerUrl: async (db) => db.url, workerEnv: () => ({}) };
+
+t.test("workers SIGKILLed at random moments: every job has exactly one effect and none is lost", (t) => killWorkersAtRandom(t, DIRECT));
+
+t.test("the same through a transaction-mode PgBouncer: exactly one effect per job, none lost", { skip: SKIP_WITHOUT_PGBOUNCER }, (t) =>
+  killWorkersAtRandom(t, {
+    jobs: POOLED_JOBS,
+    // Fewer server connections than the workers' pools would open: they queue in the pooler.
+    workerUrl: async (db) => (await startPgBouncer(t, db.url, { poolSize: 10 })).urlFor(db.url),
+    // One worker in three LISTENs on a direct connection; the others find jobs by polling alone.
+    workerEnv: (n, db) => ({ DATABASE_POOL_MODE: "transaction", ...(n % 3 === 0 ? { DATABASE_DIRECT_URL: db.url } : {}) }),
+  }),
+);
+
+async function killWorkersAtRandom(t: Test, connection: Connection): Promise<void> {
+  const JOBS = connection.jobs;
   const db = await createTestDatabase(t);
   await createEffectsTable(db);
+  const workerUrl = await connection.workerUrl(db);
   // Jobs hold their transaction open for a few ms, so kills land before, during and after
   // commits. Half of them are applied set-based (applyBatch), half one by one.
   const payloads = Array.from({ length: JOBS }, (_, n) => ({ n, prepareMs: n % 4, applySleepMs: n % 7 }));
@@ -20,7 +48,7 @@ t.test("workers SIGKILLed at random moments: every job has exactly one effect an
   // queue with batched completions, so kills also land between a commit and its completion.
   const spawnOne = () => {
     const localQueue: Record<string, string> = workers.length % 2 === 1 ? { WORKER_LOCAL_QUEUE_SIZE: "8" } : {};
-    const worker = spawnWorker(t, db, { WORKER_CONCURRENCY: "4", ...localQueue });
+    const worker = spawnWorker(t, { url: workerUrl }, { WORKER_CONCURRENCY: "4", ...localQueue, ...connection.workerEnv(workers.length, db) });
     workers.push(worker);
     return worker;
   };
@@ -51,7 +79,7 @@ t.test("workers SIGKILLed at random moments: every job has exactly one effect an
   const exits = await Promise.all(survivors.map((worker) => worker.exited));
   t.same(exits.map((exit) => exit.code), survivors.map(() => 0), "survivors shut down cleanly");
   t.equal(await idleInTransaction(db), 0, "no session idle in transaction");
-});
+}
 
 t.test("a kill after the apply commit but before graphile-worker records completion does not apply the job again", async (t) => {
   const db = await createTestDatabase(t);

@@ -32,13 +32,15 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
         appMigrations: migrations,
         pool: context.queuePool,
         databaseUrl: context.database.url,
+        databasePoolMode: context.database.poolMode,
+        ...(context.database.directUrl === undefined ? {} : { databaseDirectUrl: context.database.directUrl }),
         tasks: Object.fromEntries(tasks),
         services,
         logger: log,
         ...workerSettingsFromConfig(config),
         ...syncOptionsFromConfig(config, syncs),
       },
-      { appPool: context.appPool },
+      { appPool: context.appPool, poolModeChecked: true },
     );
     closeWorker = close;
     // A collection of the wrong size is fatal now; an unreachable Qdrant is only waited for.
@@ -48,6 +50,7 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
       port: config.METRICS_PORT,
       log,
       databaseUrl: context.database.url,
+      poolMode: context.database.poolMode,
       // The gauges follow one collection: the first sync's (per-sync gauges are still to come).
       collection: syncs[0]?.collection ?? "",
       deadAfterMs: config.WORKER_DEAD_AFTER_MS,
