@@ -116,9 +116,15 @@ export async function checkInvariants(pool: pg.Pool, qdrant: FakeQdrant, live: R
   checks.push(check("Qdrant equals Postgres", drift.missing + drift.extra + drift.stale + wrongPayload === 0,
     `${points.length} points; missing ${drift.missing}, extra ${drift.extra}, stale hash ${drift.stale}, wrong payload ${wrongPayload}`));
 
-  const { rows: [sessions] } = await pool.query<{ idle: number }>(
-    "select count(*)::int as idle from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'");
-  checks.push(check("no session idle in transaction", sessions!.idle === 0, `${sessions!.idle} sessions idle in transaction`));
+  // A live transaction is "idle in transaction" for the moment between two of its statements (a
+  // sweep, a heartbeat), so one snapshot can catch a healthy one; a leaked session stays so. A
+  // session counts once it has been idle in its transaction for a second.
+  const { rows: idle } = await pool.query<{ application_name: string; query: string; seconds: number }>(
+    `select application_name, left(query, 80) as query, extract(epoch from now() - state_change)::float8 as seconds
+     from pg_stat_activity
+     where datname = current_database() and state like 'idle in transaction%' and state_change < now() - interval '1 second'`);
+  const described = idle.map((session) => `${session.application_name || "?"} for ${session.seconds.toFixed(1)} s after ${JSON.stringify(session.query)}`);
+  checks.push(check("no session idle in transaction", idle.length === 0, `${idle.length} sessions idle in transaction${described.length > 0 ? `: ${described.join("; ")}` : ""}`));
 
   return { checks, counts: { documents: documents.length, chunks: chunkRows.length } };
 }

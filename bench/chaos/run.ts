@@ -117,7 +117,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const killsPaused = () => Date.now() > restartAt - 2_000 && (restartedAt === null || Date.now() - restartedAt < 3_000);
     const killer = (async () => {
       while (Date.now() < chaosEnds) {
-        await sleep(options.killEveryMs * (0.5 + Math.random()));
+        const delayMs = options.killEveryMs * (0.5 + Math.random());
+        // The first kill lands before the pause around the restart: on a slow machine the pause
+        // can last to the end of a short run, which would then have no kill at all.
+        await sleep(fleet.kills === 0 ? Math.min(delayMs, Math.max(0, restartAt - 3_000 - Date.now())) : delayMs);
         if (Date.now() >= chaosEnds || killsPaused()) continue;
         const pid = fleet.killRandom();
         if (pid !== null) say(`SIGKILL worker ${pid}`);

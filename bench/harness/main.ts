@@ -224,7 +224,9 @@ async function main(settings: Settings): Promise<void> {
   // ---- sampler: aligned to the wall clock, one line per metric.
   const periodMs = settings.sampleEveryS * 1000;
   let last = { at: Date.now(), ...counters };
-  const sample = () => {
+  // `tick` is the wall-clock boundary this sample belongs to: a timer may fire a millisecond
+  // early or late, and a line stamped 05:44:57.999 is not on a 5 s boundary.
+  const sample = (tick: number) => {
     const at = Date.now();
     const seconds = Math.max((at - last.at) / 1000, 0.001);
     const [p50, p95, p99] = claim.percentiles(50, 95, 99);
@@ -241,20 +243,22 @@ async function main(settings: Settings): Promise<void> {
       ["retryable_depth", depth.retryable, 0, true],
     ];
     last = { at, ...counters };
-    const t = new Date(at).toISOString();
+    const t = new Date(tick).toISOString();
     for (const [metric, value, window_s, global] of metrics) {
       if (global && !observer) continue;
       emit({ t, system: SYSTEM, kind: "adapter", subject_kind: "adapter", subject: "", metric, value: round3(value), window_s, instance_id: settings.instanceId });
     }
   };
   let timer: NodeJS.Timeout;
-  const schedule = () => {
+  // Each next boundary is counted from the last one, not from when the timer fired, so an early
+  // timer neither stamps a line off the boundary nor samples the same boundary twice.
+  const schedule = (tick: number) => {
     timer = setTimeout(() => {
-      sample();
-      schedule();
-    }, periodMs - (Date.now() % periodMs));
+      sample(tick);
+      schedule(tick + periodMs);
+    }, Math.max(0, tick - Date.now()));
   };
-  schedule();
+  schedule((Math.floor(Date.now() / periodMs) + 1) * periodMs);
 
   // ---- SIGTERM / SIGINT: stop producing, stop the worker, exit 0 within 5 s whatever happens.
   await terminated;

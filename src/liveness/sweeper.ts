@@ -148,7 +148,7 @@ export class Sweeper {
 
   /**
    * Once an hour: makes the coming days' job_history partitions and drops those past the
-   * retention (pgconverge_prune_job_history, sql/000005; one worker at a time). Partition DDL
+   * retention (pgconverge_prune_job_history, sql/000004; one worker at a time). Partition DDL
    * is brief, and waits at most 2 s for the jobs writing history before trying next hour.
    */
   async pruneHistory(): Promise<number> {

@@ -4,7 +4,7 @@ import { readQueuedJobPayload } from "../runtime/graphileJobs.ts";
 
 /**
  * Jobs, queued and finished, for `pgconverge jobs` and the dashboard: the queue from the
- * job_list view, the finished ones from job_history_list (sql/000003, sql/000005), so psql,
+ * job_list view, the finished ones from job_history_list (sql/000003, sql/000004), so psql,
  * the CLI and the dashboard read the same rows.
  */
 

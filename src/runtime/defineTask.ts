@@ -13,7 +13,7 @@ export type JobResult = string | number | boolean | null | JobResult[] | { [key:
 /**
  * The cap on a result's JSON text, bytes. A larger (or non-JSON) result is a bug in the task,
  * so it fails the job as permanent (dead letter) rather than being cut. The same cap is a
- * CHECK constraint of job_history (sql/000005).
+ * CHECK constraint of job_history (sql/000004).
  */
 export const JOB_RESULT_MAX_BYTES = 4096;
 

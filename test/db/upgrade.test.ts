@@ -11,6 +11,13 @@ import { LEGACY_DIR, migrateAs01, schemaOf } from "../helpers/legacy.ts";
 
 const SHA = "a".repeat(64);
 
+/**
+ * The core migrations a 0.1 database is adopted as (0.2.0's baseline, 000001-000003); the core
+ * set's later files are new to it and applied after the adoption, as on any 0.2 database.
+ */
+const BASELINE_CORE_FILES = 3;
+const AFTER_BASELINE = readMigrations().slice(BASELINE_CORE_FILES).map((m) => m.name);
+
 async function putData(db: TestDatabase): Promise<void> {
   await db.query(`insert into documents (id, source, content, content_sha256) values ('00000000-0000-4000-8000-000000000001', 'notes.md', 'hello world', '${SHA}')`);
   await db.query(`insert into chunks (id, document_id, chunk_index, content, content_sha256, embedding, embedding_model, embedded_at)
@@ -37,7 +44,11 @@ async function upgradeFrom(t: Test, upTo: number): Promise<void> {
   if (upTo >= 2) await putData(old);
   const before = upTo >= 2 ? await dataOf(old) : null;
   const applied = await migrate(old.pool, testLog, { app: PIPELINE_MIGRATIONS });
-  t.same(applied, readMigrations(LEGACY_DIR).slice(upTo).map((m) => `pgconverge-0.1/${m.name}`), "0.1's missing files applied, nothing else run");
+  t.same(
+    applied,
+    [...readMigrations(LEGACY_DIR).slice(upTo).map((m) => `pgconverge-0.1/${m.name}`), ...AFTER_BASELINE],
+    "0.1's missing files applied, then the core migrations after the baseline, nothing else",
+  );
   if (before) t.same(await dataOf(old), before, "data kept");
   t.same(await schemaOf(old.pool), await schemaOf(fresh.pool), "the same schema as a fresh install");
   t.same(await checkMigrations(old.pool, { app: PIPELINE_MIGRATIONS }), { ok: true }, "ready");
@@ -53,14 +64,17 @@ t.test("several processes upgrading one 0.1 database at once take turns: one ado
   const db = await createTestDatabase(t, { migrate: false });
   await migrateAs01(db.pool, 5);
   const results = await Promise.all(Array.from({ length: 4 }, () => migrate(db.pool, testLog, { app: PIPELINE_MIGRATIONS })));
-  t.same(results.flat().sort(), ["pgconverge-0.1/000006_faster_dead_worker_default.sql", "pgconverge-0.1/000007_sync_owner_point_ids.sql"]);
+  t.same(results.flat().sort(), [...AFTER_BASELINE, "pgconverge-0.1/000006_faster_dead_worker_default.sql", "pgconverge-0.1/000007_sync_owner_point_ids.sql"].sort());
   t.same(await checkMigrations(db.pool, { app: PIPELINE_MIGRATIONS }), { ok: true });
 });
 
 t.test("the adopted baselines are the shipped files", async (t) => {
   const baseline = JSON.parse(readFileSync(join(LEGACY_DIR, "adopt", "baseline.json"), "utf8")) as { sets: Record<string, unknown> };
   const of = (files: { id: number; name: string; checksum: string }[]) => files.map(({ id, name, checksum }) => ({ id, name, checksum }));
-  t.same(baseline.sets, { pgconverge: of(readMigrations()), pipeline: of(readMigrations(PIPELINE_MIGRATIONS.directory)) });
+  t.same(baseline.sets, {
+    pgconverge: of(readMigrations().slice(0, BASELINE_CORE_FILES)),
+    pipeline: of(readMigrations(PIPELINE_MIGRATIONS.directory).slice(0, 1)),
+  });
 });
 
 t.test("a migrations table that is not 0.1's is refused in one line", async (t) => {

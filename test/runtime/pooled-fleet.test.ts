@@ -15,7 +15,11 @@ t.test("ten workers fit in a pool of 20 server connections: every one of them pr
   await createEffectsTable(db);
   const pooled = (await startPgBouncer(t, db.url, { poolSize: 20, maxDbConnections: 20 })).urlFor(db.url);
   // Each worker alone would open up to 2 x 4 + 9 client connections: 170 for the fleet, against 20.
-  const workers = Array.from({ length: WORKERS }, () => spawnWorker(t, { url: pooled }, { DATABASE_POOL_MODE: "transaction", WORKER_CONCURRENCY: "4" }));
+  // A local queue no larger than the slots, so that the first workers to poll do not fetch the
+  // whole queue (the default fetches up to 100 jobs at a time) and every worker gets some.
+  const workers = Array.from({ length: WORKERS }, () =>
+    spawnWorker(t, { url: pooled }, { DATABASE_POOL_MODE: "transaction", WORKER_CONCURRENCY: "4", WORKER_LOCAL_QUEUE_SIZE: "4" }),
+  );
   // Ten processes starting at once on a small, shared machine: give them time (seen: 3 minutes
   // before the first one connected, all registered within 30 s after that).
   await Promise.all(workers.map((worker) => waitForRegistration(db, worker.child.pid!, 400_000)));
