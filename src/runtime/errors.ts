@@ -25,6 +25,21 @@ export class PermanentError extends Error {
   }
 }
 
+/**
+ * Thrown (by flow control, or by a task) to put the job back until `runAt` without using up an
+ * attempt: the job did not fail, it may not run yet (a fleet-wide limit is full, a service is
+ * throttled or its circuit is open). The executor parks the job; nothing is recorded as a failure.
+ */
+export class JobDeferredError extends Error {
+  override name = "JobDeferredError";
+  constructor(
+    message: string,
+    readonly runAt: Date,
+  ) {
+    super(message);
+  }
+}
+
 /** A task's prepare phase outlived its deadline; the job is retried. */
 export class TaskTimeoutError extends Error {
   override name = "TaskTimeoutError";

@@ -15,6 +15,8 @@ export interface RuntimeEventMap {
   "job:skipped": [JobEvent];
   /** The attempt failed with a transient error; graphile-worker will retry it. */
   "job:retry": [JobEvent & { error: string; durationMs: number }];
+  /** The job may not run yet (flow control); it was put back until runAt without counting the attempt. */
+  "job:deferred": [JobEvent & { runAt: Date; reason: string }];
   /** A group-commit transaction committed `size` jobs' apply phases, `applied` of them with effects. */
   "batch:committed": [{ size: number; applied: number }];
   /** A group-commit transaction failed as a whole; its jobs are run again one transaction each. */

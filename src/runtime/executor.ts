@@ -1,14 +1,14 @@
-import type { JobHelpers, Task } from "graphile-worker";
+import type { Job, JobHelpers, Task } from "graphile-worker";
 import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
 import { JOB_RESULT_MAX_BYTES } from "./defineTask.ts";
-import { classifyError, describeError, PermanentError, TaskTimeoutError } from "./errors.ts";
+import { classifyError, describeError, JobDeferredError, PermanentError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import type { BatchApply, GroupCommitter } from "./groupCommit.ts";
-import { holdsJobLock } from "./graphileJobs.ts";
+import { holdsJobLock, parkJob } from "./graphileJobs.ts";
 import { addJob, claimLedger, insertDeadLetter, isRecorded, recordFailure, recordHistory } from "./queries.ts";
 
 export interface ExecutorOptions {
@@ -30,6 +30,15 @@ export interface ExecutorOptions {
  */
 export class JobTakenOverError extends Error {
   override name = "JobTakenOverError";
+}
+
+/**
+ * Handed to graphile-worker after the job was parked (see JobDeferredError): the job is no
+ * longer locked by this worker, so graphile-worker's failJob, which checks the lock holder,
+ * changes nothing, where a normal return would delete the parked job.
+ */
+export class JobParkedError extends Error {
+  override name = "JobParkedError";
 }
 
 /**
@@ -105,9 +114,26 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
         log.warn(error.message);
         throw error;
       }
+      if (error instanceof JobDeferredError) await park(error, job, pool, log, event);
       await handleFailure(error, rawPayload, helpers, identifier, options, log, started);
     }
   };
+}
+
+/** Parks a deferred job until its runAt, attempt not counted; always throws (see JobParkedError). */
+async function park(
+  deferral: JobDeferredError,
+  job: Job,
+  pool: DatabasePool,
+  log: Logger,
+  event: { task: string; jobId: string; attempt: number },
+): Promise<never> {
+  if (!(await parkJob(pool, job, deferral.runAt))) {
+    throw new JobTakenOverError(`job ${job.id} was released and taken over; not parking`);
+  }
+  runtimeEvents.emit("job:deferred", { ...event, runAt: deferral.runAt, reason: deferral.message });
+  log.debug({ runAt: deferral.runAt.toISOString(), reason: deferral.message }, "job deferred; attempt not counted");
+  throw new JobParkedError(`job ${job.id} deferred until ${deferral.runAt.toISOString()}: ${deferral.message}`);
 }
 
 /**

@@ -251,3 +251,52 @@ export async function readQueuedJobPayload(db: CommonQueryMethods, jobId: string
   `);
   return row === null ? undefined : { payload: row.payload };
 }
+
+/**
+ * Gives a job this execution holds back to the queue, to run again at `runAt`, WITHOUT counting
+ * the attempt (graphile-worker counted it when it fetched the job): what flow control does with
+ * a job that may not run yet because its limit is full or its service is throttled or down.
+ * Unlocks the job's named queue too, as a failure would. Returns false, changing nothing, when
+ * the job is no longer held by this execution (released and taken over).
+ */
+export async function parkJob(db: CommonQueryMethods, job: Job, runAt: Date): Promise<boolean> {
+  if (job.locked_by === null) return false;
+  const row = await db.maybeOne(sql.type(z.object({ id: z.coerce.string() }))`
+    with parked as (
+      update graphile_worker._private_jobs
+      set attempts = greatest(attempts - 1, 0), locked_by = null, locked_at = null, run_at = ${runAt.toISOString()}::timestamptz
+      where id = ${job.id} and revision = ${job.revision} and locked_by = ${job.locked_by}
+      returning id, job_queue_id
+    ), unlocked_queue as (
+      update graphile_worker._private_job_queues as queues set locked_by = null, locked_at = null
+      from parked
+      where queues.id = parked.job_queue_id and queues.locked_by = ${job.locked_by}
+    )
+    select id from parked
+  `);
+  return row !== null;
+}
+
+/**
+ * Makes parked jobs runnable: the n-th (in the order given) at now + (n-1) × spacingMs, so a
+ * crowd of waiters released at once does not hit a service in one burst. Only jobs that are
+ * still waiting (not locked, due later) move. Notifies graphile-worker's "jobs:insert" channel,
+ * as an insert does, so idle workers fetch at once instead of at their next poll. Returns how
+ * many jobs moved.
+ */
+export async function wakeJobs(db: CommonQueryMethods, jobIds: readonly string[], spacingMs = 0): Promise<number> {
+  if (jobIds.length === 0) return 0;
+  const row = await db.one(sql.type(z.object({ woken: z.number() }))`
+    with woken as (
+      update graphile_worker._private_jobs as jobs
+      set run_at = now() + (waiting.n - 1) * ${spacingMs} * interval '1 millisecond'
+      from unnest(${sql.array([...jobIds], "int8")}) with ordinality as waiting (id, n)
+      where jobs.id = waiting.id and jobs.locked_by is null and jobs.run_at > now()
+      returning jobs.id
+    ), counted as (
+      select count(*)::int as woken from woken
+    )
+    select woken, pg_notify('jobs:insert', json_build_object('count', woken)::text) from counted
+  `);
+  return row.woken;
+}
