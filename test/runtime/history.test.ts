@@ -64,7 +64,7 @@ t.test("a dead-lettered job's history row is written with its dead letter, with 
   const dead = await db.query<{ job_id: string; last_error: string }>("select job_id::text, last_error from dead_letters order by job_id");
   t.same(rows.map((row) => [row.job_id, row.outcome, row.last_error]), dead.map((row) => [row.job_id, "dead", row.last_error]));
   t.match(rows[0]!.last_error, /not valid UTF-8/);
-  t.match(rows[1]!.last_error, /result of 5002 bytes as JSON; the cap is 4096/, "an oversized result is a permanent failure of the task");
+  t.match(rows[1]!.last_error, /result of 5002 bytes as JSON \(as Postgres stores it\); the cap is 4096/, "an oversized result is a permanent failure of the task");
   t.same(await db.query("select 1 from test_effects"), [], "the oversized result's writes rolled back");
 });
 
@@ -204,6 +204,25 @@ t.test("a worker login that does not own the tables can maintain the history onc
   const [row] = await asRole("select pgconverge_prune_job_history(7) as dropped");
   t.equal(row!.dropped, 1, "the non-owner dropped the old day");
   t.same(await db.query("select job_id from job_history"), []);
+});
+
+t.test("one task's history is read through the (task, finished_at) index, in every partition", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  await db.query(`
+    insert into job_history (finished_at, job_id, revision, task, outcome, attempts, enqueued_at)
+    select now() - make_interval(secs => n), n, 0, case when n % 2000 = 0 then 'rare' else 'common' || (n % 7) end, 'applied', 1, now() - make_interval(secs => n + 1)
+    from generate_series(1, 20000) n;
+    analyze job_history;
+  `);
+  const plan = (await db.query<{ "QUERY PLAN": string }>("explain select * from job_history_list where task = 'rare' order by finished_at desc limit 50")).map((row) => row["QUERY PLAN"]).join("\n");
+  t.match(plan, /task_finished_at_idx/, plan);
+  const [{ missing } = { missing: "" }] = await db.query<{ missing: string }>(`
+    select count(*) as missing from pg_inherits i
+    where i.inhparent = 'job_history'::regclass
+      and not exists (select 1 from pg_index x join pg_attribute a on a.attrelid = x.indrelid and a.attnum = x.indkey[0]
+                      where x.indrelid = i.inhrelid and a.attname = 'task')
+  `);
+  t.equal(Number(missing), 0, "every partition, the default one included, has it");
 });
 
 t.test("every column of the history is documented", async (t) => {
