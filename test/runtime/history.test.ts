@@ -177,6 +177,23 @@ t.test("dropping an old day never keeps the jobs writing history waiting long", 
   t.equal((await db.query<{ dropped: number }>("select pgconverge_prune_job_history(7) as dropped"))[0]!.dropped, 1, "the next run drops it");
 });
 
+t.test("making a partition does not hold up the jobs writing history", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const maker = await db.pool.connect();
+  t.teardown(() => maker.release());
+  // A partition made and not yet committed: its locks are held until the end of the transaction.
+  await maker.query("begin; select pgconverge_job_history_partition((now() at time zone 'UTC')::date + 20)");
+  const writer = await db.pool.connect();
+  t.teardown(() => writer.release());
+  await writer.query("set lock_timeout = '1s'");
+  await writer.query(
+    "insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at) values (1, 0, 'effect', 'applied', 1, now())",
+  );
+  t.pass("a job's history insert went through while the partition was being attached");
+  await maker.query("commit");
+  t.equal((await db.query("select 1 from job_history")).length, 1);
+});
+
 t.test("a worker login that does not own the tables can maintain the history once granted EXECUTE; others cannot", async (t) => {
   const db = await createTestDatabase(t, { pipeline: false });
   const role = `pgc_hist_${db.name.slice(-8)}`;
