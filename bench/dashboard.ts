@@ -83,7 +83,7 @@ try {
   const deadJob = screenshots ? await seedDemo(pool) : (await seedLarge(pool, historyRows, queuedJobs), "");
   const seedSeconds = (performance.now() - seedStart) / 1000;
   // The timing runs read-only (no credentials), so each page load is one request, not a Basic-auth challenge and a retry.
-  const dashboard = await createDashboard({ databaseUrl: database.url, ...(screenshots ? { auth: AUTH } : {}) });
+  const dashboard = await createDashboard({ databaseUrl: database.url, ...(screenshots ? { auth: AUTH } : { allowAnonymous: true }) });
   const http = createServer(dashboard.listener);
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const origin = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;

@@ -7,7 +7,8 @@ import type { DatabasePool } from "slonik";
 import { listJobs, showJob, JOB_STATES, type JobState } from "../ops/jobs.ts";
 import { readStatus } from "../ops/status.ts";
 import type { DeadLetterSelection } from "../ops/deadLetters.ts";
-import type { QdrantClient } from "../outbox/qdrant.ts";
+import type { Logger } from "../log.ts";
+import type { QdrantClient, ReadConsistency } from "../outbox/qdrant.ts";
 import type { Sync } from "../outbox/sync.ts";
 import { describeError } from "../runtime/errors.ts";
 import { chartScript, dashboardScript, dashboardStyle, htmxScript } from "./assets.ts";
@@ -18,11 +19,13 @@ import {
   previewDeadLetters,
   readAudit,
   readThroughput,
-  reconcileAudited,
   retryDeadLettersAudited,
   retryOutboxAudited,
 } from "./data.ts";
+import { errorId } from "./errors.ts";
+import { noticeQuery, noticeText, type NoticeCode } from "./notices.ts";
 import * as pages from "./pages.ts";
+import { BackgroundReconciles } from "./reconciles.ts";
 
 /** Who may act: a user name and password (HTTP Basic, for browsers) and/or a token (Bearer, for scripts). */
 export interface DashboardCredentials {
@@ -42,7 +45,17 @@ export interface DashboardAppOptions {
   syncs: readonly Sync[];
   /** The Qdrant client a reconcile runs with; without it, reconciles are not offered. */
   qdrant?: QdrantClient | undefined;
+  /** Qdrant's read consistency of a reconcile (QDRANT_READ_CONSISTENCY), as the reconciler's elsewhere. */
+  readConsistency?: ReadConsistency | undefined;
+  /** Where the detail of a failure goes; the browser gets a generic message and an id. */
+  log: Logger;
   refreshSeconds?: number;
+}
+
+export interface DashboardApp {
+  app: Hono<Env>;
+  /** Stops the reconciles it started and waits for them. */
+  close(): Promise<void>;
 }
 
 type Env = { Variables: { actor: string | null } };
@@ -62,10 +75,17 @@ const ID = /^[1-9][0-9]{0,18}$/;
  *   Sec-Fetch-Site; any other content type is refused, so no request escapes that check);
  * - a Content-Security-Policy allows scripts from the dashboard only, and templates escape
  *   every value, so a payload holding markup shows as text;
- * - every action writes who, what and when to dashboard_audit, in the action's transaction.
+ * - every action writes who, what and when to dashboard_audit, in the action's transaction;
+ * - a failure shows a generic message with an id, its detail goes to the log; the notice an
+ *   action redirects with is a fixed code, so no link can put its own text on a page.
+ * A reconcile runs in the background (reconciles.ts): its request answers at once.
  */
-export function createDashboardApp(options: DashboardAppOptions): Hono<Env> {
-  const { pool, credentials, basePath } = options;
+export function createDashboardApp(options: DashboardAppOptions): DashboardApp {
+  const { pool, credentials, basePath, log } = options;
+  const collections = new Set(options.syncs.map((sync) => sync.collection));
+  const reconciles = options.qdrant
+    ? new BackgroundReconciles({ pool, qdrant: options.qdrant, readConsistency: options.readConsistency, log })
+    : null;
   const refreshSeconds = options.refreshSeconds ?? REFRESH_SECONDS;
   const canAct = Boolean(credentials.password || credentials.token);
   const app = new Hono<Env>().basePath(basePath || "/");
@@ -109,10 +129,11 @@ export function createDashboardApp(options: DashboardAppOptions): Hono<Env> {
 
   const context = (c: Context<Env, any, any>): pages.PageContext => {
     const url = new URL(c.req.url);
-    return { base: basePath, self: url.pathname + url.search, canAct, actor: c.get("actor"), refreshSeconds, notice: c.req.query("notice") };
+    return { base: basePath, self: url.pathname + url.search, canAct, actor: c.get("actor"), refreshSeconds, notice: noticeText((name) => c.req.query(name), collections) };
   };
   const status = () => readStatus(pool, { deadAfterMs: options.deadAfterMs });
-  const back = (c: Context<Env>, path: string, notice: string) => c.redirect(`${basePath}${path}${path.includes("?") ? "&" : "?"}notice=${encodeURIComponent(notice)}`, 303);
+  const back = (c: Context<Env>, path: string, notice: NoticeCode, params: Record<string, string | number> = {}) =>
+    c.redirect(`${basePath}${path}${path.includes("?") ? "&" : "?"}${noticeQuery(notice, params)}`, 303);
 
   app.get("/assets/htmx.js", (c) => c.body(htmxScript(), 200, { "content-type": "text/javascript; charset=utf-8", "cache-control": "max-age=3600" }));
   app.get("/assets/chart.js", (c) => c.body(chartScript(), 200, { "content-type": "text/javascript; charset=utf-8", "cache-control": "max-age=3600" }));
@@ -173,15 +194,15 @@ export function createDashboardApp(options: DashboardAppOptions): Hono<Env> {
     const selection = await selectionOf(c);
     if (selection === null) return c.text("select dead letters by id", 400);
     const retried = await retryDeadLettersAudited(pool, c.get("actor")!, selection);
-    if (retried.length === 1) return back(c, `/jobs/${retried[0]!.jobId}`, `dead letter ${retried[0]!.deadLetterId} re-enqueued as job ${retried[0]!.jobId}`);
-    return back(c, "/dead-letters", `${retried.length} dead letter(s) re-enqueued`);
+    if (retried.length === 1) return back(c, `/jobs/${retried[0]!.jobId}`, "retried-one", { dl: retried[0]!.deadLetterId, job: retried[0]!.jobId });
+    return back(c, "/dead-letters", "retried", { n: retried.length });
   });
 
   app.post("/dead-letters/discard", async (c) => {
     const selection = await selectionOf(c);
     if (selection === null) return c.text("select dead letters by id", 400);
     const discarded = await discardDeadLettersAudited(pool, c.get("actor")!, selection);
-    return back(c, "/dead-letters", `${discarded.length} dead letter(s) discarded`);
+    return back(c, "/dead-letters", "discarded", { n: discarded.length });
   });
 
   app.get("/outbox", async (c) => {
@@ -191,35 +212,31 @@ export function createDashboardApp(options: DashboardAppOptions): Hono<Env> {
 
   app.post("/outbox/retry", async (c) => {
     const retried = await retryOutboxAudited(pool, c.get("actor")!, undefined);
-    return back(c, "/outbox", `${retried.length} dead change(s) put back in line`);
+    return back(c, "/outbox", "outbox-retried", { n: retried.length });
   });
 
   app.get("/syncs", async (c) => {
     const report = await status();
     const collections = [...new Set([...options.syncs.map((sync) => sync.collection), ...Object.keys(report.reconcile.byCollection)])].sort();
     const views = collections.map((collection) => ({ collection, latest: report.reconcile.byCollection[collection] }));
-    return c.html(pages.syncsPage(context(c), views, options.qdrant !== undefined && options.syncs.length > 0));
+    return c.html(pages.syncsPage(context(c), views, reconciles !== null && options.syncs.length > 0, reconciles?.list() ?? []));
   });
 
   app.post("/syncs/reconcile", async (c) => {
     const form = await c.req.formData();
     const sync = options.syncs.find((each) => each.collection === String(form.get("collection")));
-    if (!sync || !options.qdrant) return c.text("no such sync here", 400);
-    const repair = form.get("repair") === "1";
-    try {
-      const report = await reconcileAudited(pool, options.qdrant, c.get("actor")!, sync, repair);
-      const drift = report.missing + report.extra + report.stale;
-      return back(c, "/syncs", `${sync.collection}: drift ${drift} (missing ${report.missing}, extra ${report.extra}, stale ${report.stale})${repair ? ", queued for repair" : ""}`);
-    } catch (error) {
-      return back(c, "/syncs", `${sync.collection}: reconcile failed: ${describeError(error)}`);
-    }
+    if (!sync || !reconciles) return c.text("no such sync here", 400);
+    const started = reconciles.start(sync, form.get("repair") === "1", c.get("actor")!);
+    return back(c, "/syncs", started ? "reconcile-started" : "reconcile-busy", { collection: sync.collection });
   });
 
   app.get("/audit", async (c) => c.html(pages.auditPage(context(c), await readAudit(pool, 200))));
 
   app.onError((error, c) => {
     if ("getResponse" in error && typeof error.getResponse === "function") return error.getResponse() as Response;
-    return c.text(`dashboard error: ${describeError(error)}`, 500);
+    const id = errorId();
+    log.error({ errorId: id, method: c.req.method, path: c.req.path, error: describeError(error) }, "dashboard request failed");
+    return c.text(`The dashboard could not answer this request (error ${id}); the server's log has the detail under that id.`, 500);
   });
-  return app;
+  return { app, close: async () => reconciles?.close() };
 }

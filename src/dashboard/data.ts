@@ -2,7 +2,7 @@ import { sql, type CommonQueryMethods, type DatabasePool } from "slonik";
 import { z } from "zod";
 import { listDeadLetters, retryDeadLetters, discardDeadLetters, type DeadLetterSelection } from "../ops/deadLetters.ts";
 import { listChanges, readOwner, recordReconcileRun, retryDead } from "../outbox/outbox.ts";
-import { reconcile, type DriftReport } from "../outbox/reconciler.ts";
+import { reconcile, type DriftReport, type ReconcileOptions } from "../outbox/reconciler.ts";
 import type { QdrantClient } from "../outbox/qdrant.ts";
 import type { Sync } from "../outbox/sync.ts";
 
@@ -108,9 +108,17 @@ export async function retryOutboxAudited(pool: DatabasePool, actor: string, ids:
   });
 }
 
-export async function reconcileAudited(pool: DatabasePool, qdrant: QdrantClient, actor: string, sync: Sync, repair: boolean): Promise<DriftReport> {
+/** A reconcile and its audit entry; the run's settings (read consistency, progress, abort) are the caller's. */
+export async function reconcileAudited(
+  pool: DatabasePool,
+  qdrant: QdrantClient,
+  actor: string,
+  sync: Sync,
+  repair: boolean,
+  run: Pick<ReconcileOptions, "readConsistency" | "onProgress" | "signal"> = {},
+): Promise<DriftReport> {
   const owner = await readOwner(pool);
-  const report = await reconcile({ pool, qdrant, sync, owner, repair });
+  const report = await reconcile({ pool, qdrant, sync, owner, repair, ...run });
   await pool.transaction(async (tx) => {
     await recordReconcileRun(tx, report);
     await audit(tx, actor, repair ? "reconcile.repair" : "reconcile.dry_run", sync.collection, report);

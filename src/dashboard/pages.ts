@@ -6,6 +6,7 @@ import type { DeadLetter } from "../ops/deadLetters.ts";
 import type { StatusReport } from "../ops/status.ts";
 import type { OutboxRow } from "../outbox/outbox.ts";
 import type { AuditEntry, DeadLetterPreview, MinuteCounts } from "./data.ts";
+import type { ReconcileRun } from "./reconciles.ts";
 
 /**
  * The dashboard's pages, as hono/html templates: every interpolated value is escaped (payloads,
@@ -227,14 +228,26 @@ export interface SyncView {
   latest: StatusReport["reconcile"]["byCollection"][string] | undefined;
 }
 
-export function syncsPage(context: PageContext, syncs: SyncView[], canReconcile: boolean): Html {
+function reconcileRunRow(run: ReconcileRun): Html {
+  const kind = run.repair ? "repair" : "dry run";
+  const state = run.finishedAt === null
+    ? html`<td data-reconcile-state="running">running${run.progress ? ` (${run.progress.phase}: ${run.progress.done}${run.progress.total === null ? "" : ` of ${run.progress.total}`})` : ""}</td>`
+    : run.report
+      ? html`<td data-reconcile-state="done">done: drift ${run.report.missing + run.report.extra + run.report.stale} (missing ${run.report.missing}, extra ${run.report.extra}, stale ${run.report.stale})${run.repair ? ", queued for repair" : ""}</td>`
+      : html`<td data-reconcile-state="failed" class="bad">failed (error ${run.errorId}; the server's log has the detail)</td>`;
+  return html`<tr data-reconcile="${run.collection}"><td>${run.collection}</td><td>${kind}</td><td>${run.actor}</td><td>${time(run.startedAt)}</td>${state}</tr>`;
+}
+
+export function syncsPage(context: PageContext, syncs: SyncView[], canReconcile: boolean, runs: readonly ReconcileRun[] = []): Html {
   const live = html`<section>${syncs.length === 0
     ? html`<p class="muted">No syncs: none declared here, and no reconcile has run.</p>`
     : html`<table><thead><tr><th>collection</th><th class="num">drift</th><th class="num">missing</th><th class="num">extra</th><th class="num">stale</th><th>repaired</th><th>last reconcile</th></tr></thead><tbody>
 ${syncs.map(({ collection, latest }) => html`<tr><td>${collection}</td>${latest
       ? html`<td class="num ${latest.drift > 0 ? "bad" : ""}">${latest.drift}</td><td class="num">${latest.missing}</td><td class="num">${latest.extra}</td><td class="num">${latest.stale}</td><td>${latest.repaired ? "yes" : "no"}</td><td>${time(latest.finishedAt)} (${age(latest.ageSeconds)} ago)</td>`
       : html`<td colspan="6" class="muted">never reconciled</td>`}</tr>`)}
-</tbody></table>`}</section>`;
+</tbody></table>`}</section>${runs.length === 0
+    ? ""
+    : html`<section><h2>Reconciles started here</h2><table><thead><tr><th>collection</th><th>kind</th><th>by</th><th>started</th><th>state</th></tr></thead><tbody>${runs.map(reconcileRunRow)}</tbody></table></section>`}`;
   const actions = context.canAct && canReconcile
     ? html`<section><h2>Run a reconcile</h2>${syncs.map(({ collection }) => html`<form class="inline" method="post" action="${context.base}/syncs/reconcile"><input type="hidden" name="collection" value="${collection}"><button name="repair" value="0">Dry run ${collection}</button> <button name="repair" value="1">Repair ${collection}</button></form> `)}</section>`
     : html``;

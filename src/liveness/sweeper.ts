@@ -147,15 +147,22 @@ export class Sweeper {
   }
 
   /**
-   * Once an hour: makes the coming days' job_history partitions and drops those past the
-   * retention (pgconverge_prune_job_history, sql/000004; one worker at a time). Partition DDL
-   * is brief, and waits at most 2 s for the jobs writing history before trying next hour.
+   * Once an hour: makes the coming week's job_history partitions, moves into them any rows the
+   * default partition caught, and drops the days past the retention (pgconverge_prune_job_history,
+   * sql/000006; one worker at a time; it never keeps the jobs writing history waiting for more
+   * than 50 ms). A failure (e.g. a login not granted EXECUTE on it) is logged and the sweep goes
+   * on; the next try is an hour later.
    */
   async pruneHistory(): Promise<number> {
     if (this.historyPrunedAt !== null && performance.now() - this.historyPrunedAt < HISTORY_PRUNE_INTERVAL_MS) return 0;
     this.historyPrunedAt = performance.now();
-    const { pool, historyRetentionDays } = this.config;
-    return pool.oneFirst(sql.type(z.object({ dropped: z.number() }))`select pgconverge_prune_job_history(${historyRetentionDays}) as dropped`);
+    const { pool, log, historyRetentionDays } = this.config;
+    try {
+      return await pool.oneFirst(sql.type(z.object({ dropped: z.number() }))`select pgconverge_prune_job_history(${historyRetentionDays}) as dropped`);
+    } catch (error) {
+      log.warn({ error: describeError(error) }, "could not maintain the job history's partitions; retrying in an hour");
+      return 0;
+    }
   }
 
   private async pruneLedger(): Promise<number> {

@@ -11,9 +11,10 @@ import type { Logger } from "../log.ts";
 export type JobResult = string | number | boolean | null | JobResult[] | { [key: string]: JobResult };
 
 /**
- * The cap on a result's JSON text, bytes. A larger (or non-JSON) result is a bug in the task,
- * so it fails the job as permanent (dead letter) rather than being cut. The same cap is a
- * CHECK constraint of job_history (sql/000004).
+ * The cap on a result's JSON text as Postgres prints the jsonb value (`octet_length(result::text)`:
+ * ", " and ": " between members), bytes. A larger (or non-JSON) result is a bug in the task,
+ * so it fails the job as permanent (dead letter) rather than being cut. The same cap, measured
+ * the same way, is a CHECK constraint of job_history (sql/000004; see runtime/jobResult.ts).
  */
 export const JOB_RESULT_MAX_BYTES = 4096;
 

@@ -4,11 +4,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
-import { JOB_RESULT_MAX_BYTES } from "./defineTask.ts";
-import { classifyError, describeError, JobDeferredError, PermanentError, TaskTimeoutError } from "./errors.ts";
+import { classifyError, describeError, JobDeferredError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import type { BatchApply, GroupCommitter } from "./groupCommit.ts";
 import { holdsJobLock, parkJob } from "./graphileJobs.ts";
+import { resultText } from "./jobResult.ts";
 import { addJob, claimLedger, insertDeadLetter, isRecorded, recordFailure, recordHistory } from "./queries.ts";
 
 export interface ExecutorOptions {
@@ -134,27 +134,6 @@ async function park(
   runtimeEvents.emit("job:deferred", { ...event, runAt: deferral.runAt, reason: deferral.message });
   log.debug({ runAt: deferral.runAt.toISOString(), reason: deferral.message }, "job deferred; attempt not counted");
   throw new JobParkedError(`job ${job.id} deferred until ${deferral.runAt.toISOString()}: ${deferral.message}`);
-}
-
-/**
- * The JSON text of what apply returned, for the history row; null for nothing. A result that
- * is not JSON or exceeds JOB_RESULT_MAX_BYTES is a bug of the task: a permanent failure
- * (thrown inside the transaction, so the job's writes roll back with it).
- */
-function resultText(result: unknown): string | null {
-  if (result === undefined) return null;
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(result);
-  } catch (error) {
-    throw new PermanentError(`apply returned a result that is not JSON: ${describeError(error)}`);
-  }
-  if (text === undefined) throw new PermanentError(`apply returned a result that is not JSON (a ${typeof result})`);
-  const bytes = Buffer.byteLength(text);
-  if (bytes > JOB_RESULT_MAX_BYTES) {
-    throw new PermanentError(`apply returned a result of ${bytes} bytes as JSON; the cap is ${JOB_RESULT_MAX_BYTES} (return a summary, keep data in tables)`);
-  }
-  return text;
 }
 
 async function runPrepare(

@@ -184,9 +184,9 @@ export function lockExhaustedJobs(tx: CommonQueryMethods, limit: number) {
 
 /**
  * Moves these exhausted jobs to dead_letters, with their payload, queue and last error, and
- * records them as dead in the ledger and in job_history (the one history insert outside
- * recordHistory: it needs the job's enqueue time from the private table, and no worker is
- * running it, so started_at is unknown).
+ * records them as dead in the ledger and in job_history (one of the three writers of history,
+ * listed with their reasons in sql/000006: this one needs the job's enqueue time from the
+ * private table, and no worker is running it, so started_at is unknown).
  */
 export async function deadLetterExhaustedJobs(tx: CommonQueryMethods, jobIds: readonly string[]): Promise<void> {
   await tx.query(sql.unsafe`

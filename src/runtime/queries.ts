@@ -68,6 +68,9 @@ export interface HistoryEntry {
 /**
  * Writes the history rows of finished jobs, in the caller's transaction (the one holding
  * their effects), in one statement whatever their number. finished_at is the clock at insert.
+ * One of the three writers of job_history (the others: claimBatch and deadLetterExhaustedJobs;
+ * why there are three is in sql/000006): this one for jobs dead-lettered by their own worker and
+ * re-runs found already applied before prepare.
  */
 export async function recordHistory(tx: CommonQueryMethods, entries: readonly HistoryEntry[]): Promise<void> {
   if (entries.length === 0) return;

@@ -127,7 +127,7 @@ t.test("the dashboard in a browser", { skip: NO_BROWSER }, async (t) => {
 t.test("without credentials the dashboard is read-only", { skip: NO_BROWSER }, async (t) => {
   const db = await createTestDatabase(t, { pipeline: false });
   const id = await deadLetter(db, "report", { n: 1 });
-  const dashboard = await createDashboard({ pool: db.pool });
+  const dashboard = await createDashboard({ pool: db.pool, allowAnonymous: true });
   t.teardown(() => dashboard.close());
   const page = await dashboard.fetch(new Request("http://127.0.0.1/dead-letters"));
   t.equal(page.status, 200);

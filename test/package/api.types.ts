@@ -106,6 +106,7 @@ export async function typeTests(pool: pg.Pool, client: pg.PoolClient, mail: Mail
   (await dashboard.fetch(new Request("http://127.0.0.1/ops/"))) satisfies Response;
   // @ts-expect-error auth takes user, password and token
   await createDashboard({ pool, auth: { secret: "x" } });
+  await createDashboard({ pool, databasePoolMode: "transaction", allowAnonymous: true });
   await dashboard.close();
   // apply may return a small JSON result for the job's history.
   defineTask({ payload: z.object({}), async apply() { return { rows: 3, ids: ["a"] } satisfies JobResult; } });

@@ -1,5 +1,6 @@
 // Job history: every finished job leaves one job_history row, written in the transaction of
 // its effects, and the history is pruned by dropping whole days.
+import pg from "pg";
 import t from "tap";
 import { Sweeper } from "../../src/liveness/sweeper.ts";
 import { createTestDatabase, testLog, waitFor, type TestDatabase } from "../helpers/db.ts";
@@ -63,7 +64,7 @@ t.test("a dead-lettered job's history row is written with its dead letter, with 
   const dead = await db.query<{ job_id: string; last_error: string }>("select job_id::text, last_error from dead_letters order by job_id");
   t.same(rows.map((row) => [row.job_id, row.outcome, row.last_error]), dead.map((row) => [row.job_id, "dead", row.last_error]));
   t.match(rows[0]!.last_error, /not valid UTF-8/);
-  t.match(rows[1]!.last_error, /result of 5002 bytes as JSON; the cap is 4096/, "an oversized result is a permanent failure of the task");
+  t.match(rows[1]!.last_error, /result of 5002 bytes as JSON \(as Postgres stores it\); the cap is 4096/, "an oversized result is a permanent failure of the task");
   t.same(await db.query("select 1 from test_effects"), [], "the oversized result's writes rolled back");
 });
 
@@ -107,14 +108,14 @@ t.test("pruning drops whole days past the retention and keeps the coming days' p
   const partitions = () =>
     db.query<{ name: string }>("select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'job_history'::regclass order by 1");
   const before = (await partitions()).map((row) => row.name);
-  t.equal(before.length, 7, "3 old days, today, 2 days ahead and the default partition");
+  t.equal(before.length, 12, "3 old days, today, 7 days ahead and the default partition");
 
   const [pruned] = await db.query<{ dropped: number }>("select pgconverge_prune_job_history(7) as dropped");
   t.equal(pruned!.dropped, 1, "the day that ended more than 7 days ago is dropped whole (the one of 7 days ago still holds rows younger than 7 days)");
   const [{ n } = { n: "" }] = await db.query<{ n: string }>("select count(*) as n from job_history");
   t.equal(Number(n), 3, "7 and 6 days ago and today are kept; the default partition's old row is deleted");
   const after = (await partitions()).map((row) => row.name);
-  t.equal(after.length, 6);
+  t.equal(after.length, 11);
   t.ok(after.includes("job_history_default"));
 
   const sweeper = new Sweeper({ pool: db.appPool, log: testLog, deadAfterMs: 1_000, intervalMs: 60_000, historyRetentionDays: 1 });
@@ -122,6 +123,123 @@ t.test("pruning drops whole days past the retention and keeps the coming days' p
   t.equal(first.historyPartitionsDropped, 2, "the sweeper prunes with its retention setting");
   const second = await sweeper.sweep();
   t.equal(second.historyPartitionsDropped, 0, "and then waits an hour before pruning again");
+});
+
+const partitionsOf = (db: TestDatabase) =>
+  db.query<{ name: string }>("select c.relname as name from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = 'job_history'::regclass order by 1");
+
+const insertFinished = (db: TestDatabase, jobId: number, offsetDays: number) =>
+  db.query(
+    `insert into job_history (finished_at, job_id, revision, task, outcome, attempts, enqueued_at)
+     values (now() + make_interval(days => $2), $1, 0, 'effect', 'applied', 1, now() + make_interval(days => $2))`,
+    [jobId, offsetDays],
+  );
+
+t.test("after an outage, the rows the default partition caught move into their days' partitions and pruning goes on", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  // The outage: the partitions of 3 days ago and of 9 days ahead were never made (no worker ran
+  // the maintenance), so the jobs that finished then went to the default partition.
+  const earlier = (await db.query<{ name: string }>("select format('job_history_p%s', to_char((now() at time zone 'UTC')::date - 3, 'YYYYMMDD')) as name"))[0]!.name;
+  const later = (await db.query<{ name: string }>("select format('job_history_p%s', to_char((now() at time zone 'UTC')::date + 9, 'YYYYMMDD')) as name"))[0]!.name;
+  t.same(await db.query("select to_regclass($1) as r", [earlier]), [{ r: null }]);
+  for (const [id, offset] of [[1, -3], [2, -3], [3, 9], [4, 0], [5, -20]] as const) await insertFinished(db, id, offset);
+  t.same((await db.query("select job_id from job_history_default order by 1")).map((row) => Number(row.job_id)), [1, 2, 3, 5]);
+
+  const [pruned] = await db.query<{ dropped: number }>("select pgconverge_prune_job_history(7, 9) as dropped");
+  t.equal(pruned!.dropped, 0);
+  t.same(await db.query("select job_id from job_history_default"), [], "the default partition is empty again");
+  t.same((await db.query(`select job_id from ${earlier} order by 1`)).map((row) => Number(row.job_id)), [1, 2], "the rows of 3 days ago are in that day's partition");
+  t.same((await db.query(`select job_id from ${later} order by 1`)).map((row) => Number(row.job_id)), [3]);
+  t.same((await db.query("select job_id from job_history order by 1")).map((row) => Number(row.job_id)), [1, 2, 3, 4], "no row within the retention is lost (the one of 20 days ago is past it)");
+  const names = (await partitionsOf(db)).map((row) => row.name);
+  t.ok(names.includes(earlier) && names.includes(later));
+  const [{ n } = { n: "" }] = await db.query<{ n: string }>("select count(*) as n from pg_indexes where tablename = $1", [earlier]);
+  t.equal(Number(n), 3, "a moved-into partition has the parent's indexes");
+
+  // With a shorter retention that day's partition ages out and is dropped like any other.
+  t.equal((await db.query<{ dropped: number }>("select pgconverge_prune_job_history(2, 9) as dropped"))[0]!.dropped, 1);
+  t.same((await db.query("select job_id from job_history order by 1")).map((row) => Number(row.job_id)), [3, 4]);
+});
+
+t.test("dropping an old day never keeps the jobs writing history waiting long", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  await db.query("select pgconverge_job_history_partition((now() at time zone 'UTC')::date - 10)");
+  await insertFinished(db, 1, -10);
+  // A long transaction holds job_history's lock the DROP needs (as a slow batch would).
+  const holder = await db.pool.connect();
+  t.teardown(() => holder.release());
+  await holder.query("begin; insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at) values (2, 0, 'effect', 'applied', 1, now())");
+  const [pruned] = await db.query<{ dropped: number }>("select pgconverge_prune_job_history(7) as dropped");
+  t.equal(pruned!.dropped, 0, "the day is left for the next run rather than queueing behind the transaction");
+  // The hot path meanwhile: another job's history insert goes through at once.
+  await insertFinished(db, 3, 0);
+  await holder.query("commit");
+  t.equal((await db.query<{ dropped: number }>("select pgconverge_prune_job_history(7) as dropped"))[0]!.dropped, 1, "the next run drops it");
+});
+
+t.test("making a partition does not hold up the jobs writing history", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const maker = await db.pool.connect();
+  t.teardown(() => maker.release());
+  // A partition made and not yet committed: its locks are held until the end of the transaction.
+  await maker.query("begin; select pgconverge_job_history_partition((now() at time zone 'UTC')::date + 20)");
+  const writer = await db.pool.connect();
+  t.teardown(() => writer.release());
+  await writer.query("set lock_timeout = '1s'");
+  await writer.query(
+    "insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at) values (1, 0, 'effect', 'applied', 1, now())",
+  );
+  t.pass("a job's history insert went through while the partition was being attached");
+  await maker.query("commit");
+  t.equal((await db.query("select 1 from job_history")).length, 1);
+});
+
+t.test("a worker login that does not own the tables can maintain the history once granted EXECUTE; others cannot", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const role = `pgc_hist_${db.name.slice(-8)}`;
+  await db.query(`create role ${role} login`);
+  t.teardown(async () => {
+    await db.query(`drop owned by ${role}`).catch(() => {});
+    await db.query(`drop role if exists ${role}`).catch(() => {});
+  });
+  await db.query("select pgconverge_job_history_partition((now() at time zone 'UTC')::date - 10)");
+  await insertFinished(db, 1, -10);
+  const asRole = async (text: string) => {
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = "";
+    const client = new pg.Client({ connectionString: url.href });
+    await client.connect();
+    try {
+      return (await client.query(text)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  await t.rejects(asRole("select pgconverge_prune_job_history(1)"), { code: "42501" }, "not executable by PUBLIC: a reader cannot empty the history");
+  await db.query(`grant usage on schema public to ${role}; grant execute on function pgconverge_prune_job_history(integer, integer) to ${role}`);
+  const [row] = await asRole("select pgconverge_prune_job_history(7) as dropped");
+  t.equal(row!.dropped, 1, "the non-owner dropped the old day");
+  t.same(await db.query("select job_id from job_history"), []);
+});
+
+t.test("one task's history is read through the (task, finished_at) index, in every partition", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  await db.query(`
+    insert into job_history (finished_at, job_id, revision, task, outcome, attempts, enqueued_at)
+    select now() - make_interval(secs => n), n, 0, case when n % 2000 = 0 then 'rare' else 'common' || (n % 7) end, 'applied', 1, now() - make_interval(secs => n + 1)
+    from generate_series(1, 20000) n;
+    analyze job_history;
+  `);
+  const plan = (await db.query<{ "QUERY PLAN": string }>("explain select * from job_history_list where task = 'rare' order by finished_at desc limit 50")).map((row) => row["QUERY PLAN"]).join("\n");
+  t.match(plan, /task_finished_at_idx/, plan);
+  const [{ missing } = { missing: "" }] = await db.query<{ missing: string }>(`
+    select count(*) as missing from pg_inherits i
+    where i.inhparent = 'job_history'::regclass
+      and not exists (select 1 from pg_index x join pg_attribute a on a.attrelid = x.indrelid and a.attnum = x.indkey[0]
+                      where x.indrelid = i.inhrelid and a.attname = 'task')
+  `);
+  t.equal(Number(missing), 0, "every partition, the default one included, has it");
 });
 
 t.test("every column of the history is documented", async (t) => {
