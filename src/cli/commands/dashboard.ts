@@ -1,6 +1,5 @@
-import { serve } from "@hono/node-server";
+import type { ServerType } from "@hono/node-server";
 import type { Config } from "../../config.ts";
-import { createDashboardApp } from "../../dashboard/app.ts";
 import { createAppPool } from "../../db/pools.ts";
 import type { Logger } from "../../log.ts";
 import type { Sync } from "../../outbox/sync.ts";
@@ -12,6 +11,8 @@ import { openContext, untilSignal } from "../context.ts";
  * read-only and, when DASHBOARD_READER_DATABASE_URL is given, connects as that read-only login.
  */
 export async function dashboardCommand(config: Config, log: Logger, syncs: readonly Sync[]): Promise<number> {
+  // Loaded here, not with the CLI: every other command starts without the HTTP stack.
+  const [{ serve }, { createDashboardApp }] = await Promise.all([import("@hono/node-server"), import("../../dashboard/app.ts")]);
   const context = await openContext(config, log, 2);
   const credentials = { user: config.DASHBOARD_USER, password: config.DASHBOARD_PASSWORD, token: config.DASHBOARD_TOKEN };
   const readOnly = !credentials.password && !credentials.token;
@@ -26,7 +27,7 @@ export async function dashboardCommand(config: Config, log: Logger, syncs: reado
     syncs,
     qdrant: context.qdrant,
   });
-  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+  const server = await new Promise<ServerType>((resolve, reject) => {
     const started = serve({ fetch: app.fetch, hostname: config.DASHBOARD_HOST, port: config.DASHBOARD_PORT }, () => resolve(started));
     started.once("error", reject);
   });
