@@ -283,9 +283,9 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   }
 
   /**
-   * Claims one batch at a time (claims never race each other) and writes up to `inFlight` of
-   * them at once: while a backlog drains, the next batch is claimed and loaded while earlier
-   * ones are on the wire. Claimed keys are leased, so batches in flight hold disjoint keys; a
+   * Claims one batch at a time (claims never race each other) and, while a backlog drains
+   * (full batches), writes up to `inFlight` of them at once: the next batch is claimed and
+   * loaded while earlier ones are on the wire. Claimed keys are leased, so batches in flight hold disjoint keys; a
    * key written again meanwhile is claimed again only after its batch is acknowledged, with a
    * greater stamp.
    */
@@ -317,7 +317,12 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
         );
         inFlight.add(batch);
         void batch.finally(() => inFlight.delete(batch));
-        if (inFlight.size >= limit) await Promise.race(inFlight);
+        // A full batch means a backlog: claim the next one while this one is written. A partial
+        // one means the backlog is drained: wait for the writes, so that changes arriving
+        // meanwhile make one bigger batch rather than many small requests.
+        if (claimed.length === batchSize && inFlight.size < limit) continue;
+        if (claimed.length === batchSize) await Promise.race(inFlight);
+        else await Promise.all(inFlight);
         // A failed pass (e.g. the database went away) waits for the poll interval, as before.
         if (failures > 0) {
           failures = 0;
