@@ -508,7 +508,7 @@ export async function pgconvergeThroughput(
 }
 
 /** At the shipped defaults (concurrency included): `options.concurrency` is the peers'. */
-export async function pgconvergeTrickle(server: BenchServer, options: TrickleOptions): Promise<LatencyResult> {
+export async function pgconvergeTrickle(server: BenchServer, options: TrickleOptions, env: Record<string, string> = {}): Promise<LatencyResult> {
   const database = await createDatabase(server, "pgc_trickle");
   const producer = benchPool(database.url, 1);
   const latencies: number[] = [];
@@ -523,7 +523,7 @@ export async function pgconvergeTrickle(server: BenchServer, options: TrickleOpt
   });
   let bench: PgconvergeBench | null = null;
   try {
-    bench = await createPgconverge(database, undefined, recording);
+    bench = await createPgconverge(database, undefined, recording, env);
     await bench.worker.start();
     const result = await trickle(options, latencies, async (count) => {
       await enqueueStamped(producer, PGC_TASK, count);

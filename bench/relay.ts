@@ -1,6 +1,7 @@
 // Relay benchmark: throughput (points/s) into the in-repo Qdrant test server, and
 // commit-to-visible lag (p50/p99) at a steady 1,000 changes/s.
 //   npm run bench:relay            (embedded Postgres; or set DATABASE_URL)
+//   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_RELAY_IN_FLIGHT (the relay's default)
 // `npm run bench` runs the same measurement (bench/relayBench.ts) next to the queue peers.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { describeMachine, envNumber, startServer } from "./lib.ts";
@@ -13,8 +14,9 @@ try {
     points: envNumber("BENCH_RELAY_POINTS", 20_000),
     lagRate: 1_000,
     lagSeconds: envNumber("BENCH_RELAY_LAG_SECONDS", 10),
+    ...(process.env.BENCH_RELAY_IN_FLIGHT ? { inFlight: envNumber("BENCH_RELAY_IN_FLIGHT", 1) } : {}),
   });
-  console.log(`relay: ${relay.pointsPerSecond} points/s (${relay.throughputPoints} x ${relay.dimensions}-d backlog, batch ${relay.batchSize}, one relay)`);
+  console.log(`relay: ${relay.pointsPerSecond} points/s (${relay.throughputPoints} x ${relay.dimensions}-d backlog, batch ${relay.batchSize}, ${relay.inFlight} in flight, one relay)`);
   console.log(`relay lag at ${relay.lagRate} changes/s: p50 ${relay.lagP50Ms} ms, p99 ${relay.lagP99Ms} ms, max ${relay.lagMaxMs} ms (${relay.lagSamples} changes)`);
   mkdirSync("bench/results", { recursive: true });
   writeFileSync("bench/results/relay.json", `${JSON.stringify({ machine, relay }, null, 2)}\n`);

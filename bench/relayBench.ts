@@ -11,7 +11,7 @@ import { createQdrantClient } from "../src/outbox/qdrant.ts";
 import { PIPELINE_MIGRATIONS } from "../test/helpers/db.ts";
 import { Relay } from "../src/outbox/relay.ts";
 import { chunkSync } from "../pipeline/chunkSync.ts";
-import { FakeQdrant } from "../test/servers/qdrant.ts";
+import { startQdrantProcess, type QdrantProcess } from "./qdrantProcess.ts";
 import { createDatabase, percentile, sleep, type BenchServer } from "./lib.ts";
 
 export interface RelayBenchOptions {
@@ -22,11 +22,14 @@ export interface RelayBenchOptions {
   lagSeconds: number;
   dimensions?: number;
   batchSize?: number;
+  /** Batches the relay writes at once (the relay's default unless set). */
+  inFlight?: number;
 }
 
 export interface RelayBenchResult {
   dimensions: number;
   batchSize: number;
+  inFlight: number | "default";
   throughputPoints: number;
   pointsPerSecond: number;
   lagRate: number;
@@ -44,21 +47,21 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
   const log = createLogger("silent");
   const database = await createDatabase(server, "relay");
   const queuePool = createQueuePool(database.url, 2);
-  const fake = new FakeQdrant();
+  let fake: QdrantProcess | null = null;
   let pool: Awaited<ReturnType<typeof createAppPool>> | null = null;
   let relay: Relay | null = null;
   try {
     await migrate(queuePool, log, { app: PIPELINE_MIGRATIONS });
     pool = await createAppPool(database.url, 8, { statementTimeoutMs: 60_000 });
     const app = pool;
-    await fake.start();
+    fake = await startQdrantProcess();
     const qdrant = createQdrantClient({ url: fake.url, timeoutMs: 10_000 });
     const [{ id: documentId }] = (await queuePool.query(
       "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
     )).rows as [{ id: string }];
     relay = new Relay({
       pool: app, listenUrl: database.url, qdrant, syncs: [chunkSync({ collection: COLLECTION, dimensions })], log,
-      batchSize, pollIntervalMs: 5_000, leaseMs: 60_000, maxBackoffMs: 1_000,
+      batchSize, pollIntervalMs: 5_000, leaseMs: 60_000, maxBackoffMs: 1_000, inFlight: options.inFlight,
     });
     await relay.prepareCollections();
 
@@ -100,14 +103,14 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     }
     const achievedRate = committedAt.size / ((performance.now() - started) / 1000);
     while ((await pending()) > 0) await sleep(20);
-    const lags = fake
-      .points(COLLECTION)
-      .filter((point) => committedAt.has(String(point.id)))
-      .map((point) => point.writtenAt - committedAt.get(String(point.id))!)
+    const lags = [...(await fake.writtenAt(COLLECTION))]
+      .filter(([id]) => committedAt.has(id))
+      .map(([id, writtenAt]) => writtenAt - committedAt.get(id)!)
       .sort((a, b) => a - b);
     return {
       dimensions,
       batchSize,
+      inFlight: options.inFlight ?? "default",
       throughputPoints: options.points,
       pointsPerSecond: Math.round(options.points / drainSeconds),
       lagRate: Math.round(achievedRate),
@@ -118,7 +121,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     };
   } finally {
     await relay?.stop();
-    await fake.stop();
+    await fake?.stop();
     await pool?.end();
     await queuePool.end();
     await database.drop();

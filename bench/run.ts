@@ -7,6 +7,8 @@
 // included (loadConfig's), whatever BENCH_CONCURRENCY says.
 //   BENCH_TRICKLE_RATE (200 jobs/s)  BENCH_TRICKLE_SECONDS (5)
 //   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_DOCS (300)
+//   BENCH_SECTIONS (all: queue,latency,relay,pipeline): run only these, e.g. BENCH_SECTIONS=latency;
+//   ratios and rows of the sections left out are omitted (and results go to bench/results/sections.json)
 import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describeMachine, envNumber, round, startServer } from "./lib.ts";
@@ -31,6 +33,17 @@ const TUNED = { WORKER_LOCAL_QUEUE_SIZE: "500" };
 const trickle = { concurrency, rate: envNumber("BENCH_TRICKLE_RATE", 200), seconds: envNumber("BENCH_TRICKLE_SECONDS", 5) };
 const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
 
+const SECTIONS = ["queue", "latency", "relay", "pipeline"] as const;
+type Section = (typeof SECTIONS)[number];
+const chosen = (process.env.BENCH_SECTIONS ?? SECTIONS.join(",")).split(",").map((name) => name.trim()).filter(Boolean);
+for (const name of chosen) if (!SECTIONS.includes(name as Section)) throw new Error(`BENCH_SECTIONS: unknown section "${name}" (known: ${SECTIONS.join(", ")})`);
+const runs = (section: Section) => chosen.includes(section);
+const everything = SECTIONS.every(runs);
+/** Runs `measure` only if its section was chosen. */
+async function section<T>(name: Section, measure: () => Promise<T>): Promise<T | undefined> {
+  return runs(name) ? measure() : undefined;
+}
+
 const step = (name: string) => process.stderr.write(`bench: ${name}…\n`);
 const startedAt = new Date();
 const wallStart = performance.now();
@@ -40,96 +53,121 @@ try {
   const machine = await describeMachine(server);
   const options = { jobs, concurrency };
 
-  step(`graphile-worker no-op, defaults (${jobs} jobs)`);
-  const gwNoop = await graphileThroughput(server, "noop", options);
-  step("graphile-worker no-op, local queue + batched completion");
-  const gwNoopLocalQueue = await graphileThroughput(server, "noop-localqueue", options);
-  step("graphile-worker, one-row transaction per job");
-  const gwTx = await graphileThroughput(server, "tx", options);
-  step("pgconverge one-row task, apply: shipped defaults (group commit)");
-  const pgconvergeTxDefaults = await pgconvergeThroughput(server, { jobs });
-  step("pgconverge one-row task, applyBatch: shipped defaults");
-  const pgconvergeBatchDefaults = await pgconvergeThroughput(server, { jobs }, {}, oneRowBatchTask);
-  const tuned = { ...options, concurrency: tunedConcurrency };
-  step(`pgconverge one-row task, apply: concurrency ${tunedConcurrency}, local queue`);
-  const pgconvergeTx = await pgconvergeThroughput(server, tuned, TUNED);
-  step(`pgconverge one-row task, applyBatch: concurrency ${tunedConcurrency}, local queue`);
-  const pgconvergeBatch = await pgconvergeThroughput(server, tuned, TUNED, oneRowBatchTask);
-  step("pg-boss, transactional batch worker, one insert per batch");
-  const pgBossTx = await pgBossThroughput(server, "transactional", { ...options, batchSize });
-  step("pg-boss, one-row transaction per job");
-  const pgBossPerJob = await pgBossThroughput(server, "per-job", { ...options, batchSize });
-
-  step(`trickle latency at ${trickle.rate} jobs/s for ${trickle.seconds} s: graphile-worker`);
-  const gwLatency = await graphileTrickle(server, trickle);
-  step("trickle latency: pgconverge");
-  const pgconvergeLatency = await pgconvergeTrickle(server, trickle);
-  step("trickle latency: pg-boss");
-  const pgBossLatency = await pgBossTrickle(server, { ...trickle, batchSize });
-
-  step("relay");
-  const relay = await benchRelay(server, {
-    points: envNumber("BENCH_RELAY_POINTS", 20_000),
-    lagRate: 1_000,
-    lagSeconds: envNumber("BENCH_RELAY_LAG_SECONDS", 10),
+  const queue = await section("queue", async () => {
+    step(`graphile-worker no-op, defaults (${jobs} jobs)`);
+    const gwNoop = await graphileThroughput(server, "noop", options);
+    step("graphile-worker no-op, local queue + batched completion");
+    const gwNoopLocalQueue = await graphileThroughput(server, "noop-localqueue", options);
+    step("graphile-worker, one-row transaction per job");
+    const gwTx = await graphileThroughput(server, "tx", options);
+    step("pgconverge one-row task, apply: shipped defaults (group commit)");
+    const pgconvergeTxDefaults = await pgconvergeThroughput(server, { jobs });
+    step("pgconverge one-row task, applyBatch: shipped defaults");
+    const pgconvergeBatchDefaults = await pgconvergeThroughput(server, { jobs }, {}, oneRowBatchTask);
+    const tuned = { ...options, concurrency: tunedConcurrency };
+    step(`pgconverge one-row task, apply: concurrency ${tunedConcurrency}, local queue`);
+    const pgconvergeTx = await pgconvergeThroughput(server, tuned, TUNED);
+    step(`pgconverge one-row task, applyBatch: concurrency ${tunedConcurrency}, local queue`);
+    const pgconvergeBatch = await pgconvergeThroughput(server, tuned, TUNED, oneRowBatchTask);
+    step("pg-boss, transactional batch worker, one insert per batch");
+    const pgBossTx = await pgBossThroughput(server, "transactional", { ...options, batchSize });
+    step("pg-boss, one-row transaction per job");
+    const pgBossPerJob = await pgBossThroughput(server, "per-job", { ...options, batchSize });
+    return { gwNoop, gwNoopLocalQueue, gwTx, pgconvergeTxDefaults, pgconvergeBatchDefaults, pgconvergeTx, pgconvergeBatch, pgBossTx, pgBossPerJob };
   });
-  step("pipeline");
-  const pipeline = await benchPipeline(server, { documents: envNumber("BENCH_DOCS", 300), concurrency });
+  const latency = await section("latency", async () => {
+    step(`trickle latency at ${trickle.rate} jobs/s for ${trickle.seconds} s: graphile-worker`);
+    const gwLatency = await graphileTrickle(server, trickle);
+    step("trickle latency: pgconverge");
+    const pgconvergeLatency = await pgconvergeTrickle(server, trickle);
+    step("trickle latency: pg-boss");
+    const pgBossLatency = await pgBossTrickle(server, { ...trickle, batchSize });
+    return { gw: gwLatency, pgconverge: pgconvergeLatency, pgBoss: pgBossLatency };
+  });
+  const relay = await section("relay", () => {
+    step("relay");
+    return benchRelay(server, {
+      points: envNumber("BENCH_RELAY_POINTS", 20_000),
+      lagRate: 1_000,
+      lagSeconds: envNumber("BENCH_RELAY_LAG_SECONDS", 10),
+    });
+  });
+  const pipeline = await section("pipeline", () => {
+    step("pipeline");
+    return benchPipeline(server, { documents: envNumber("BENCH_DOCS", 300), concurrency });
+  });
 
   const ratio = (a: number, b: number) => round(a / b, 2);
+  const q = queue;
   const result = {
-    command: "npm run bench",
+    command: everything ? "npm run bench" : `BENCH_SECTIONS=${chosen.join(",")} npm run bench`,
     startedAt: startedAt.toISOString(),
     durationSeconds: round((performance.now() - wallStart) / 1000, 1),
     machine,
-    throughput: { gwNoop, gwNoopLocalQueue, gwTx, pgBossTx, pgBossPerJob, pgconvergeTxDefaults, pgconvergeBatchDefaults, pgconvergeTx, pgconvergeBatch },
-    latency: { gw: gwLatency, pgconverge: pgconvergeLatency, pgBoss: pgBossLatency },
+    throughput: q,
+    latency,
     relay,
     pipeline,
     // tx_*: pgconverge's one-row task at its best (applyBatch, tuned); apply_*: the same row
     // written by a per-job apply, tuned; defaults_*: per-job apply with the shipped defaults.
     // tx_vs_pgboss: against pg-boss's transactional batch worker (its best configuration).
     ratios: {
-      tx_vs_gw_tx: ratio(pgconvergeBatch.jobsPerSecond, gwTx.jobsPerSecond),
-      tx_vs_gw_noop_localqueue: ratio(pgconvergeBatch.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
-      tx_vs_pgboss: ratio(pgconvergeBatch.jobsPerSecond, pgBossTx.jobsPerSecond),
-      tx_vs_pgboss_per_job: ratio(pgconvergeBatch.jobsPerSecond, pgBossPerJob.jobsPerSecond),
-      batch_defaults_vs_pgboss: ratio(pgconvergeBatchDefaults.jobsPerSecond, pgBossTx.jobsPerSecond),
-      apply_vs_gw_tx: ratio(pgconvergeTx.jobsPerSecond, gwTx.jobsPerSecond),
-      apply_vs_gw_noop_localqueue: ratio(pgconvergeTx.jobsPerSecond, gwNoopLocalQueue.jobsPerSecond),
-      defaults_vs_gw_tx: ratio(pgconvergeTxDefaults.jobsPerSecond, gwTx.jobsPerSecond),
-      batch_defaults_vs_gw_tx: ratio(pgconvergeBatchDefaults.jobsPerSecond, gwTx.jobsPerSecond),
-      latency_p99_vs_gw: ratio(pgconvergeLatency.p99Ms, gwLatency.p99Ms),
-    },
+      ...(q && {
+        tx_vs_gw_tx: ratio(q.pgconvergeBatch.jobsPerSecond, q.gwTx.jobsPerSecond),
+        tx_vs_gw_noop_localqueue: ratio(q.pgconvergeBatch.jobsPerSecond, q.gwNoopLocalQueue.jobsPerSecond),
+        tx_vs_pgboss: ratio(q.pgconvergeBatch.jobsPerSecond, q.pgBossTx.jobsPerSecond),
+        tx_vs_pgboss_per_job: ratio(q.pgconvergeBatch.jobsPerSecond, q.pgBossPerJob.jobsPerSecond),
+        batch_defaults_vs_pgboss: ratio(q.pgconvergeBatchDefaults.jobsPerSecond, q.pgBossTx.jobsPerSecond),
+        apply_vs_gw_tx: ratio(q.pgconvergeTx.jobsPerSecond, q.gwTx.jobsPerSecond),
+        apply_vs_gw_noop_localqueue: ratio(q.pgconvergeTx.jobsPerSecond, q.gwNoopLocalQueue.jobsPerSecond),
+        defaults_vs_gw_tx: ratio(q.pgconvergeTxDefaults.jobsPerSecond, q.gwTx.jobsPerSecond),
+        batch_defaults_vs_gw_tx: ratio(q.pgconvergeBatchDefaults.jobsPerSecond, q.gwTx.jobsPerSecond),
+      }),
+      ...(latency && { latency_p99_vs_gw: ratio(latency.pgconverge.p99Ms, latency.gw.p99Ms) }),
+    } as Record<string, number>,
   };
 
-  const rows: string[][] = [
-    ["scenario", "figure", "detail"],
-    ["graphile-worker no-op, defaults", `${gwNoop.jobsPerSecond} jobs/s`, `${jobs} jobs, concurrency ${concurrency}, ${gwNoop.seconds} s`],
-    ["graphile-worker no-op, local queue", `${gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${gwNoopLocalQueue.seconds} s`],
-    ["graphile-worker, tx per job (1 row)", `${gwTx.jobsPerSecond} jobs/s`, `${gwTx.seconds} s`],
-    ["pg-boss 12, transactional batch (1 row/job)", `${pgBossTx.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, one insert per batch, ${pgBossTx.seconds} s`],
-    ["pg-boss 12, tx per job (1 row)", `${pgBossPerJob.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, ${pgBossPerJob.seconds} s`],
-    ["pgconverge 1-row task, apply, shipped defaults", `${pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `concurrency ${pgconvergeTxDefaults.concurrency}, ${pgconvergeTxDefaults.seconds} s, group commit`],
-    ["pgconverge 1-row task, applyBatch, shipped defaults", `${pgconvergeBatchDefaults.jobsPerSecond} jobs/s`, `concurrency ${pgconvergeBatchDefaults.concurrency}, ${pgconvergeBatchDefaults.seconds} s, one insert per batch`],
-    ["pgconverge 1-row task, apply, tuned", `${pgconvergeTx.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${pgconvergeTx.seconds} s`],
-    ["pgconverge 1-row task, applyBatch, tuned", `${pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${pgconvergeBatch.seconds} s`],
-    ["latency graphile-worker", `p50 ${gwLatency.p50Ms} / p99 ${gwLatency.p99Ms} ms`, `enqueue-to-start, ${gwLatency.rate} jobs/s, max ${gwLatency.maxMs} ms`],
-    ["latency pgconverge", `p50 ${pgconvergeLatency.p50Ms} / p99 ${pgconvergeLatency.p99Ms} ms`, `enqueue-to-start, ${pgconvergeLatency.rate} jobs/s, max ${pgconvergeLatency.maxMs} ms`],
-    ["latency pg-boss", `p50 ${pgBossLatency.p50Ms} / p99 ${pgBossLatency.p99Ms} ms`, `enqueue-to-start, ${pgBossLatency.rate} jobs/s, LISTEN/NOTIFY`],
-    ["relay throughput", `${relay.pointsPerSecond} points/s`, `${relay.throughputPoints} x ${relay.dimensions}-d, batch ${relay.batchSize}`],
-    ["relay lag", `p50 ${relay.lagP50Ms} / p99 ${relay.lagP99Ms} ms`, `commit-to-visible at ${relay.lagRate} changes/s, max ${relay.lagMaxMs} ms`],
-    ["pipeline", `${pipeline.documentsPerSecond} docs/s`, `${pipeline.documents} docs, ${pipeline.chunks} chunks, ingest to converged ${pipeline.seconds} s`],
-    ["ratio pgconverge applyBatch tuned / gw tx", String(result.ratios.tx_vs_gw_tx), "ratios.tx_vs_gw_tx"],
-    ["ratio pgconverge applyBatch tuned / gw no-op local queue", String(result.ratios.tx_vs_gw_noop_localqueue), "ratios.tx_vs_gw_noop_localqueue"],
-    ["ratio pgconverge applyBatch tuned / pg-boss transactional", String(result.ratios.tx_vs_pgboss), "ratios.tx_vs_pgboss"],
-    ["ratio pgconverge applyBatch defaults / pg-boss transactional", String(result.ratios.batch_defaults_vs_pgboss), "ratios.batch_defaults_vs_pgboss"],
-    ["ratio pgconverge apply tuned / gw tx", String(result.ratios.apply_vs_gw_tx), "ratios.apply_vs_gw_tx"],
-    ["ratio pgconverge apply tuned / gw no-op local queue", String(result.ratios.apply_vs_gw_noop_localqueue), "ratios.apply_vs_gw_noop_localqueue"],
-    ["ratio pgconverge apply defaults / gw tx", String(result.ratios.defaults_vs_gw_tx), "ratios.defaults_vs_gw_tx"],
-    ["ratio pgconverge applyBatch defaults / gw tx", String(result.ratios.batch_defaults_vs_gw_tx), "ratios.batch_defaults_vs_gw_tx"],
-    ["ratio latency p99 pgconverge / gw", String(result.ratios.latency_p99_vs_gw), "ratios.latency_p99_vs_gw"],
-  ];
+  const rows: string[][] = [["scenario", "figure", "detail"]];
+  if (q) {
+    rows.push(
+      ["graphile-worker no-op, defaults", `${q.gwNoop.jobsPerSecond} jobs/s`, `${jobs} jobs, concurrency ${concurrency}, ${q.gwNoop.seconds} s`],
+      ["graphile-worker no-op, local queue", `${q.gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${q.gwNoopLocalQueue.seconds} s`],
+      ["graphile-worker, tx per job (1 row)", `${q.gwTx.jobsPerSecond} jobs/s`, `${q.gwTx.seconds} s`],
+      ["pg-boss 12, transactional batch (1 row/job)", `${q.pgBossTx.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, one insert per batch, ${q.pgBossTx.seconds} s`],
+      ["pg-boss 12, tx per job (1 row)", `${q.pgBossPerJob.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, ${q.pgBossPerJob.seconds} s`],
+      ["pgconverge 1-row task, apply, shipped defaults", `${q.pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeTxDefaults.concurrency}, ${q.pgconvergeTxDefaults.seconds} s, group commit`],
+      ["pgconverge 1-row task, applyBatch, shipped defaults", `${q.pgconvergeBatchDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeBatchDefaults.concurrency}, ${q.pgconvergeBatchDefaults.seconds} s, one insert per batch`],
+      ["pgconverge 1-row task, apply, tuned", `${q.pgconvergeTx.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${q.pgconvergeTx.seconds} s`],
+      ["pgconverge 1-row task, applyBatch, tuned", `${q.pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${q.pgconvergeBatch.seconds} s`],
+    );
+  }
+  if (latency) {
+    const { gw, pgconverge, pgBoss } = latency;
+    rows.push(
+      ["latency graphile-worker", `p50 ${gw.p50Ms} / p99 ${gw.p99Ms} ms`, `enqueue-to-start, ${gw.rate} jobs/s, max ${gw.maxMs} ms`],
+      ["latency pgconverge", `p50 ${pgconverge.p50Ms} / p99 ${pgconverge.p99Ms} ms`, `enqueue-to-start, ${pgconverge.rate} jobs/s, max ${pgconverge.maxMs} ms`],
+      ["latency pg-boss", `p50 ${pgBoss.p50Ms} / p99 ${pgBoss.p99Ms} ms`, `enqueue-to-start, ${pgBoss.rate} jobs/s, LISTEN/NOTIFY`],
+    );
+  }
+  if (relay) {
+    rows.push(
+      ["relay throughput", `${relay.pointsPerSecond} points/s`, `${relay.throughputPoints} x ${relay.dimensions}-d, batch ${relay.batchSize}`],
+      ["relay lag", `p50 ${relay.lagP50Ms} / p99 ${relay.lagP99Ms} ms`, `commit-to-visible at ${relay.lagRate} changes/s, max ${relay.lagMaxMs} ms`],
+    );
+  }
+  if (pipeline) rows.push(["pipeline", `${pipeline.documentsPerSecond} docs/s`, `${pipeline.documents} docs, ${pipeline.chunks} chunks, ingest to converged ${pipeline.seconds} s`]);
+  const names: Record<string, string> = {
+    tx_vs_gw_tx: "pgconverge applyBatch tuned / gw tx",
+    tx_vs_gw_noop_localqueue: "pgconverge applyBatch tuned / gw no-op local queue",
+    tx_vs_pgboss: "pgconverge applyBatch tuned / pg-boss transactional",
+    batch_defaults_vs_pgboss: "pgconverge applyBatch defaults / pg-boss transactional",
+    apply_vs_gw_tx: "pgconverge apply tuned / gw tx",
+    apply_vs_gw_noop_localqueue: "pgconverge apply tuned / gw no-op local queue",
+    defaults_vs_gw_tx: "pgconverge apply defaults / gw tx",
+    batch_defaults_vs_gw_tx: "pgconverge applyBatch defaults / gw tx",
+    latency_p99_vs_gw: "latency p99 pgconverge / gw",
+  };
+  for (const [key, name] of Object.entries(names)) if (key in result.ratios) rows.push([`ratio ${name}`, String(result.ratios[key]), `ratios.${key}`]);
   const widths = [0, 1].map((column) => Math.max(...rows.map((row) => row[column]!.length)));
   console.log(
     `pgconverge bench — ${machine.cpus} x ${machine.cpu}, Node ${machine.node}, Postgres ${machine.postgres} (${machine.postgresServer}, fsync ${machine.fsync}, synchronous_commit ${machine.synchronousCommit})`,
@@ -139,8 +177,9 @@ try {
     if (index === 0) console.log("-".repeat(widths[0]! + widths[1]! + 40));
   }
   mkdirSync(RESULTS, { recursive: true });
-  writeFileSync(`${RESULTS}latest.json`, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(`wrote bench/results/latest.json (${result.durationSeconds} s)`);
+  const file = everything ? "latest.json" : "sections.json";
+  writeFileSync(`${RESULTS}${file}`, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`wrote bench/results/${file} (${result.durationSeconds} s)`);
 } finally {
   await server.stop();
 }

@@ -135,3 +135,44 @@ export function describeQdrantError(error: unknown): string {
   const detail = typeof cause?.code === "string" ? `${(error as Error).message} (${cause.code})` : (error as Error)?.message;
   return redactCredentials(`Qdrant unreachable: ${detail ?? String(error)}`.replace(/\s+/g, " "));
 }
+
+/** Exact powers of ten as doubles (10^22 is the last one a double holds exactly). */
+const POW10 = Array.from({ length: 23 }, (_, exponent) => 10 ** exponent);
+
+/**
+ * The vector as doubles that JSON prints at float32 precision: each value is rounded to float32
+ * (what Qdrant stores) and replaced by the double of the shortest decimal that reads back as
+ * the same float32, so `0.1f` goes on the wire as `0.1`, not `0.10000000149011612`. Values
+ * from a `real[]` column come back unchanged (Postgres prints float4 at its shortest already).
+ * Rounding to 6, 7, 8, then 9 significant digits with exact powers of ten (an integer divided
+ * by an exact power of ten is the double nearest that decimal, as parsing it would give) costs a
+ * few arithmetic operations per value, several times cheaper than `toPrecision`; 9 digits
+ * always identify a float32, and 6 never miss a shorter decimal (a float32's half step is
+ * below a 6-digit decimal's). bench/vectorJson.ts measures it.
+ */
+export function float32Vector(vector: readonly number[]): number[] {
+  const out = new Array<number>(vector.length);
+  for (let i = 0; i < vector.length; i++) out[i] = shortestFloat32(vector[i]!);
+  return out;
+}
+
+function shortestFloat32(value: number): number {
+  const single = Math.fround(value);
+  if (single === 0 || !Number.isFinite(single)) return single;
+  const exponent = Math.floor(Math.log10(Math.abs(single)));
+  // Already a decimal of at most 9 digits (a real[] column's values): one check, kept as is.
+  if (roundTo(value, 9, exponent) === value) return value;
+  for (let digits = 6; digits <= 9; digits++) {
+    const candidate = roundTo(single, digits, exponent);
+    if (Math.fround(candidate) === single) return candidate;
+  }
+  return single;
+}
+
+/** `value` rounded to `digits` significant digits, as the double nearest that decimal. */
+function roundTo(value: number, digits: number, exponent: number): number {
+  const scale = digits - 1 - exponent;
+  if (scale >= 0 && scale <= 22) return Math.round(value * POW10[scale]!) / POW10[scale]!;
+  if (scale < 0 && scale >= -22) return Math.round(value / POW10[-scale]!) * POW10[-scale]!;
+  return Number(value.toPrecision(digits)); // below 1e-13 or above 1e22: rare, exact the slow way
+}

@@ -7,7 +7,7 @@ import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
 import { acknowledge, claimChanges, enqueuePointChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import { ConfigError } from "../config.ts";
-import { checkQdrantVersion, describeQdrantError, ensureCollection, olderThan, retryAfterMs, statusOf, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
+import { checkQdrantVersion, describeQdrantError, ensureCollection, float32Vector, olderThan, retryAfterMs, statusOf, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
 import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, STAMP_KEY, type PointState, type Sync } from "./sync.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
@@ -37,6 +37,8 @@ export interface RelayConfig {
   maxBackoffMs: number;
   /** Qdrant's `ordering` of every write (QDRANT_WRITE_ORDERING); default "medium". */
   writeOrdering?: WriteOrdering;
+  /** Batches being written at once while a backlog drains; default IN_FLIGHT_BATCHES. */
+  inFlight?: number;
 }
 
 export interface BatchReport {
@@ -48,6 +50,14 @@ export interface BatchReport {
 }
 
 const BASE_BACKOFF_MS = 500;
+
+/**
+ * Batches in flight at once. One batch at a time left the relay idle for most of each round
+ * trip (claim, load, upsert, acknowledge; bench/relayBench.ts); a few overlap them. Each
+ * batch is acknowledged on its own, after its own write, so the order they finish in does
+ * not matter.
+ */
+export const IN_FLIGHT_BATCHES = 4;
 
 /** Exponential backoff with "equal jitter": half the step fixed, half random. */
 export function backoffMs(attempts: number, maxBackoffMs: number): number {
@@ -144,13 +154,21 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
 
   /** Claims and syncs one batch (changes of several collections, one request per collection and kind). */
   async syncBatch(): Promise<BatchReport> {
-    const { pool, batchSize, leaseMs } = this.config;
     const started = performance.now();
+    return this.syncClaimed(await this.claim(), started);
+  }
+
+  /** Claims the next batch under a lease (empty if no collection is ready). */
+  private async claim(): Promise<readonly ClaimedChange[]> {
+    const { pool, batchSize, leaseMs } = this.config;
     await this.prepareCollections();
-    const report: BatchReport = { claimed: 0, synced: 0, retried: 0, dead: 0, durationMs: 0 };
-    if (this.ready.size === 0) return report;
-    const claimed = await claimChanges(pool, this.id, [...this.ready], batchSize, leaseMs);
-    report.claimed = claimed.length;
+    if (this.ready.size === 0) return [];
+    return claimChanges(pool, this.id, [...this.ready], batchSize, leaseMs);
+  }
+
+  /** Writes a claimed batch and acknowledges what was written. */
+  private async syncClaimed(claimed: readonly ClaimedChange[], started: number): Promise<BatchReport> {
+    const report: BatchReport = { claimed: claimed.length, synced: 0, retried: 0, dead: 0, durationMs: 0 };
     const byCollection = new Map<string, ClaimedChange[]>();
     for (const change of claimed) {
       const group = byCollection.get(change.collection);
@@ -194,7 +212,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     const asPoint = (change: ClaimedChange) => {
       const point = points.get(change.point_id)!;
       // The reserved keys last: an application's payload cannot forge the owner or the stamp.
-      return { id: qdrantPointId(change.point_id), vector: point.vector, payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash, [STAMP_KEY]: change.stamp } };
+      return { id: qdrantPointId(change.point_id), vector: float32Vector(point.vector), payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash, [STAMP_KEY]: change.stamp } };
     };
     const stamped = (group: ClaimedChange[]) => olderThan(owner, group.map((change) => ({ id: qdrantPointId(change.point_id), stamp: change.stamp })));
     const { qdrant } = this.config;
@@ -264,24 +282,65 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     }
   }
 
+  /**
+   * Claims one batch at a time (claims never race each other) and, while a backlog drains
+   * (full batches), writes up to `inFlight` of them at once: the next batch is claimed and
+   * loaded while earlier ones are on the wire. Claimed keys are leased, so batches in flight hold disjoint keys; a
+   * key written again meanwhile is claimed again only after its batch is acknowledged, with a
+   * greater stamp.
+   */
   private async run(): Promise<void> {
     const { log, batchSize } = this.config;
+    const limit = Math.max(1, this.config.inFlight ?? IN_FLIGHT_BATCHES);
+    const inFlight = new Set<Promise<void>>();
+    const failed = (error: unknown) => {
+      if (error instanceof ConfigError) log.error({ error: error.message }, "relay cannot sync; fix the collection, the relay keeps checking");
+      else log.warn({ error: describeError(error) }, "relay pass failed; retrying after the poll interval");
+    };
+    let failures = 0;
     while (this.running) {
-      let report: BatchReport | null = null;
+      let claimed: readonly ClaimedChange[] | null = null;
+      const started = performance.now();
       try {
         this.woken = false;
-        report = await this.syncBatch();
+        claimed = await this.claim();
       } catch (error) {
-        if (error instanceof ConfigError) log.error({ error: error.message }, "relay cannot sync; fix the collection, the relay keeps checking");
-        else log.warn({ error: describeError(error) }, "relay pass failed; retrying after the poll interval");
+        failed(error);
       }
-      if (report && report.claimed === batchSize) continue;
-      if (report && report.claimed === 0) {
+      if (claimed && claimed.length > 0) {
+        const batch: Promise<void> = this.syncClaimed(claimed, started).then(
+          () => {},
+          (error: unknown) => {
+            failures++;
+            failed(error);
+          },
+        );
+        inFlight.add(batch);
+        void batch.finally(() => inFlight.delete(batch));
+        // A full batch means a backlog: claim the next one while this one is written. A partial
+        // one means the backlog is drained: wait for the writes, so that changes arriving
+        // meanwhile make one bigger batch rather than many small requests.
+        if (claimed.length === batchSize && inFlight.size < limit) continue;
+        if (claimed.length === batchSize) await Promise.race(inFlight);
+        else await Promise.all(inFlight);
+        // A failed pass (e.g. the database went away) waits for the poll interval, as before.
+        if (failures > 0) {
+          failures = 0;
+          await this.sleep(this.config.pollIntervalMs);
+          continue;
+        }
+        if (claimed.length === batchSize || this.woken) continue;
+      }
+      if (claimed && claimed.length === 0) {
+        // Idle means nothing claimable and nothing in flight.
+        await Promise.all(inFlight);
+        if (this.woken) continue;
         await this.flagUndeclared().catch((error: unknown) => log.warn({ error: describeError(error) }, "could not check for undeclared collections"));
         this.emit("idle");
       }
       await this.sleep(await this.nextWakeIn().catch(() => this.config.pollIntervalMs));
     }
+    await Promise.all(inFlight);
   }
 
   /** Until the next change falls due (a retry or a lease ending), capped by the poll interval. */

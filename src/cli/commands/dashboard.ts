@@ -1,6 +1,5 @@
-import { serve } from "@hono/node-server";
+import type { ServerType } from "@hono/node-server";
 import type { Config } from "../../config.ts";
-import { openDashboard } from "../../dashboard/open.ts";
 import type { Logger } from "../../log.ts";
 import type { Sync } from "../../outbox/sync.ts";
 import { openContext, untilSignal } from "../context.ts";
@@ -13,6 +12,8 @@ import { openContext, untilSignal } from "../context.ts";
  * through the same pooler).
  */
 export async function dashboardCommand(config: Config, log: Logger, syncs: readonly Sync[]): Promise<number> {
+  // Loaded here, not with the CLI: every other command starts without the HTTP stack.
+  const [{ serve }, { openDashboard }] = await Promise.all([import("@hono/node-server"), import("../../dashboard/open.ts")]);
   const context = await openContext(config, log, 1);
   const credentials = { user: config.DASHBOARD_USER, password: config.DASHBOARD_PASSWORD, token: config.DASHBOARD_TOKEN };
   const readOnly = !credentials.password && !credentials.token;
@@ -32,7 +33,7 @@ export async function dashboardCommand(config: Config, log: Logger, syncs: reado
     await context.close();
     throw error;
   });
-  const server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+  const server = await new Promise<ServerType>((resolve, reject) => {
     const started = serve({ fetch: dashboard.app.fetch, hostname: config.DASHBOARD_HOST, port: config.DASHBOARD_PORT }, () => resolve(started));
     started.once("error", reject);
   });

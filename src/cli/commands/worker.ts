@@ -1,9 +1,6 @@
 import type { Config } from "../../config.ts";
-import { createWorker, workerSettingsFromConfig } from "../../api/runWorker.ts";
 import { reconcileCronItems, syncOptionsFromConfig } from "../../api/syncs.ts";
 import type { Logger } from "../../log.ts";
-import { OpsService } from "../../ops/opsService.ts";
-import { RECONCILE_TASK } from "../../outbox/reconcileTask.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
 import type { LoadedConfig } from "../appConfig.ts";
 import { appMigrations, openContext, untilSignal } from "../context.ts";
@@ -14,6 +11,12 @@ import { appMigrations, openContext, untilSignal } from "../context.ts";
  * relay, the reconcile cron and the metrics server.
  */
 export async function workerCommand(config: Config, log: Logger, app: LoadedConfig, options: { tasksDir?: string } = {}): Promise<number> {
+  // Loaded here, not with the CLI: the other commands start without the worker's modules.
+  const [{ createWorker, workerSettingsFromConfig }, { OpsService }, { RECONCILE_TASK }] = await Promise.all([
+    import("../../api/runWorker.ts"),
+    import("../../ops/opsService.ts"),
+    import("../../outbox/reconcileTask.ts"),
+  ]);
   const given = options.tasksDir ?? app.tasks ?? config.PGCONVERGE_TASKS_DIR;
   const tasks = typeof given === "string" ? await loadTasks(given) : new Map(Object.entries(given));
   if (tasks.size === 0) log.warn({ directory: given }, "no task files found; only pgconverge's own jobs will run");
