@@ -1,7 +1,7 @@
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { DatabasePool } from "slonik";
@@ -59,13 +59,14 @@ export async function createTestDatabase(
 ): Promise<TestDatabase> {
   const adminUrl = await server();
   const name = `pgc_test_${randomBytes(6).toString("hex")}`;
+  const migrations = options.migrate === false ? undefined : options.pipeline === false ? {} : { app: PIPELINE_MIGRATIONS };
+  const template = migrations ? await migratedTemplate(adminUrl, migrations) : undefined;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
-  await admin.query(`create database ${name}`);
+  await admin.query(`create database ${name}${template ? ` template ${template}` : ""}`);
   await admin.end();
   const url = withDatabase(adminUrl, name);
   const pool = createQueuePool(url, options.concurrency ?? 4);
-  if (options.migrate !== false) await migrate(pool, testLog, options.pipeline === false ? {} : { app: PIPELINE_MIGRATIONS });
   const appPool = await createAppPool(url, options.concurrency ?? 4, { statementTimeoutMs: 30_000 });
   t.teardown(async () => {
     await appPool.end();
@@ -82,6 +83,68 @@ export async function createTestDatabase(
     appPool,
     query: async (text, values) => (await pool.query(text, values)).rows,
   };
+}
+
+/** This process's migrated templates, by name. */
+const templates = new Map<string, Promise<string>>();
+
+/**
+ * A database migrated with these migrations, to clone test databases from: a clone is a file
+ * copy, where migrating each of the suite's databases ran graphile-worker's and pgconverge's
+ * migrations a hundred times over. Named by a hash of everything that decides its contents (the
+ * migration files, the migrator, graphile-worker's version), so a changed migration gets a
+ * new template and a persistent server never hands out a stale one. Built under a temporary
+ * name and renamed when complete, under an advisory lock, so parallel test files build it
+ * once and never clone a half-migrated one; connections to it are then refused, because
+ * CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template.
+ */
+function migratedTemplate(adminUrl: string, migrations: { app?: AppMigrations }): Promise<string> {
+  const name = `pgc_template_${templateHash(migrations)}`;
+  let template = templates.get(name);
+  if (!template) {
+    template = buildTemplate(adminUrl, name, migrations);
+    templates.set(name, template);
+  }
+  return template;
+}
+
+async function buildTemplate(adminUrl: string, name: string, migrations: { app?: AppMigrations }): Promise<string> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query("select pg_advisory_lock(hashtext($1))", [name]);
+    const exists = await admin.query("select 1 from pg_database where datname = $1", [name]);
+    if (exists.rowCount === 0) {
+      const building = `${name}_${randomBytes(4).toString("hex")}`;
+      await admin.query(`create database ${building}`);
+      const pool = createQueuePool(withDatabase(adminUrl, building), 2);
+      try {
+        await migrate(pool, testLog, migrations);
+      } finally {
+        await pool.end();
+      }
+      await admin.query(`alter database ${building} rename to ${name}`);
+      await admin.query(`alter database ${name} with allow_connections false`);
+    }
+    return name;
+  } finally {
+    await admin.end();
+  }
+}
+
+function templateHash(migrations: { app?: AppMigrations }): string {
+  const hash = createHash("sha256");
+  const directories = [fileURLToPath(new URL("../../sql/", import.meta.url)), ...(migrations.app ? [migrations.app.directory] : [])];
+  for (const directory of directories) {
+    const files = readdirSync(directory, { recursive: true, withFileTypes: true })
+      .filter((entry) => entry.isFile())
+      .map((entry) => join(entry.parentPath, entry.name))
+      .sort();
+    for (const file of files) hash.update(relative(directory, file)).update(readFileSync(file));
+  }
+  hash.update(readFileSync(fileURLToPath(new URL("../../src/db/migrate.ts", import.meta.url))));
+  hash.update(readFileSync(fileURLToPath(new URL("../../node_modules/graphile-worker/package.json", import.meta.url))));
+  return hash.digest("hex").slice(0, 16);
 }
 
 export function withDatabase(url: string, database: string): string {
