@@ -1,0 +1,177 @@
+import type { Job } from "graphile-worker";
+import { sql, type CommonQueryMethods } from "slonik";
+import { z } from "zod";
+import type { FlowLimit } from "./options.ts";
+
+/**
+ * The runtime SQL of flow control (tables of sql/000005_flow_limits.sql). Every statement that
+ * changes a limit's in_use locks the limit rows it touches in id order, so admissions, releases
+ * and sweeps never wait on each other in a cycle.
+ */
+
+const LimitRow = z.object({ id: z.number(), kind: z.enum(["task", "queue"]), name: z.string(), previous: z.number().nullable() });
+
+/**
+ * Writes these limits (a worker's configuration, at its start): the latest write wins. A limit
+ * lowered below the slots in use now comes down as they are freed (lowering_to). Returns each
+ * limit's id and its size before (null: new).
+ */
+export function upsertLimits(db: CommonQueryMethods, limits: readonly FlowLimit[]) {
+  return db.any(sql.type(LimitRow)`
+    with given as (
+      select * from ${sql.unnest(limits.map((limit) => [limit.kind, limit.name, limit.maxRunning]), ["text", "text", "int4"])} as given (kind, name, max_running)
+    ), before as (
+      select kind, name, coalesce(lowering_to, max_running) as max_running from flow_limits where (kind, name) in (select kind, name from given)
+    ), written as (
+      insert into flow_limits (kind, name, max_running)
+      select kind, name, max_running from given order by kind, name
+      on conflict (kind, name) do update set
+        max_running = greatest(excluded.max_running, flow_limits.in_use),
+        lowering_to = case when excluded.max_running < flow_limits.in_use then excluded.max_running end,
+        updated_at = now()
+      returning id, kind, name
+    )
+    select written.id, written.kind, written.name, before.max_running as previous
+    from written left join before using (kind, name)
+  `);
+}
+
+/**
+ * Admission, in one statement: locks the job's limits (id order); if every one has a free slot,
+ * takes one of each (a guarded update: in_use < max_running, and the CHECK besides) and records
+ * the slots, dropping any waiter rows of the job; otherwise records the job as waiting on each
+ * full limit and takes nothing. Returns whether the slots were taken.
+ */
+export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<boolean> {
+  return tx.oneFirst(sql.type(z.object({ admitted: z.boolean() }))`
+    with locked as (
+      select id, in_use < max_running as free from flow_limits where id = any(${sql.array([...limitIds], "int4")}) order by id for update
+    ), verdict as (
+      select coalesce(bool_and(free), false) as admitted from locked
+    ), taken as (
+      update flow_limits set in_use = in_use + 1
+      from locked, verdict
+      where flow_limits.id = locked.id and verdict.admitted and flow_limits.in_use < flow_limits.max_running
+      returning flow_limits.id
+    ), slots as (
+      insert into flow_slots (limit_id, job_id, revision, locked_by)
+      select id, ${job.id}, ${job.revision}, ${job.locked_by!} from taken
+    ), unwaited as (
+      delete from flow_waiters where job_id = ${job.id} and (select admitted from verdict)
+    ), waiting as (
+      insert into flow_waiters (limit_id, job_id)
+      select locked.id, ${job.id} from locked, verdict where not verdict.admitted and not locked.free
+      on conflict do nothing
+    )
+    select admitted from verdict
+  `);
+}
+
+/**
+ * Frees the slots this execution of the job holds and, in the same statement, under the
+ * limits' row locks, takes the oldest waiters of each limit, as many as it has free slots,
+ * off the waiting list. Returns the job ids to wake (wakeJobs, in the same transaction).
+ */
+export async function freeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<string[]> {
+  const rows = await tx.any(sql.type(z.object({ job_id: z.coerce.string() }))`
+    with locked as (
+      select id from flow_limits where id = any(${sql.array([...limitIds], "int4")}) order by id for update
+    ), freed as (
+      delete from flow_slots
+      where job_id = ${job.id} and locked_by = ${job.locked_by!} and limit_id = any(${sql.array([...limitIds], "int4")})
+      returning limit_id
+    ), released as (
+      update flow_limits
+      set in_use = in_use - counts.n,
+          max_running = case when lowering_to is null then max_running else greatest(lowering_to, in_use - counts.n) end,
+          lowering_to = case when lowering_to < in_use - counts.n then lowering_to end
+      from (select limit_id, count(*)::int as n from freed group by limit_id) as counts, locked
+      where flow_limits.id = counts.limit_id and locked.id = counts.limit_id
+      returning flow_limits.id, flow_limits.max_running - flow_limits.in_use as free
+    ), woken as (
+      delete from flow_waiters
+      where (limit_id, job_id) in (
+        select released.id, oldest.job_id from released
+        cross join lateral (
+          select job_id from flow_waiters where limit_id = released.id order by since, job_id limit released.free
+        ) as oldest
+      )
+      returning job_id
+    )
+    select distinct job_id from woken
+  `);
+  return rows.map((row) => row.job_id);
+}
+
+/**
+ * The sweep's part: frees slots whose holder no longer holds the job (its worker died and the
+ * job was released, or the job finished or was taken over elsewhere), read through
+ * graphile-worker's public jobs view. A slot taken by a transaction not yet committed is not
+ * seen; its job is locked by its holder, so it is never freed by mistake. Returns how many.
+ */
+export async function freeStaleSlots(tx: CommonQueryMethods): Promise<number> {
+  return tx.oneFirst(sql.type(z.object({ freed: z.number() }))`
+    with stale as (
+      select slots.limit_id, slots.job_id, slots.locked_by from flow_slots as slots
+      where not exists (
+        select 1 from graphile_worker.jobs as jobs where jobs.id = slots.job_id and jobs.locked_by = slots.locked_by
+      )
+    ), locked as (
+      select id from flow_limits where id in (select limit_id from stale) order by id for update
+    ), freed as (
+      delete from flow_slots using stale, locked
+      where flow_slots.limit_id = locked.id and (flow_slots.limit_id, flow_slots.job_id, flow_slots.locked_by) = (stale.limit_id, stale.job_id, stale.locked_by)
+      returning flow_slots.limit_id
+    ), released as (
+      update flow_limits
+      set in_use = in_use - counts.n,
+          max_running = case when lowering_to is null then max_running else greatest(lowering_to, in_use - counts.n) end,
+          lowering_to = case when lowering_to < in_use - counts.n then lowering_to end
+      from (select limit_id, count(*)::int as n from freed group by limit_id) as counts
+      where flow_limits.id = counts.limit_id
+      returning counts.n
+    )
+    select coalesce(sum(n), 0)::int as freed from released
+  `);
+}
+
+/**
+ * The safety net for a lost wake (a release whose transaction failed after its job ended, a
+ * waiter parked across a limit raised meanwhile): takes, off the waiting list, the oldest
+ * waiters of every limit with free slots, as many as it has. Limits locked by a release right
+ * now are skipped: that release wakes their waiters.
+ */
+export async function takeWaitersOfFreeLimits(tx: CommonQueryMethods): Promise<string[]> {
+  const rows = await tx.any(sql.type(z.object({ job_id: z.coerce.string() }))`
+    with free as (
+      select id, max_running - in_use as free from flow_limits
+      where in_use < max_running and exists (select 1 from flow_waiters where limit_id = flow_limits.id)
+      order by id for update skip locked
+    ), woken as (
+      delete from flow_waiters
+      where (limit_id, job_id) in (
+        select free.id, oldest.job_id from free
+        cross join lateral (select job_id from flow_waiters where limit_id = free.id order by since, job_id limit free.free) as oldest
+      )
+      returning job_id
+    )
+    select distinct job_id from woken
+  `);
+  return rows.map((row) => row.job_id);
+}
+
+const StatusRow = z.object({
+  kind: z.enum(["task", "queue"]),
+  name: z.string(),
+  max_running: z.number(),
+  in_use: z.number(),
+  waiting: z.number(),
+  oldest_waiting_since: z.coerce.date().nullable(),
+});
+
+/** Every limit, from the flow_status view (status and metrics). */
+export function readFlowStatus(db: CommonQueryMethods) {
+  return db.any(sql.type(StatusRow)`
+    select kind, name, max_running, in_use, waiting, oldest_waiting_since from flow_status order by kind, name
+  `);
+}
