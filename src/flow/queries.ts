@@ -159,19 +159,3 @@ export async function takeWaitersOfFreeLimits(tx: CommonQueryMethods): Promise<s
   `);
   return rows.map((row) => row.job_id);
 }
-
-const StatusRow = z.object({
-  kind: z.enum(["task", "queue"]),
-  name: z.string(),
-  max_running: z.number(),
-  in_use: z.number(),
-  waiting: z.number(),
-  oldest_waiting_since: z.coerce.date().nullable(),
-});
-
-/** Every limit, from the flow_status view (status and metrics). */
-export function readFlowStatus(db: CommonQueryMethods) {
-  return db.any(sql.type(StatusRow)`
-    select kind, name, max_running, in_use, waiting, oldest_waiting_since from flow_status order by kind, name
-  `);
-}
