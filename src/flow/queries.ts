@@ -37,15 +37,19 @@ export function upsertLimits(db: CommonQueryMethods, limits: readonly FlowLimit[
 }
 
 /**
- * Admission, in one statement: locks the job's limits (id order); if every one has a free slot,
- * takes one of each (a guarded update: in_use < max_running, and the CHECK besides) and records
- * the slots, dropping any waiter rows of the job; otherwise records the job as waiting on each
- * full limit and takes nothing. Returns whether the slots were taken.
+ * Admission, in the caller's transaction: locks the job's limits (id order); then, if every one
+ * has a free slot, takes one of each (a guarded update: in_use < max_running, and the CHECK
+ * besides) and records the slots, dropping any waiter rows of the job; otherwise records the
+ * job as waiting on each full limit and takes nothing. Returns whether the slots were taken.
+ * Two statements: a value read by a locking SELECT that sorts (ORDER BY, for the lock order)
+ * may be the one from before the lock was granted, so the decision is made by the second
+ * statement, whose snapshot is taken with the locks held.
  */
 export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<boolean> {
+  await tx.query(sql.unsafe`select id from flow_limits where id = any(${sql.array([...limitIds], "int4")}) order by id for update`);
   return tx.oneFirst(sql.type(z.object({ admitted: z.boolean() }))`
     with locked as (
-      select id, in_use < max_running as free from flow_limits where id = any(${sql.array([...limitIds], "int4")}) order by id for update
+      select id, in_use < max_running as free from flow_limits where id = any(${sql.array([...limitIds], "int4")})
     ), verdict as (
       select coalesce(bool_and(free), false) as admitted from locked
     ), taken as (
@@ -68,9 +72,20 @@ export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly numbe
 }
 
 /**
+ * Waiters are woken only once they have been waiting this long, ms. A job parks by throwing
+ * JobParkedError, after which graphile-worker records the failed run (failJob), matching the
+ * job by its lock holder only, which is the same for every job of a worker process: a job
+ * woken and fetched again by the same process before that query ran would be unlocked under
+ * its new run. The query follows the park within milliseconds; a second leaves a wide margin,
+ * and a waiter passed over for it is woken by the next release or the next sweep.
+ */
+export const WAKE_AFTER_PARK_MS = 1_000;
+
+/**
  * Frees the slots this execution of the job holds and, in the same statement, under the
- * limits' row locks, takes the oldest waiters of each limit, as many as it has free slots,
- * off the waiting list. Returns the job ids to wake (wakeJobs, in the same transaction).
+ * limits' row locks, takes the oldest waiters of each limit (parked WAKE_AFTER_PARK_MS ago or
+ * more), as many as it has free slots, off the waiting list. Returns the job ids to wake
+ * (wakeJobs, in the same transaction).
  */
 export async function freeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<string[]> {
   const rows = await tx.any(sql.type(z.object({ job_id: z.coerce.string() }))`
@@ -93,7 +108,9 @@ export async function freeSlots(tx: CommonQueryMethods, limitIds: readonly numbe
       where (limit_id, job_id) in (
         select released.id, oldest.job_id from released
         cross join lateral (
-          select job_id from flow_waiters where limit_id = released.id order by since, job_id limit released.free
+          select job_id from flow_waiters
+          where limit_id = released.id and since <= now() - make_interval(secs => ${WAKE_AFTER_PARK_MS / 1000})
+          order by since, job_id limit released.free
         ) as oldest
       )
       returning job_id
@@ -137,8 +154,8 @@ export async function freeStaleSlots(tx: CommonQueryMethods): Promise<number> {
 
 /**
  * The safety net for a lost wake (a release whose transaction failed after its job ended, a
- * waiter parked across a limit raised meanwhile): takes, off the waiting list, the oldest
- * waiters of every limit with free slots, as many as it has. Limits locked by a release right
+ * waiter parked across a limit raised meanwhile, one passed over for WAKE_AFTER_PARK_MS):
+ * takes, off the waiting list, the oldest waiters of every limit with free slots, as many as it has. Limits locked by a release right
  * now are skipped: that release wakes their waiters.
  */
 export async function takeWaitersOfFreeLimits(tx: CommonQueryMethods): Promise<string[]> {
@@ -151,7 +168,11 @@ export async function takeWaitersOfFreeLimits(tx: CommonQueryMethods): Promise<s
       delete from flow_waiters
       where (limit_id, job_id) in (
         select free.id, oldest.job_id from free
-        cross join lateral (select job_id from flow_waiters where limit_id = free.id order by since, job_id limit free.free) as oldest
+        cross join lateral (
+          select job_id from flow_waiters
+          where limit_id = free.id and since <= now() - make_interval(secs => ${WAKE_AFTER_PARK_MS / 1000})
+          order by since, job_id limit free.free
+        ) as oldest
       )
       returning job_id
     )
