@@ -47,7 +47,7 @@ export function upsertLimits(db: CommonQueryMethods, limits: readonly FlowLimit[
  */
 export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<boolean> {
   await tx.query(sql.unsafe`select id from flow_limits where id = any(${sql.array([...limitIds], "int4")}) order by id for update`);
-  return tx.oneFirst(sql.type(z.object({ admitted: z.boolean() }))`
+  const { admitted, taken } = await tx.one(sql.type(z.object({ admitted: z.boolean(), taken: z.number() }))`
     with locked as (
       select id, in_use < max_running as free from flow_limits where id = any(${sql.array([...limitIds], "int4")})
     ), verdict as (
@@ -67,8 +67,11 @@ export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly numbe
       select locked.id, ${job.id} from locked, verdict where not verdict.admitted and not locked.free
       on conflict do nothing
     )
-    select admitted from verdict
+    select admitted, (select count(*)::int from taken) as taken from verdict
   `);
+  // Admitted means a slot of every limit taken; anything else must not run (the caller's transaction rolls back).
+  if (admitted && taken !== limitIds.length) throw new Error(`flow control: job ${job.id} was admitted but took ${taken} of its ${limitIds.length} slots`);
+  return admitted;
 }
 
 /**

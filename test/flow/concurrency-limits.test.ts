@@ -5,7 +5,8 @@ import { sql } from "slonik";
 import { z } from "zod";
 import { loadConfig } from "../../src/config.ts";
 import { resolveLimits } from "../../src/flow/options.ts";
-import { upsertLimits } from "../../src/flow/queries.ts";
+import { takeSlots, upsertLimits } from "../../src/flow/queries.ts";
+import type { Job } from "graphile-worker";
 import { Metrics } from "../../src/ops/metrics.ts";
 import { createProbePool } from "../../src/ops/probePool.ts";
 import { readStatus } from "../../src/ops/status.ts";
@@ -98,6 +99,25 @@ t.test("a limit lowered below the slots in use comes down as they are freed, nev
   gate.open();
   await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0);
   t.same(await effectCounts(db), { rows: 4, distinct: 4 });
+});
+
+t.test("an admission that waited for the limit's row lock decides on the row as the holder left it", async (t) => {
+  const db = await createTestDatabase(t);
+  const [limit] = await upsertLimits(db.appPool, [{ kind: "task", name: "gated", maxRunning: 1 }]);
+  const job = { id: "1", revision: 0, locked_by: "worker-b" } as Job;
+  // Another admission holds the row lock and takes the last slot.
+  const holder = await db.pool.connect();
+  t.teardown(() => holder.release());
+  await holder.query("begin");
+  await holder.query("update flow_limits set in_use = in_use + 1 where id = $1", [limit!.id]);
+  const waiting = db.appPool.transaction((tx) => takeSlots(tx, [limit!.id], job));
+  await waitFor("the admission to wait for the lock", async () =>
+    (await db.query("select 1 from pg_locks where not granted and locktype = 'transactionid'")).length > 0);
+  await holder.query("commit");
+  t.equal(await waiting, false, "the limit was full when the lock was granted: not admitted");
+  const [row] = await db.query<{ in_use: number; slots: string; waiters: string }>(
+    "select in_use, (select count(*) from flow_slots) as slots, (select count(*) from flow_waiters) as waiters from flow_limits");
+  t.same(row, { in_use: 1, slots: "0", waiters: "1" }, "no slot taken, the job recorded as waiting");
 });
 
 t.test("bad flow settings are one-line errors naming the setting", async (t) => {
