@@ -2,7 +2,7 @@ import type { Job, JobHelpers, Task } from "graphile-worker";
 import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
-import type { FlowControl } from "../flow/flowControl.ts";
+import type { Admission, FlowControl } from "../flow/flowControl.ts";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
 import { JOB_RESULT_MAX_BYTES } from "./defineTask.ts";
@@ -86,9 +86,10 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
       log.info("job already applied; completing without new effects");
       return;
     }
-    // Throws JobParkedError when a limit is full: the job is parked until a slot is freed.
-    const admission = flow ? await flow.admit(job) : null;
+    let admission: Admission | null = null;
     try {
+      // Throws JobParkedError when a limit is full: the job is parked until a slot is freed.
+      if (flow) admission = await flow.admit(job);
       const payload = task.payload.parse(rawPayload);
       const prepared = task.prepare
         ? await runPrepare(task, { payload, helpers, log, options })
@@ -117,6 +118,7 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
       runtimeEvents.emit("job:applied", { ...event, durationMs });
       log.info({ durationMs }, "job applied");
     } catch (error) {
+      if (error instanceof JobParkedError) throw error;
       if (error instanceof JobTakenOverError) {
         log.warn(error.message);
         throw error;
