@@ -41,7 +41,7 @@ t.test("a deferred job runs again later without using up an attempt, and is not 
   await db.query(
     "select graphile_worker.add_job('defers', json_build_object('n', n), max_attempts := 1) from generate_series(1, 5) as n",
   );
-  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, 20_000);
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 20_000 });
   t.same(await effectCounts(db), { rows: 5, distinct: 5 });
   t.same([...runs.values()], [4, 4, 4, 4, 4], "each job ran three times deferred, then once to apply");
   t.equal(deferred, 15);
@@ -70,7 +70,7 @@ t.test("a job deferred in a named queue frees the queue for its next job, and wa
   const ids = (await db.query<{ id: string }>("select id from graphile_worker.jobs order by id")).map((row) => row.id);
   const woken = await db.appPool.connect((connection) => wakeJobs(connection, ids, 0));
   t.equal(woken, 2);
-  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, 20_000);
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 20_000 });
   t.same(await effectCounts(db), { rows: 2, distinct: 2 });
   t.equal(await db.appPool.connect((connection) => wakeJobs(connection, ids, 0)), 0, "a job no longer waiting is not touched");
 });
