@@ -6,7 +6,7 @@ import { runtimeEvents } from "../runtime/events.ts";
 import { JobParkedError, JobTakenOverError } from "../runtime/executor.ts";
 import { parkJob, wakeJobs } from "../runtime/graphileJobs.ts";
 import type { FlowLimit } from "./options.ts";
-import { freeSlots, takeSlots, upsertLimits } from "./queries.ts";
+import { freeSlots, takeFreeSlot, takeSlots, upsertLimits } from "./queries.ts";
 
 export interface FlowControlConfig {
   pool: DatabasePool;
@@ -82,12 +82,8 @@ export class FlowControl {
     const ids = this.ids.get(task);
     if (ids === undefined) throw new Error(`flow control: task ${task} has no limits installed`);
     const runAt = new Date(Date.now() + this.parkTimeoutMs);
-    const admitted = await this.config.pool.transaction(async (tx) => {
-      if (await takeSlots(tx, ids, job)) return true;
-      // Same transaction as the waiter rows: a release either sees both or precedes both.
-      if (!(await parkJob(tx, job, runAt))) throw new JobTakenOverError(`job ${job.id} was released and taken over; not parking`);
-      return false;
-    });
+    // One statement when a slot of the job's only limit is free, the usual case.
+    const admitted = (ids.length === 1 && (await takeFreeSlot(this.config.pool, ids[0]!, job))) || (await this.takeOrPark(ids, job, runAt));
     if (!admitted) {
       const event = { task, jobId: job.id, attempt: job.attempts, runAt, reason: "fleet-wide concurrency limit full" };
       runtimeEvents.emit("job:deferred", event);
@@ -104,17 +100,27 @@ export class FlowControl {
     };
   }
 
+  /** Under the limits' row locks: takes the job's slots, or records it as waiting and parks it until runAt. */
+  private takeOrPark(ids: readonly number[], job: Job, runAt: Date): Promise<boolean> {
+    return this.config.pool.transaction(async (tx) => {
+      if (await takeSlots(tx, ids, job)) return true;
+      // Same transaction as the waiter rows: a release either sees both or precedes both.
+      if (!(await parkJob(tx, job, runAt))) throw new JobTakenOverError(`job ${job.id} was released and taken over; not parking`);
+      return false;
+    });
+  }
+
   /**
-   * Frees the job's slots and wakes the oldest waiters, as many as there are free slots, under
-   * the limits' row locks. A failure is logged, not thrown: the job's outcome stands, and the
-   * sweeper frees the slot once the job has left this worker.
+   * Frees the job's slots and takes the oldest waiters, as many as there are free slots, off the
+   * waiting list under the limits' row locks (one statement), then wakes them. A waiter taken is
+   * parked already (its park committed with its waiter row); a crash between the two statements
+   * leaves it to its park timeout. A failure is logged, not thrown: the job's outcome stands,
+   * and the sweeper frees the slot once the job has left this worker.
    */
   private async release(ids: readonly number[], job: Job): Promise<void> {
     try {
-      await this.config.pool.transaction(async (tx) => {
-        const waiters = await freeSlots(tx, ids, job);
-        if (waiters.length > 0) await wakeJobs(tx, waiters, 0);
-      });
+      const waiters = await freeSlots(this.config.pool, ids, job);
+      if (waiters.length > 0) await wakeJobs(this.config.pool, waiters, 0);
     } catch (error) {
       this.config.log.warn({ jobId: job.id, error: describeError(error) }, "could not free the job's fleet-wide slot; the sweeper frees it once the job has ended");
     }

@@ -37,6 +37,26 @@ export function upsertLimits(db: CommonQueryMethods, limits: readonly FlowLimit[
 }
 
 /**
+ * The fast path of admission to one limit, one statement on its own (no transaction around it,
+ * so the limit's row is locked only while it runs: every job of the limit passes through that
+ * row): a guarded update takes a slot if one is free and records it. Concurrent updates of the
+ * row are rechecked against its latest version, so the guard holds. Returns whether it took
+ * the slot; if not, takeSlots decides under the lock (the job may have to wait).
+ */
+export async function takeFreeSlot(db: CommonQueryMethods, limitId: number, job: Job): Promise<boolean> {
+  return db.oneFirst(sql.type(z.object({ taken: z.boolean() }))`
+    with taken as (
+      update flow_limits set in_use = in_use + 1 where id = ${limitId} and in_use < max_running returning id
+    ), slot as (
+      insert into flow_slots (limit_id, job_id, revision, locked_by) select id, ${job.id}, ${job.revision}, ${job.locked_by!} from taken
+    ), unwaited as (
+      delete from flow_waiters where job_id = ${job.id} and exists (select 1 from taken)
+    )
+    select exists (select 1 from taken) as taken
+  `);
+}
+
+/**
  * Admission, in the caller's transaction: locks the job's limits (id order); then, if every one
  * has a free slot, takes one of each (a guarded update: in_use < max_running, and the CHECK
  * besides) and records the slots, dropping any waiter rows of the job; otherwise records the
@@ -88,7 +108,7 @@ export const WAKE_AFTER_PARK_MS = 1_000;
  * Frees the slots this execution of the job holds and, in the same statement, under the
  * limits' row locks, takes the oldest waiters of each limit (parked WAKE_AFTER_PARK_MS ago or
  * more), as many as it has free slots, off the waiting list. Returns the job ids to wake
- * (wakeJobs, in the same transaction).
+ * (wakeJobs). One statement on its own, so the rows are locked only while it runs.
  */
 export async function freeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<string[]> {
   const rows = await tx.any(sql.type(z.object({ job_id: z.coerce.string() }))`
