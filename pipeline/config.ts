@@ -50,6 +50,12 @@ export const PipelineShape = z.object({
   EMBED_BATCH_SIZE: int(1, 2048).default(32),
   /** Deadline of each Ollama request, ms. */
   OLLAMA_TIMEOUT_MS: int(100, 600_000).default(30_000),
+  /**
+   * Most embed_chunks jobs running at once in the whole fleet (a fleet-wide limit, so at most
+   * this many Ollama requests at a time however many workers run); the worker's
+   * FLOW_TASK_CONCURRENCY=embed_chunks=n overrides it.
+   */
+  EMBED_CONCURRENCY_LIMIT: int(1, 100_000).default(4),
   /** `pgconverge ingest` rejects files larger than this, bytes. */
   INGEST_MAX_BYTES: int(1, 1_073_741_824).default(5_242_880),
   /**

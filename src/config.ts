@@ -2,8 +2,19 @@ import pg from "pg";
 import { parseDsn } from "slonik";
 import { z, type ZodIssue } from "zod";
 import { ConfigError, int, problemsOf, URL_SYNTAX } from "./configFields.ts";
+import { parseLimitList } from "./flow/options.ts";
 
 export { ConfigError, int } from "./configFields.ts";
+
+/** A "name=n,other=m" setting as a record; a bad one is the setting's one-line error. */
+function limitList(value: string, context: z.RefinementCtx): Record<string, number> {
+  try {
+    return parseLimitList(value);
+  } catch (error) {
+    context.addIssue({ code: z.ZodIssueCode.custom, message: (error as Error).message });
+    return z.NEVER;
+  }
+}
 
 /** Qdrant's read consistency: a number of replicas, or which of them must agree. */
 export type ReadConsistency = number | "majority" | "quorum" | "all";
@@ -149,6 +160,15 @@ export const CoreShape = z.object({
    * dropped by the sweeper (hourly), so pruning costs the same at any size. Default 7.
    */
   JOB_HISTORY_RETENTION_DAYS: int(1, 3650).default(7),
+  // Flow control (fleet-wide concurrency limits, sql/000005).
+  /**
+   * Fleet-wide limits per task, "task=n,other=m": at most n jobs of the task run at once across
+   * every worker (over the task's own flow.concurrency). Each worker writes its limits at start;
+   * the latest start wins, so give every worker the same value. Default: the tasks' own.
+   */
+  FLOW_TASK_CONCURRENCY: z.string().transform(limitList).optional(),
+  /** Sizes of the named limits that tasks join with flow.queue, "name=n,other=m"; every such name needs one. */
+  FLOW_QUEUE_CONCURRENCY: z.string().transform(limitList).optional(),
   /** On SIGTERM/SIGINT: how long in-flight jobs may finish before they are aborted and released. */
   SHUTDOWN_TIMEOUT_MS: int(0, 3_600_000).default(15_000),
   /** Interface `pgconverge dashboard` binds; the default keeps it off the network. */

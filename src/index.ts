@@ -26,6 +26,8 @@ export type { JobKeyMode, JobSpec, JobToAdd, Queryable } from "./api/addJob.ts";
 // Run a worker from the application's code.
 export { runWorker } from "./api/runWorker.ts";
 export type { RunningWorker, RunWorkerOptions, ServicesFor, TaskRecord, WorkerSettings } from "./api/runWorker.ts";
+// Fleet-wide concurrency limits: defineTask's `flow` and runWorker's `flow`.
+export type { TaskFlowOptions, WorkerFlowOptions } from "./flow/options.ts";
 
 // Schema.
 export { migrate } from "./api/migrate.ts";

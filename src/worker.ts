@@ -5,6 +5,8 @@ import type { Config } from "./config.ts";
 import type { DatabasePool } from "slonik";
 import type { PoolMode } from "./db/connections.ts";
 import { Listener } from "./db/listener.ts";
+import { FlowControl } from "./flow/flowControl.ts";
+import { resolveLimits, unusedLimitNames, type WorkerFlowOptions } from "./flow/options.ts";
 import { Heartbeat } from "./liveness/heartbeat.ts";
 import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
@@ -55,6 +57,8 @@ export interface WorkerConfig {
    * recorded in batches too. 1 fetches one job per query.
    */
   localQueueSize?: number;
+  /** Fleet-wide limits over what the tasks declare (runWorker's flow, FLOW_*_CONCURRENCY). Default: the tasks' own. */
+  flow?: WorkerFlowOptions;
 }
 
 /** The part of a WorkerConfig that comes straight from the environment's settings. */
@@ -116,6 +120,8 @@ const ABORT_GRACE_MS = 5_000;
 export class Worker {
   readonly heartbeat: Heartbeat;
   readonly sweeper: Sweeper;
+  /** Null when none of this worker's tasks has a fleet-wide limit. */
+  private readonly flow: FlowControl | null;
   private runner: Runner | null = null;
   private workerPool: WorkerPool | null = null;
   private jobListener: Listener | null = null;
@@ -136,6 +142,10 @@ export class Worker {
       intervalMs: config.sweepIntervalMs,
       historyRetentionDays: config.historyRetentionDays,
     });
+    const limits = resolveLimits(config.tasks, config.flow);
+    this.flow = limits.size === 0 ? null : new FlowControl({ pool: config.appPool, log: config.log, limits });
+    const unused = unusedLimitNames(config.tasks, config.flow);
+    if (unused.length > 0) config.log.warn({ unused }, "flow limits name tasks or queues this worker does not run; they are not written (a worker that runs them writes its own)");
   }
 
   get id(): string {
@@ -146,6 +156,7 @@ export class Worker {
     if (this.runner) return;
     const { config } = this;
     await this.heartbeat.start();
+    await this.flow?.install();
     const events: WorkerEvents = new EventEmitter();
     // Lock holder ids are random and known only once created; the heartbeat records each
     // one as it appears, before that worker can have claimed a job.
@@ -169,6 +180,7 @@ export class Worker {
         applyTimeoutMs: config.applyTimeoutMs,
         services: config.services,
         committer,
+        flow: this.flow,
       });
     }
     const pooled = config.poolMode === "transaction";

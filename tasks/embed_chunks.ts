@@ -1,5 +1,6 @@
 import { defineTask, enqueueSync, PermanentError } from "pgconverge";
 import { z } from "zod";
+import { loadPipelineConfig } from "../pipeline/config.ts";
 import type { PipelineServices } from "../pipeline/services.ts";
 import { chunksToEmbed, documentJobKey, EMBED_CHUNKS, hasUnembeddedChunks, lockDocument, storeEmbeddings } from "../pipeline/queries.ts";
 
@@ -16,6 +17,8 @@ const CHUNKS_PER_JOB = 64;
  */
 export default defineTask.withServices<PipelineServices>()({
   payload: z.object({ documentId: z.string().uuid() }),
+  // Ollama is shared by the fleet: EMBED_CONCURRENCY_LIMIT calls at a time, whatever the number of workers.
+  flow: { concurrency: loadPipelineConfig(process.env).EMBED_CONCURRENCY_LIMIT },
   async prepare({ payload, db, signal, services }) {
     const { pipeline } = services;
     const chunks = await chunksToEmbed(db, payload.documentId, CHUNKS_PER_JOB);

@@ -6,6 +6,7 @@ import { ConfigError, CoreShape, type Config } from "../config.ts";
 import { checkPoolMode, sessionUrlOf, type DatabaseConnections } from "../db/connections.ts";
 import { migrate as migrateSchema, type AppMigrations } from "../db/migrate.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.ts";
+import type { WorkerFlowOptions } from "../flow/options.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { isDefinedTask, TASK_IDENTIFIER, type AnyTask, type ServicesOf } from "../runtime/defineTask.ts";
 import { loadTasks, TaskLoadError } from "../runtime/loadTasks.ts";
@@ -157,6 +158,13 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
      * work that was not asked for.
      */
     reconcileCron?: string | false;
+    /**
+     * Fleet-wide concurrency limits over what the tasks declare with defineTask's `flow`:
+     * `concurrency` by task (FLOW_TASK_CONCURRENCY), `queues` the sizes of the named limits
+     * tasks join with flow.queue (FLOW_QUEUE_CONCURRENCY). Written to the database at start; the
+     * latest worker to start wins (a change is logged as a warning). Default: the tasks' own.
+     */
+    flow?: WorkerFlowOptions;
   };
 
 /** A running worker, as runWorker returns it. */
@@ -264,6 +272,7 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
       poolMode,
       listenUrl: sessionUrl,
       ...settings,
+      ...(options.flow === undefined ? {} : { flow: options.flow }),
     });
     return { worker, relay, close };
   } catch (error) {

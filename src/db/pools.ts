@@ -72,6 +72,8 @@ export interface AppPoolOptions {
    * claimBatch); the others are the server's or the pooler's (README, Production). Default "session".
    */
   poolMode?: PoolMode;
+  /** Slonik interceptors run after pgconverge's own (tests use one to see the statements sent). Default none. */
+  interceptors?: readonly Interceptor[];
 }
 
 /**
@@ -101,6 +103,6 @@ function createSlonikPool(url: string, applicationName: string, size: number, op
     statementTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     idleInTransactionSessionTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     captureStackTrace: false,
-    interceptors: [resultParser],
+    interceptors: [resultParser, ...(options.interceptors ?? [])],
   });
 }

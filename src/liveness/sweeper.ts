@@ -1,8 +1,9 @@
 import { sql, type DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Logger } from "../log.ts";
+import { freeStaleSlots, takeWaitersOfFreeLimits } from "../flow/queries.ts";
 import { describeError } from "../runtime/errors.ts";
-import { deadLetterExhaustedJobs, lockExhaustedJobs, pruneRecordsOfFinishedJobs } from "../runtime/graphileJobs.ts";
+import { deadLetterExhaustedJobs, lockExhaustedJobs, pruneRecordsOfFinishedJobs, wakeJobs } from "../runtime/graphileJobs.ts";
 
 export interface SweeperConfig {
   pool: DatabasePool;
@@ -23,6 +24,10 @@ export interface SweepResult {
   historyPartitionsDropped: number;
   /** Due jobs of tasks no live worker runs, per task. */
   unknownTasks: readonly UnknownTask[];
+  /** Fleet-wide limit slots freed because their holder no longer held the job (e.g. its worker died). */
+  flowSlotsFreed: number;
+  /** Parked jobs woken because their limit had free slots. */
+  flowWaitersWoken: number;
 }
 
 export interface UnknownTask {
@@ -46,6 +51,8 @@ const DeadWorker = z.object({ id: z.string(), locker_ids: z.array(z.string()) })
  *  - moves jobs graphile-worker has given up on (attempts exhausted, e.g. the process died
  *    during the final attempt) into dead_letters, or completes them if their effects
  *    already committed or a newer job with their job_key superseded them;
+ *  - frees fleet-wide limit slots held for jobs their holder no longer holds, and wakes jobs
+ *    waiting for a limit that has free slots;
  *  - prunes ledger and failure rows of jobs that have left the queue;
  *  - logs, once per task name, due jobs that no live worker runs: graphile-worker fetches only
  *    the tasks a worker has, so without this line they would wait forever in silence.
@@ -92,11 +99,12 @@ export class Sweeper {
 
   private async sweepOnce(): Promise<SweepResult> {
     const deadWorkers = await this.releaseDeadWorkers();
+    const { flowSlotsFreed, flowWaitersWoken } = await this.sweepFlow();
     const { deadLettered, completed } = await this.retireExhaustedJobs();
     const pruned = await this.pruneLedger();
     const historyPartitionsDropped = await this.pruneHistory();
     const unknownTasks = await this.reportUnknownTasks();
-    return { deadWorkers, deadLettered, completed, pruned, historyPartitionsDropped, unknownTasks };
+    return { deadWorkers, deadLettered, completed, pruned, historyPartitionsDropped, unknownTasks, flowSlotsFreed, flowWaitersWoken };
   }
 
   /** Due jobs of tasks no live worker runs (sql/000003), each task logged once while it lasts. */
@@ -127,6 +135,23 @@ export class Sweeper {
       }
       for (const worker of dead) log.warn({ deadWorker: worker.id }, "worker stopped heartbeating; its jobs were released");
       return dead.length;
+    });
+  }
+
+  /**
+   * Fleet-wide limits (sql/000005): frees the slots whose holder no longer holds the job (right
+   * after releaseDeadWorkers, so a dead worker's slots come back within the dead-worker
+   * threshold), then wakes the oldest waiters of every limit with free slots (a wake that was
+   * lost, e.g. a release that failed), all under the limits' row locks. Cheap when no limit exists.
+   */
+  private async sweepFlow(): Promise<{ flowSlotsFreed: number; flowWaitersWoken: number }> {
+    const { pool, log } = this.config;
+    return pool.transaction(async (tx) => {
+      const flowSlotsFreed = await freeStaleSlots(tx);
+      const waiters = await takeWaitersOfFreeLimits(tx);
+      const flowWaitersWoken = waiters.length > 0 ? await wakeJobs(tx, waiters, 0) : 0;
+      if (flowSlotsFreed > 0) log.warn({ slots: flowSlotsFreed }, "fleet-wide limit slots of jobs no longer held by their worker were freed");
+      return { flowSlotsFreed, flowWaitersWoken };
     });
   }
 

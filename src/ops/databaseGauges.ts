@@ -37,6 +37,9 @@ export class DatabaseGauges {
   private readonly reconcileFinished: Gauge<"collection">;
   private readonly workers: Gauge<"state">;
   private readonly unknownTasks: Gauge<"task">;
+  private readonly flowInUse: Gauge<"kind" | "name">;
+  private readonly flowWaiting: Gauge<"kind" | "name">;
+  private readonly flowMaxRunning: Gauge<"kind" | "name">;
   private readonly errors: Counter<"query">;
   private readonly failing = new Set<string>();
   private refreshing: Promise<void> | null = null;
@@ -86,6 +89,24 @@ export class DatabaseGauges {
       labelNames: ["task"],
       registers,
     });
+    this.flowInUse = new Gauge({
+      name: "pgconverge_flow_in_use",
+      help: "Slots taken of each fleet-wide concurrency limit (kind task or queue): jobs running under it in the whole fleet.",
+      labelNames: ["kind", "name"],
+      registers,
+    });
+    this.flowWaiting = new Gauge({
+      name: "pgconverge_flow_waiting",
+      help: "Jobs parked until a slot of the fleet-wide concurrency limit is freed.",
+      labelNames: ["kind", "name"],
+      registers,
+    });
+    this.flowMaxRunning = new Gauge({
+      name: "pgconverge_flow_max_running",
+      help: "Size of each fleet-wide concurrency limit (FLOW_TASK_CONCURRENCY, FLOW_QUEUE_CONCURRENCY, a task's flow.concurrency).",
+      labelNames: ["kind", "name"],
+      registers,
+    });
     this.errors = new Counter({
       name: "pgconverge_scrape_errors_total",
       help: "Scrape-time database queries that failed (their families were left out of that scrape).",
@@ -108,6 +129,7 @@ export class DatabaseGauges {
     await this.read("reconcile_runs", [this.drift, this.reconcileFinished], () => this.readReconcile());
     await this.read("workers", [this.workers], () => this.readWorkers());
     await this.read("unknown_tasks", [this.unknownTasks], () => this.readUnknownTasks());
+    await this.read("flow_status", [this.flowInUse, this.flowWaiting, this.flowMaxRunning], () => this.readFlow());
   }
 
   private async read(query: string, gauges: Gauge<string>[], run: () => Promise<void>): Promise<void> {
@@ -183,6 +205,20 @@ export class DatabaseGauges {
     );
     this.unknownTasks.reset();
     for (const row of rows) this.unknownTasks.set({ task: row.task }, row.jobs);
+  }
+
+  private async readFlow(): Promise<void> {
+    // The view `status` reads too (sql/000005): one row per limit, a handful at most.
+    const { rows } = await this.config.pool.query<{ kind: string; name: string; max_running: number; in_use: number; waiting: number }>(
+      "select kind, name, max_running, in_use, waiting from flow_status",
+    );
+    for (const gauge of [this.flowInUse, this.flowWaiting, this.flowMaxRunning]) gauge.reset();
+    for (const row of rows) {
+      const labels = { kind: row.kind, name: row.name };
+      this.flowInUse.set(labels, row.in_use);
+      this.flowWaiting.set(labels, row.waiting);
+      this.flowMaxRunning.set(labels, row.max_running);
+    }
   }
 
   private async readWorkers(): Promise<void> {

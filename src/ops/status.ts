@@ -59,6 +59,18 @@ export interface UnknownTaskJobs {
   count: number;
 }
 
+/** A fleet-wide concurrency limit (flow_status, sql/000005). */
+export interface FlowLimitState {
+  kind: "task" | "queue";
+  name: string;
+  maxRunning: number;
+  inUse: number;
+  /** Jobs parked until a slot is freed. */
+  waiting: number;
+  /** How long the longest-waiting of them has waited, s; null when none waits. */
+  oldestWaitingAgeSeconds: number | null;
+}
+
 export interface StatusReport {
   /** unknownTasks: due jobs of tasks no live worker runs (empty when no worker is alive). */
   jobs: JobStateCounts & { byTask: Record<string, JobStateCounts>; unknownTasks: UnknownTaskJobs[] };
@@ -67,6 +79,8 @@ export interface StatusReport {
   workers: { alive: number; dead: number; deadAfterMs: number; list: WorkerState[] };
   /** The latest reconcile run per collection; empty when none has run. */
   reconcile: { byCollection: Record<string, ReconcileState> };
+  /** Fleet-wide concurrency limits, by kind and name; empty when none is set. */
+  flow: { limits: FlowLimitState[] };
 }
 
 const count = z.coerce.number().int();
@@ -129,6 +143,7 @@ export function readStatus(pool: DatabasePool, options: { deadAfterMs: number })
     const outbox = await readOutbox(tx);
     const workers = await readWorkers(tx);
     const reconcile = await readReconcile(tx);
+    const flow = await readFlow(tx);
     return {
       jobs,
       outbox,
@@ -139,6 +154,7 @@ export function readStatus(pool: DatabasePool, options: { deadAfterMs: number })
         list: workers,
       },
       reconcile: { byCollection: reconcile },
+      flow: { limits: flow },
     };
   });
 }
@@ -237,6 +253,30 @@ async function readReconcile(tx: CommonQueryMethods): Promise<Record<string, Rec
       },
     ]),
   );
+}
+
+const FlowRow = z.object({
+  kind: z.enum(["task", "queue"]),
+  name: z.string(),
+  max_running: z.number(),
+  in_use: z.number(),
+  waiting: z.number(),
+  oldest_waiting_age_s: seconds,
+});
+
+async function readFlow(tx: CommonQueryMethods): Promise<FlowLimitState[]> {
+  const rows = await tx.any(sql.type(FlowRow)`
+    select kind, name, max_running, in_use, waiting, extract(epoch from now() - oldest_waiting_since)::float8 as oldest_waiting_age_s
+    from flow_status order by kind, name
+  `);
+  return rows.map((row) => ({
+    kind: row.kind,
+    name: row.name,
+    maxRunning: row.max_running,
+    inUse: row.in_use,
+    waiting: row.waiting,
+    oldestWaitingAgeSeconds: row.oldest_waiting_age_s,
+  }));
 }
 
 function sum<T, K extends keyof T>(items: T[], key: K): number {

@@ -1,6 +1,7 @@
 import type { Job } from "graphile-worker";
 import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import type { z } from "zod";
+import { taskFlowProblem, type TaskFlowOptions } from "../flow/options.ts";
 import type { Logger } from "../log.ts";
 
 /**
@@ -125,6 +126,13 @@ interface TaskDefinitionBase<Payload, Prepared, Services, Input> {
   prepare?(context: PrepareContext<Payload, Services>): Promise<Prepared>;
   /** Deadline of prepare in ms; defaults to TASK_TIMEOUT_MS. */
   timeoutMs?: number;
+  /**
+   * Fleet-wide concurrency: `{ concurrency: 4 }` runs at most 4 of this task's jobs at once
+   * across every worker; `{ queue: "gpu" }` counts them against a limit shared with other tasks,
+   * sized by the worker (runWorker's flow.queues, FLOW_QUEUE_CONCURRENCY). The worker's
+   * settings (flow.concurrency, FLOW_TASK_CONCURRENCY) override concurrency. Default: no limit.
+   */
+  flow?: TaskFlowOptions;
 }
 
 /**
@@ -197,6 +205,7 @@ function define(definition: TaskDefinition<unknown, unknown, unknown, unknown>):
   if (definition.timeoutMs !== undefined && !(Number.isInteger(definition.timeoutMs) && definition.timeoutMs > 0)) {
     throw new TypeError("defineTask: timeoutMs must be a positive integer");
   }
+  if (definition.flow !== undefined && taskFlowProblem(definition.flow)) throw new TypeError(`defineTask: ${taskFlowProblem(definition.flow)}`);
   if (definition.identifier !== undefined && !TASK_IDENTIFIER.test(definition.identifier)) {
     throw new TypeError(`defineTask: identifier must be letters, digits and _, not starting with a digit (got ${JSON.stringify(definition.identifier)})`);
   }

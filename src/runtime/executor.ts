@@ -2,6 +2,7 @@ import type { Job, JobHelpers, Task } from "graphile-worker";
 import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
+import type { Admission, FlowControl } from "../flow/flowControl.ts";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
 import { classifyError, describeError, JobDeferredError, TaskTimeoutError } from "./errors.ts";
@@ -21,6 +22,8 @@ export interface ExecutorOptions {
   services: object;
   /** Commits apply phases, grouped with those of other jobs finishing at the same time. */
   committer: GroupCommitter;
+  /** Fleet-wide concurrency limits; a task without one never reaches it. Default: none. */
+  flow?: FlowControl | null;
 }
 
 /**
@@ -63,6 +66,8 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
           addJob: (id, jobPayload, spec) => addJob(tx, id, jobPayload, spec),
         })
     : undefined;
+  // Decided once per task: a task without a fleet-wide limit runs as if flow control did not exist.
+  const flow = options.flow?.limits(identifier) ? options.flow : null;
   return async (rawPayload, helpers) => {
     const { job } = helpers;
     const event = { task: identifier, jobId: job.id, attempt: job.attempts };
@@ -81,7 +86,10 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
       log.info("job already applied; completing without new effects");
       return;
     }
+    let admission: Admission | null = null;
     try {
+      // Throws JobParkedError when a limit is full: the job is parked until a slot is freed.
+      if (flow) admission = await flow.admit(job);
       const payload = task.payload.parse(rawPayload);
       const prepared = task.prepare
         ? await runPrepare(task, { payload, helpers, log, options })
@@ -110,12 +118,16 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
       runtimeEvents.emit("job:applied", { ...event, durationMs });
       log.info({ durationMs }, "job applied");
     } catch (error) {
+      if (error instanceof JobParkedError) throw error;
       if (error instanceof JobTakenOverError) {
         log.warn(error.message);
         throw error;
       }
       if (error instanceof JobDeferredError) await park(error, job, pool, log, event);
       await handleFailure(error, rawPayload, helpers, identifier, options, log, started);
+    } finally {
+      // However the job ended (applied, failed, dead-lettered, deferred), its slots are freed.
+      await admission?.release();
     }
   };
 }

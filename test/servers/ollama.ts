@@ -18,11 +18,29 @@ export function embedText(text: string, dimensions: number): number[] {
   return norm === 0 ? vector.map((_, i) => (i === 0 ? 1 : 0)) : vector.map((value) => value / norm);
 }
 
+/** Waits `ms`, or less if the request's connection closes first. */
+function untilDelayOrClose(request: IncomingMessage, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      request.socket.off("close", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    request.socket.once("close", done);
+  });
+}
+
 export class FakeOllama extends TestServer {
   /** Models this server has "pulled", with their embedding size. */
   readonly models = new Map<string, number>();
   embedCalls = 0;
   embeddedInputs = 0;
+  /** Embed requests being served now, and the most ever served at once (counted server-side). */
+  embedsInFlight = 0;
+  maxEmbedsInFlight = 0;
+  /** How long each embed request takes, ms, so that concurrent requests overlap. Default 0. */
+  embedDelayMs = 0;
   constructor(models: Record<string, number> = { "nomic-embed-text": 768 }) {
     super();
     for (const [name, size] of Object.entries(models)) this.models.set(name, size);
@@ -57,6 +75,15 @@ export class FakeOllama extends TestServer {
         }
         this.embedCalls++;
         this.embeddedInputs += inputs.length;
+        this.embedsInFlight++;
+        this.maxEmbedsInFlight = Math.max(this.maxEmbedsInFlight, this.embedsInFlight);
+        try {
+          // A request whose client went away (a killed worker) stops counting at once.
+          if (this.embedDelayMs > 0) await untilDelayOrClose(request, this.embedDelayMs);
+        } finally {
+          this.embedsInFlight--;
+        }
+        if (request.socket.destroyed) return;
         return send(200, {
           model: body.model,
           embeddings: inputs.map((input) => embedText(input, size)),

@@ -13,7 +13,22 @@ export async function statusCommand(config: Config, log: Logger, flags: { json: 
 }
 
 export function formatStatus(report: StatusReport): string {
-  return [jobsSection(report), outboxSection(report), workersSection(report), reconcileSection(report)].join("\n\n");
+  return [jobsSection(report), outboxSection(report), workersSection(report), reconcileSection(report), flowSection(report)]
+    .filter((section) => section !== null)
+    .join("\n\n");
+}
+
+/** Fleet-wide concurrency limits; left out when none is set. */
+function flowSection({ flow }: StatusReport): string | null {
+  if (flow.limits.length === 0) return null;
+  const rows = flow.limits.map((limit) => [
+    limit.kind,
+    limit.name,
+    `${limit.inUse}/${limit.maxRunning}`,
+    String(limit.waiting),
+    age(limit.oldestWaitingAgeSeconds),
+  ]);
+  return `flow limits (fleet-wide)\n${formatTable(["kind", "name", "running", "waiting", "oldest waiting"], rows)}`;
 }
 
 function jobsSection(report: StatusReport): string {

@@ -41,6 +41,7 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
         services,
         logger: log,
         ...workerSettingsFromConfig(config),
+        flow: { concurrency: config.FLOW_TASK_CONCURRENCY ?? {}, queues: config.FLOW_QUEUE_CONCURRENCY ?? {} },
         ...syncOptionsFromConfig(config, syncs),
       },
       { appPool: context.appPool, poolModeChecked: true },
