@@ -13,6 +13,19 @@ import type { PoolMode } from "./connections.ts";
  * transaction mode, the job listener's) go to DATABASE_DIRECT_URL or are not opened.
  */
 
+/**
+ * How long opening a connection may take, ms: slonik's default for the application pools, made
+ * explicit here so that the sessions opened outside a pool (the LISTEN sessions) give up as soon.
+ */
+export const CONNECT_TIMEOUT_MS = 5_000;
+
+/**
+ * TCP keepalive on long-lived connections: a server that vanished without closing the socket
+ * (a host or a NAT entry gone) is noticed within a minute or so, instead of never by a client
+ * that only waits for notifications.
+ */
+export const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as const;
+
 /** Connections beyond the job slots: graphile-worker's LISTEN client and its completion/fail batches. */
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
 /** Connections beyond the job slots for application SQL: dead-letter writes, the relay's and cron's reads. */
@@ -38,6 +51,8 @@ export function createQueuePool(url: string, concurrency: number): pg.Pool {
     connectionString: url,
     max: poolSize(concurrency, GRAPHILE_EXTRA_CONNECTIONS),
     application_name: "pgconverge-queue",
+    // graphile-worker holds one of these for its LISTEN for the life of the worker.
+    ...KEEP_ALIVE,
   });
   // A client that loses its server emits "error"; unhandled, that would crash the process.
   // The query in flight fails on its own and graphile-worker retries, so these are dropped.
@@ -98,6 +113,7 @@ function createSlonikPool(url: string, applicationName: string, size: number, op
   const onSession = (options.poolMode ?? "session") === "session";
   return createPool(withName.toString(), {
     maximumPoolSize: size,
+    connectionTimeout: CONNECT_TIMEOUT_MS,
     statementTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     idleInTransactionSessionTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     captureStackTrace: false,
