@@ -36,8 +36,16 @@ export interface ContextOptions {
   migrates?: boolean;
 }
 
+/**
+ * The commands that migrate (worker, relay, migrate) are also the ones that hold pools and LISTEN
+ * sessions for long: only they probe whether DATABASE_URL and DATABASE_DIRECT_URL keep sessions
+ * as DATABASE_POOL_MODE says (a few connections and round trips). A short command in front of a
+ * misdeclared pooler fails on its own: PgBouncer refuses the startup parameters of its pool.
+ */
+const probesPoolMode = (options: ContextOptions) => options.migrates === true;
+
 export async function openContext(config: Config, log: Logger, concurrency: number, options: ContextOptions = {}): Promise<CommandContext> {
-  const database = await openDatabase(config, log);
+  const database = await openDatabase(config, log, { checkPoolMode: probesPoolMode(options) });
   const queuePool = createQueuePool(database.url, concurrency);
   let appPool: DatabasePool;
   try {

@@ -28,6 +28,17 @@ export function sessionUrlOf(connections: DatabaseConnections): string | null {
   return connections.poolMode === "session" ? connections.url : (connections.directUrl ?? null);
 }
 
+/**
+ * Where migrations run when not on `url`'s own pool: a transaction-mode pooler's direct URL,
+ * when there is one (a session: no pooler between the migration lock's transaction and the
+ * server, and nothing of a migration's own session settings lost); null: on `url`, which is a
+ * session, or the pooler, where migrations are safe too (db/migrate.ts). The one place this
+ * choice is made, for the worker, the relay, `pgconverge migrate` and runWorker.
+ */
+export function migrationUrlOf(connections: DatabaseConnections): string | null {
+  return connections.poolMode === "transaction" ? (connections.directUrl ?? null) : null;
+}
+
 /** The names of the settings a message tells the user to set (the CLI's variables, or runWorker's options). */
 export interface SettingNames {
   poolMode: string;
