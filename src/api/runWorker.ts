@@ -164,7 +164,11 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
 export interface RunningWorker {
   /** This worker's id, as recorded in the `workers` table. */
   readonly id: string;
-  /** Settles when the worker has stopped: resolves after stop(), rejects on a fatal failure. */
+  /**
+   * Settles when the worker has stopped: resolves after stop(), rejects on a fatal failure; with a
+   * BreakingMigrationError (exitCode 57, and process.exitCode set to it, as graphile-worker does)
+   * when graphile-worker's schema had a breaking migration: restart on the new version.
+   */
   readonly done: Promise<void>;
   /**
    * Stops claiming jobs, lets in-flight jobs finish for shutdownTimeoutMs, aborts and releases the

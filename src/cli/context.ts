@@ -149,7 +149,7 @@ export function openCommandContext(config: Config, log: Logger, app: LoadedConfi
 
 /**
  * Resolves with the exit code once SIGTERM/SIGINT has stopped the services (0), or once
- * `failed` rejects (1). A second signal exits at once.
+ * `failed` rejects (1, or the error's own `exitCode`). A second signal exits at once.
  */
 export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Promise<unknown> = new Promise(() => {})): Promise<number> {
   return new Promise<number>((resolve) => {
@@ -174,7 +174,9 @@ export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Prom
     });
     failed.catch((error: unknown) => {
       log.error({ error: error instanceof Error ? error.message : String(error) }, "stopped by a failure");
-      void stop().then(() => resolve(1));
+      // A failure may name its own exit code (a breaking migration's is 57: restart on the new code).
+      const code = (error as { exitCode?: unknown } | null)?.exitCode;
+      void stop().then(() => resolve(typeof code === "number" ? code : 1));
     });
   });
 }
