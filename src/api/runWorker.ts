@@ -5,6 +5,7 @@ import { z } from "zod";
 import { ConfigError, CoreShape, type Config } from "../config.ts";
 import { checkPoolMode, migrationUrlOf, sessionUrlOf, type DatabaseConnections } from "../db/connections.ts";
 import type { AppMigrations } from "../db/migrate.ts";
+import { retryLostOutcomes } from "../db/outcomeRetry.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { migrate } from "./migrate.ts";
@@ -233,6 +234,8 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
   };
   try {
     const queuePool = options.pool ?? createQueuePool(url, settings.concurrency);
+    // An application's pool gets what createQueuePool gives ours (for the clients it opens from now on).
+    retryLostOutcomes(queuePool);
     if (!options.pool) toEnd.push(queuePool);
     const timeouts = { statementTimeoutMs: settings.applyTimeoutMs, poolMode };
     const appPool = extras.appPool ?? (await createAppPool(url, settings.concurrency, timeouts));

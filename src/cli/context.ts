@@ -166,7 +166,7 @@ export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Prom
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
     // graphile-worker records job outcomes without awaiting them, so a database lost at that
-    // moment surfaces here. Stop in order (deregistering releases whatever this process still
+    // moment for longer than their retries (db/outcomeRetry.ts) surfaces here. Stop in order (deregistering releases whatever this process still
     // has locked) and exit 1 for the supervisor, with one log line instead of a stack trace.
     process.on("unhandledRejection", (reason: unknown) => {
       log.error({ error: describeError(reason) }, "unexpected failure outside any job; stopping");

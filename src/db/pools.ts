@@ -1,6 +1,7 @@
 import pg from "pg";
 import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
 import type { PoolMode } from "./connections.ts";
+import { retryLostOutcomes } from "./outcomeRetry.ts";
 
 /*
  * The connection budget of one worker process (README, Production: Connection budget): the queue
@@ -58,6 +59,7 @@ export function createQueuePool(url: string, concurrency: number): pg.Pool {
   // The query in flight fails on its own and graphile-worker retries, so these are dropped.
   pool.on("error", () => {});
   pool.on("connect", (client) => client.on("error", () => {}));
+  retryLostOutcomes(pool);
   return pool;
 }
 
