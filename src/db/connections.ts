@@ -48,6 +48,19 @@ export interface SettingNames {
 
 export const ENVIRONMENT_NAMES: SettingNames = { poolMode: "DATABASE_POOL_MODE", directUrl: "DATABASE_DIRECT_URL", url: "DATABASE_URL" };
 
+/**
+ * How long opening a connection may take, ms: slonik's default for the application pools, made
+ * explicit here so that the sessions opened outside a pool (the LISTEN sessions) give up as soon.
+ */
+export const CONNECT_TIMEOUT_MS = 5_000;
+
+/**
+ * TCP keepalive on long-lived connections: a server that vanished without closing the socket
+ * (a host or a NAT entry gone) is noticed within a minute or so, instead of never by a client
+ * that only waits for notifications.
+ */
+export const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as const;
+
 /** Client connections the probe opens at once, and how many times each writes and reads its marker. */
 const PROBE_CLIENTS = 3;
 const PROBE_ROUNDS = 3;

@@ -1,7 +1,7 @@
 import pg from "pg";
 import type { Logger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
-import { CONNECT_TIMEOUT_MS, KEEP_ALIVE } from "./pools.ts";
+import { CONNECT_TIMEOUT_MS, KEEP_ALIVE } from "./connections.ts";
 
 export interface ListenerConfig {
   /** A URL that keeps sessions: a direct connection (LISTEN through a transaction-mode pooler hears nothing). */

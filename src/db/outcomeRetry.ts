@@ -1,5 +1,5 @@
 import pRetry from "p-retry";
-import { CONNECT_TIMEOUT_MS } from "./pools.ts";
+import { CONNECT_TIMEOUT_MS } from "./connections.ts";
 import pg from "pg";
 
 /*

@@ -1,6 +1,6 @@
 import pg from "pg";
 import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
-import type { PoolMode } from "./connections.ts";
+import { CONNECT_TIMEOUT_MS, KEEP_ALIVE, type PoolMode } from "./connections.ts";
 import { retryLostOutcomes } from "./outcomeRetry.ts";
 
 /*
@@ -13,19 +13,6 @@ import { retryLostOutcomes } from "./outcomeRetry.ts";
  * db/migrate.ts), so a worker makes progress with two; the LISTEN sessions (the relay's and, in
  * transaction mode, the job listener's) go to DATABASE_DIRECT_URL or are not opened.
  */
-
-/**
- * How long opening a connection may take, ms: slonik's default for the application pools, made
- * explicit here so that the sessions opened outside a pool (the LISTEN sessions) give up as soon.
- */
-export const CONNECT_TIMEOUT_MS = 5_000;
-
-/**
- * TCP keepalive on long-lived connections: a server that vanished without closing the socket
- * (a host or a NAT entry gone) is noticed within a minute or so, instead of never by a client
- * that only waits for notifications.
- */
-export const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as const;
 
 /** Connections beyond the job slots: graphile-worker's LISTEN client and its completion/fail batches. */
 const GRAPHILE_EXTRA_CONNECTIONS = 2;
