@@ -52,6 +52,8 @@ export type { AppConfig, CommandContext, CommandDefinition, ServicesContext } fr
 // Errors the CLI reports as one line with exit code 2 (bad usage, bad configuration); any other is exit 1.
 export { ConfigError } from "./configFields.ts";
 export { UsageError } from "./cli/usage.ts";
+// runWorker's done rejects with it (exitCode 57, graphile-worker's) after a breaking migration of graphile-worker's schema.
+export { BreakingMigrationError } from "./worker.ts";
 // One-line text of any error, credentials in URLs redacted; and a URL's credentials split off for fetch.
 export { describeError } from "./runtime/errors.ts";
 export { splitCredentials } from "./redact.ts";

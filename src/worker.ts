@@ -109,6 +109,17 @@ function isBreakingMigration(payload: string | undefined): boolean {
   }
 }
 
+/**
+ * graphile-worker's schema had a breaking migration (a newer graphile-worker migrated the
+ * database): this worker's queries may no longer fit it, so it stopped. `exitCode` is
+ * graphile-worker's own for this case, 57, which a supervisor should answer with a restart on
+ * the new code.
+ */
+export class BreakingMigrationError extends Error {
+  override name = "BreakingMigrationError";
+  readonly exitCode = 57;
+}
+
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
 
@@ -126,6 +137,9 @@ export class Worker {
   private workerPool: WorkerPool | null = null;
   private jobListener: Listener | null = null;
   private stopping: Promise<void> | null = null;
+  /** The notice of a breaking migration that shut graphile-worker's pool down, if one did. */
+  private breakingMigration: string | null = null;
+  private runnerEnded = false;
 
   constructor(private readonly config: WorkerConfig) {
     this.heartbeat = new Heartbeat({
@@ -165,6 +179,11 @@ export class Worker {
       this.heartbeat.addLocker(workerPool.id);
     });
     events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
+    // On a session graphile-worker's own listener hears the notice and shuts its pool down (and
+    // sets process.exitCode); done then says why the pool stopped.
+    events.on("pool:listen:notification", ({ message }) => {
+      if (message.channel === "worker:migrate" && isBreakingMigration(message.payload)) this.breakingMigration = message.payload ?? "";
+    });
     const committer = new GroupCommitter({
       pool: config.appPool,
       applyTimeoutMs: config.applyTimeoutMs,
@@ -207,6 +226,7 @@ export class Worker {
         },
       },
     });
+    this.runner.promise.then(() => (this.runnerEnded = true), () => (this.runnerEnded = true));
     if (pooled) await this.listenForJobs();
     await this.heartbeat.beat();
     this.sweeper.start();
@@ -233,8 +253,12 @@ export class Worker {
           const count = jobsInserted(message.payload);
           if (count > 0) this.workerPool?.nudge(count);
         } else if (isBreakingMigration(message.payload)) {
-          // What graphile-worker's own listener does: its schema changed under it, so stop.
+          // What graphile-worker's own listener does: its schema changed under it, so stop, and
+          // exit 57 when the process ends on its own.
+          if (this.breakingMigration !== null) return; // graphile-worker's own listener heard it too
           log.warn({ payload: message.payload }, "graphile-worker's schema had a breaking migration; shutting down");
+          this.breakingMigration = message.payload ?? "";
+          process.exitCode = new BreakingMigrationError().exitCode;
           void Promise.resolve(this.workerPool?.gracefulShutdown("breaking migration")).catch(() => {});
         }
       },
@@ -245,9 +269,18 @@ export class Worker {
     await this.jobListener.start();
   }
 
-  /** Resolves when the runner stops on its own (a fatal error) or through stop(). */
+  /**
+   * Settles when the runner stops: rejects on a fatal error, and with a BreakingMigrationError
+   * when a breaking migration stopped it; otherwise (stop()) resolves.
+   */
   get done(): Promise<void> {
-    return this.runner?.promise ?? Promise.resolve();
+    const runner = this.runner;
+    if (!runner) return Promise.resolve();
+    return runner.promise.then(() => {
+      if (this.breakingMigration !== null) {
+        throw new BreakingMigrationError(`graphile-worker's schema had a breaking migration (${this.breakingMigration}); restart on the new version`);
+      }
+    });
   }
 
   /**
@@ -262,7 +295,8 @@ export class Worker {
   private async stopOnce(): Promise<void> {
     const { log, shutdownTimeoutMs } = this.config;
     const runner = this.runner;
-    if (runner) {
+    // A runner that already stopped on its own (a breaking migration) has nothing to stop.
+    if (runner && !this.runnerEnded) {
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<"deadline">((resolve) => {
         timer = setTimeout(() => resolve("deadline"), shutdownTimeoutMs + ABORT_GRACE_MS);

@@ -3,7 +3,8 @@ import { UsageError, type CommandDefinition } from "pgconverge";
 import { nonBlank, printable, progressBar } from "../cli/text.ts";
 import { loadPipelineConfig } from "../config.ts";
 import { expandInputs, readInput, type Rejection, type TextDocument } from "../inputs.ts";
-import { upsertDocuments, type DocumentChange } from "../queries.ts";
+import type { DocumentChange } from "../queries.ts";
+import { storeDocuments } from "../store.ts";
 
 /**
  * Documents per transaction, and the text that closes a batch early: a few statements per batch
@@ -16,8 +17,8 @@ const BATCH_CHARACTERS = 8_000_000;
 /**
  * `pgconverge ingest <file|dir|->...`: good files are upserted with their ingest jobs, a batch
  * of them per transaction (a document and its job always commit together; unchanged content is
- * skipped without a write); each bad one is reported in one line and the rest go on. Exits 1
- * if any input was rejected.
+ * skipped without a write); each bad one, whether the file or the database refused it, is
+ * reported in one line and the rest go on. Exits 1 if any input was rejected.
  */
 export const ingestCommand: CommandDefinition = {
   usage: `ingest <file|dir|->... [--source NAME]
@@ -51,7 +52,13 @@ async function ingest(context: Parameters<CommandDefinition["run"]>[1], args: re
       batch = [];
       batchSources = new Set();
       batchBytes = 0;
-      for (const { change } of await appPool.transaction((tx) => upsertDocuments(tx, documents, { debounceMs: config.INGEST_DEBOUNCE_MS }))) counts[change]++;
+      for (const result of await storeDocuments(appPool, documents, { debounceMs: config.INGEST_DEBOUNCE_MS })) {
+        if (result.ok) counts[result.change]++;
+        else {
+          rejectedCount++;
+          reject(result);
+        }
+      }
     };
     for (const [done, input] of inputs.entries()) {
       progress.update(done, inputs.length);

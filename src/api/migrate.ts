@@ -7,6 +7,12 @@ export interface MigrateOptions {
   databaseUrl?: string;
   /** An application's `pg` Pool; it is not ended. */
   pool?: pg.Pool;
+  /**
+   * A direct (session) connection to the same database (a transaction-mode pooler's
+   * DATABASE_DIRECT_URL): when given, the migrations run over it, on a pool of two
+   * connections closed at the end, and `databaseUrl`/`pool` is not used. Default none.
+   */
+  databaseDirectUrl?: string | undefined;
   /** A pino logger. Default: JSON lines on stdout at level "info". */
   logger?: Logger;
   /**
@@ -26,13 +32,17 @@ export interface MigrateOptions {
  * empty when the schema is up to date).
  */
 export async function migrate(options: MigrateOptions): Promise<string[]> {
-  if (options.databaseUrl === undefined && options.pool === undefined) throw new TypeError("migrate: give databaseUrl or pool");
-  const pool = options.pool ?? new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
+  if (options.databaseUrl === undefined && options.pool === undefined && options.databaseDirectUrl === undefined) throw new TypeError("migrate: give databaseUrl or pool");
+  const own = options.databaseDirectUrl ?? (options.pool ? undefined : options.databaseUrl);
+  const pool = own === undefined ? options.pool! : new pg.Pool({ connectionString: own, max: 2, application_name: "pgconverge-migrate" });
   // A lost connection fails the query in flight; unhandled, the pool's "error" would end the process.
-  if (!options.pool) pool.on("error", () => {});
+  if (own !== undefined) {
+    pool.on("error", () => {});
+    pool.on("connect", (client) => client.on("error", () => {}));
+  }
   try {
     return await migrateSchema(pool, options.logger ?? createLogger("info"), options.app ? { app: options.app } : {});
   } finally {
-    if (!options.pool) await pool.end();
+    if (own !== undefined) await pool.end();
   }
 }

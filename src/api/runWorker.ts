@@ -3,11 +3,13 @@ import pg from "pg";
 import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import { ConfigError, CoreShape, type Config } from "../config.ts";
-import { checkPoolMode, sessionUrlOf, type DatabaseConnections } from "../db/connections.ts";
-import { migrate as migrateSchema, type AppMigrations } from "../db/migrate.ts";
+import { checkPoolMode, migrationUrlOf, sessionUrlOf, type DatabaseConnections } from "../db/connections.ts";
+import type { AppMigrations } from "../db/migrate.ts";
+import { retryLostOutcomes } from "../db/outcomeRetry.ts";
 import { createAppPool, createLivenessPool, createQueuePool } from "../db/pools.ts";
 import type { WorkerFlowOptions } from "../flow/options.ts";
 import { createLogger, type Logger } from "../log.ts";
+import { migrate } from "./migrate.ts";
 import { isDefinedTask, TASK_IDENTIFIER, type AnyTask, type ServicesOf } from "../runtime/defineTask.ts";
 import { loadTasks, TaskLoadError } from "../runtime/loadTasks.ts";
 import type { Relay } from "../outbox/relay.ts";
@@ -171,7 +173,11 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
 export interface RunningWorker {
   /** This worker's id, as recorded in the `workers` table. */
   readonly id: string;
-  /** Settles when the worker has stopped: resolves after stop(), rejects on a fatal failure. */
+  /**
+   * Settles when the worker has stopped: resolves after stop(), rejects on a fatal failure; with a
+   * BreakingMigrationError (exitCode 57, and process.exitCode set to it, as graphile-worker does)
+   * when graphile-worker's schema had a breaking migration: restart on the new version.
+   */
   readonly done: Promise<void>;
   /**
    * Stops claiming jobs, lets in-flight jobs finish for shutdownTimeoutMs, aborts and releases the
@@ -203,18 +209,6 @@ async function tasksOf(tasks: TaskRecord | string): Promise<Map<string, AnyTask>
 
 /** runWorker's names for the connection settings, in the pool-mode check's messages. */
 const RUN_WORKER_NAMES = { url: "databaseUrl", poolMode: "databasePoolMode", directUrl: "databaseDirectUrl" };
-
-/** Migrates on the queue pool, or on a short-lived pool of the direct URL (a transaction-mode pooler's DATABASE_DIRECT_URL). */
-async function migrateOn(target: pg.Pool | string, log: Logger, app: AppMigrations | undefined): Promise<void> {
-  const pool = typeof target === "string" ? new pg.Pool({ connectionString: target, max: 2, application_name: "pgconverge-migrate" }) : target;
-  // A lost connection fails the query in flight; unhandled, the pool's "error" would end the process.
-  if (typeof target === "string") pool.on("error", () => {});
-  try {
-    await migrateSchema(pool, log, app ? { app } : {});
-  } finally {
-    if (typeof target === "string") await pool.end();
-  }
-}
 
 /**
  * Builds (does not start) a worker from the public options; runWorker and the CLI both use it.
@@ -248,13 +242,17 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
   };
   try {
     const queuePool = options.pool ?? createQueuePool(url, settings.concurrency);
+    // An application's pool gets what createQueuePool gives ours (for the clients it opens from now on).
+    retryLostOutcomes(queuePool);
     if (!options.pool) toEnd.push(queuePool);
     const timeouts = { statementTimeoutMs: settings.applyTimeoutMs, poolMode };
     const appPool = extras.appPool ?? (await createAppPool(url, settings.concurrency, timeouts));
     if (!extras.appPool) toEnd.push(appPool);
     const livenessPool = await createLivenessPool(url, timeouts);
     toEnd.push(livenessPool);
-    if (options.migrate !== false) await migrateOn(sessionUrl !== null && sessionUrl !== url ? sessionUrl : queuePool, log, options.appMigrations);
+    if (options.migrate !== false) {
+      await migrate({ pool: queuePool, databaseDirectUrl: migrationUrlOf(connections) ?? undefined, logger: log, ...(options.appMigrations ? { app: options.appMigrations } : {}) });
+    }
     let relay: Relay | null = null;
     if (qdrant) {
       relay = createSyncRelay({ pool: appPool, listenUrl: sessionUrl, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });

@@ -36,8 +36,16 @@ export interface ContextOptions {
   migrates?: boolean;
 }
 
+/**
+ * The commands that migrate (worker, relay, migrate) are also the ones that hold pools and LISTEN
+ * sessions for long: only they probe whether DATABASE_URL and DATABASE_DIRECT_URL keep sessions
+ * as DATABASE_POOL_MODE says (a few connections and round trips). A short command in front of a
+ * misdeclared pooler fails on its own: PgBouncer refuses the startup parameters of its pool.
+ */
+const probesPoolMode = (options: ContextOptions) => options.migrates === true;
+
 export async function openContext(config: Config, log: Logger, concurrency: number, options: ContextOptions = {}): Promise<CommandContext> {
-  const database = await openDatabase(config, log);
+  const database = await openDatabase(config, log, { checkPoolMode: probesPoolMode(options) });
   const queuePool = createQueuePool(database.url, concurrency);
   let appPool: DatabasePool;
   try {
@@ -141,7 +149,7 @@ export function openCommandContext(config: Config, log: Logger, app: LoadedConfi
 
 /**
  * Resolves with the exit code once SIGTERM/SIGINT has stopped the services (0), or once
- * `failed` rejects (1). A second signal exits at once.
+ * `failed` rejects (1, or the error's own `exitCode`). A second signal exits at once.
  */
 export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Promise<unknown> = new Promise(() => {})): Promise<number> {
   return new Promise<number>((resolve) => {
@@ -158,7 +166,7 @@ export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Prom
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
     // graphile-worker records job outcomes without awaiting them, so a database lost at that
-    // moment surfaces here. Stop in order (deregistering releases whatever this process still
+    // moment for longer than their retries (db/outcomeRetry.ts) surfaces here. Stop in order (deregistering releases whatever this process still
     // has locked) and exit 1 for the supervisor, with one log line instead of a stack trace.
     process.on("unhandledRejection", (reason: unknown) => {
       log.error({ error: describeError(reason) }, "unexpected failure outside any job; stopping");
@@ -166,7 +174,9 @@ export function untilSignal(log: Logger, stop: () => Promise<void>, failed: Prom
     });
     failed.catch((error: unknown) => {
       log.error({ error: error instanceof Error ? error.message : String(error) }, "stopped by a failure");
-      void stop().then(() => resolve(1));
+      // A failure may name its own exit code (a breaking migration's is 57: restart on the new code).
+      const code = (error as { exitCode?: unknown } | null)?.exitCode;
+      void stop().then(() => resolve(typeof code === "number" ? code : 1));
     });
   });
 }

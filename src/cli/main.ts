@@ -2,7 +2,7 @@ import { relative } from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
 import { migrate } from "../api/migrate.ts";
-import { sessionUrlOf } from "../db/connections.ts";
+import { migrationUrlOf } from "../db/connections.ts";
 import { SchemaError } from "../db/migrate.ts";
 import { createLogger } from "../log.ts";
 import { redactCredentials } from "../redact.ts";
@@ -153,10 +153,7 @@ async function main(argv: string[]): Promise<number> {
       noArguments();
       return withContext(config, log, 1, async (context) => {
         const app = appMigrations(config);
-        // Through a transaction-mode pooler, on the direct connection when there is one.
-        const direct = sessionUrlOf(context.database);
-        const target = direct === null || direct === context.database.url ? { pool: context.queuePool } : { databaseUrl: direct };
-        const applied = await migrate({ ...target, logger: log, ...(app ? { app } : {}) });
+        const applied = await migrate({ pool: context.queuePool, databaseDirectUrl: migrationUrlOf(context.database) ?? undefined, logger: log, ...(app ? { app } : {}) });
         console.log(applied.length ? `applied ${applied.join(", ")}` : "schema is up to date");
         return 0;
       }, { migrates: true });

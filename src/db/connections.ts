@@ -28,6 +28,17 @@ export function sessionUrlOf(connections: DatabaseConnections): string | null {
   return connections.poolMode === "session" ? connections.url : (connections.directUrl ?? null);
 }
 
+/**
+ * Where migrations run when not on `url`'s own pool: a transaction-mode pooler's direct URL,
+ * when there is one (a session: no pooler between the migration lock's transaction and the
+ * server, and nothing of a migration's own session settings lost); null: on `url`, which is a
+ * session, or the pooler, where migrations are safe too (db/migrate.ts). The one place this
+ * choice is made, for the worker, the relay, `pgconverge migrate` and runWorker.
+ */
+export function migrationUrlOf(connections: DatabaseConnections): string | null {
+  return connections.poolMode === "transaction" ? (connections.directUrl ?? null) : null;
+}
+
 /** The names of the settings a message tells the user to set (the CLI's variables, or runWorker's options). */
 export interface SettingNames {
   poolMode: string;
@@ -36,6 +47,19 @@ export interface SettingNames {
 }
 
 export const ENVIRONMENT_NAMES: SettingNames = { poolMode: "DATABASE_POOL_MODE", directUrl: "DATABASE_DIRECT_URL", url: "DATABASE_URL" };
+
+/**
+ * How long opening a connection may take, ms: slonik's default for the application pools, made
+ * explicit here so that the sessions opened outside a pool (the LISTEN sessions) give up as soon.
+ */
+export const CONNECT_TIMEOUT_MS = 5_000;
+
+/**
+ * TCP keepalive on long-lived connections: a server that vanished without closing the socket
+ * (a host or a NAT entry gone) is noticed within a minute or so, instead of never by a client
+ * that only waits for notifications.
+ */
+export const KEEP_ALIVE = { keepAlive: true, keepAliveInitialDelayMillis: 10_000 } as const;
 
 /** Client connections the probe opens at once, and how many times each writes and reads its marker. */
 const PROBE_CLIENTS = 3;

@@ -10,14 +10,14 @@ export interface Database extends DatabaseConnections {
 }
 
 /**
- * DATABASE_URL when set (with DATABASE_POOL_MODE and DATABASE_DIRECT_URL, checked against what
- * the server really does: a ConfigError if they do not match); otherwise the project's embedded
- * Postgres, started or joined.
+ * DATABASE_URL when set (with DATABASE_POOL_MODE and DATABASE_DIRECT_URL; with `checkPoolMode`,
+ * checked against what the server really does: a ConfigError if they do not match); otherwise
+ * the project's embedded Postgres, started or joined.
  */
-export async function openDatabase(config: Config, log: Logger): Promise<Database> {
+export async function openDatabase(config: Config, log: Logger, options: { checkPoolMode?: boolean } = {}): Promise<Database> {
   if (config.DATABASE_URL) {
     const connections = { url: config.DATABASE_URL, poolMode: config.DATABASE_POOL_MODE, directUrl: config.DATABASE_DIRECT_URL };
-    await checkPoolMode(connections);
+    if (options.checkPoolMode) await checkPoolMode(connections);
     return { ...connections, close: async () => {} };
   }
   const dataDir = join(config.PGCONVERGE_DATA_DIR, "pgdata");

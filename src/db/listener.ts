@@ -1,6 +1,7 @@
 import pg from "pg";
 import type { Logger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
+import { CONNECT_TIMEOUT_MS, KEEP_ALIVE } from "./connections.ts";
 
 export interface ListenerConfig {
   /** A URL that keeps sessions: a direct connection (LISTEN through a transaction-mode pooler hears nothing). */
@@ -46,7 +47,9 @@ export class Listener {
   private async connect(): Promise<void> {
     if (!this.running) return;
     const { url, channels, log, name } = this.config;
-    const client = new pg.Client({ connectionString: url, application_name: name });
+    // A connect that hangs (a server that accepts and never answers) would stop the retries;
+    // keepalive notices a half-open session, which otherwise just hears nothing, forever.
+    const client = new pg.Client({ connectionString: url, application_name: name, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, ...KEEP_ALIVE });
     client.on("notification", (message) => this.config.onNotification(message));
     client.on("error", (error) => {
       log.warn({ error: describeError(error) }, `${name}: LISTEN connection lost; reconnecting`);

@@ -1,6 +1,7 @@
 import pg from "pg";
 import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
-import type { PoolMode } from "./connections.ts";
+import { CONNECT_TIMEOUT_MS, KEEP_ALIVE, type PoolMode } from "./connections.ts";
+import { retryLostOutcomes } from "./outcomeRetry.ts";
 
 /*
  * The connection budget of one worker process (README, Production: Connection budget): the queue
@@ -38,11 +39,14 @@ export function createQueuePool(url: string, concurrency: number): pg.Pool {
     connectionString: url,
     max: poolSize(concurrency, GRAPHILE_EXTRA_CONNECTIONS),
     application_name: "pgconverge-queue",
+    // graphile-worker holds one of these for its LISTEN for the life of the worker.
+    ...KEEP_ALIVE,
   });
   // A client that loses its server emits "error"; unhandled, that would crash the process.
   // The query in flight fails on its own and graphile-worker retries, so these are dropped.
   pool.on("error", () => {});
   pool.on("connect", (client) => client.on("error", () => {}));
+  retryLostOutcomes(pool);
   return pool;
 }
 
@@ -100,6 +104,7 @@ function createSlonikPool(url: string, applicationName: string, size: number, op
   const onSession = (options.poolMode ?? "session") === "session";
   return createPool(withName.toString(), {
     maximumPoolSize: size,
+    connectionTimeout: CONNECT_TIMEOUT_MS,
     statementTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     idleInTransactionSessionTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     captureStackTrace: false,

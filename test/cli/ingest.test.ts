@@ -158,3 +158,17 @@ t.test("more files than one batch holds, and a file named twice: each stored onc
   const edited = await runCli(["ingest", dir], { env });
   t.equal(edited.stdout, `ingested 1 (0 new, 1 changed), unchanged ${files - 1}, rejected 0\n`);
 });
+
+t.test("a document the database refuses is one line and exit 1; the others of its batch are stored", async (t) => {
+  const db = await createTestDatabase(t);
+  const dir = mkdtempSync(join(tmpdir(), "pgconverge-refused-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  for (const name of ["a.md", "b.md", "c.md"]) writeFileSync(join(dir, name), `The ${name} note about tides.`);
+  // Too long for the unique index on documents.source: read fine, refused by Postgres, in the files' batch.
+  const source = `clip-${randomBytes(2_000).toString("hex")}`;
+  const result = await runCli(["ingest", dir, "-", "--source", source], { env: { DATABASE_URL: db.url }, input: "Text from stdin." });
+  t.equal(result.code, 1, "something failed, and the exit code says so");
+  t.equal(result.stdout, "ingested 3 (3 new, 0 changed), unchanged 0, rejected 1\n");
+  t.match(result.stderr, new RegExp(`^rejected ${source}: [^\\n]*index row size[^\\n]*\\n$`), "one line naming the document and the reason");
+  t.equal((await db.query("select 1 from documents")).length, 3, "the good documents of the batch were stored");
+});

@@ -1,5 +1,6 @@
 // Behind a transaction-mode PgBouncer: the misconfiguration is caught at start, migrations take
 // turns without a session, and the apply timeout holds without a session setting.
+import pino from "pino";
 import t from "tap";
 import { keepsSessions } from "../../src/db/connections.ts";
 import { readMigrations } from "../../src/db/migrate.ts";
@@ -106,4 +107,28 @@ t.test("through the pooler with a direct URL, a new job starts at once (LISTEN o
   await addJobs(db, "effect", [{ n: 2 }]);
   await waitFor("the second job's effect", async () => (await db.query("select 1 from test_effects where n = 2")).length > 0, { timeoutMs: 60_000 });
   t.pass("the second job ran long before the next poll");
+});
+
+t.test("graphile-worker's own LISTEN through the pooler pins no server connection and never reconnects in a loop", { skip: SKIP_WITHOUT_PGBOUNCER }, async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  // Two server connections, what a worker needs to make progress: a LISTEN that pinned one would stall it.
+  const pooled = (await startPgBouncer(t, db.url, { poolSize: 2 })).urlFor(db.url);
+  const queuePool = createQueuePool(pooled, 2);
+  const appPool = await createAppPool(pooled, 2, { statementTimeoutMs: 60_000, poolMode: "transaction" });
+  const livenessPool = await createLivenessPool(pooled, { statementTimeoutMs: 60_000, poolMode: "transaction" });
+  t.teardown(async () => {
+    await appPool.end();
+    await livenessPool.end();
+    await queuePool.end();
+  });
+  const lines: string[] = [];
+  const log = pino({ level: "debug" }, { write: (line: string) => lines.push(line) });
+  await startWorker(t, db, { queuePool, appPool, livenessPool, log, concurrency: 2, poolMode: "transaction", listenUrl: db.url });
+  // Each add_job notifies jobs:insert: the server connection graphile-worker's LISTEN landed on
+  // gets them while it serves other clients' transactions or sits idle in PgBouncer's pool.
+  for (let n = 0; n < 20; n++) await addJobs(db, "effect", [{ n }]);
+  await waitFor("every job to complete", async () => (await db.query("select 1 from test_effects")).length === 20 && (await queuedJobs(db)) === 0, { timeoutMs: 60_000 });
+  t.ok(lines.some((line) => /Worker connected and looking for jobs/.test(line)), "graphile-worker's log lines are captured (it took its LISTEN client)");
+  t.same(lines.filter((line) => /notify listener/.test(line)), [], "its LISTEN client was never lost and reconnected");
 });

@@ -1,5 +1,6 @@
 import { ConfigError, type Config } from "../../config.ts";
-import { migrate } from "../../db/migrate.ts";
+import { migrate } from "../../api/migrate.ts";
+import { migrationUrlOf } from "../../db/connections.ts";
 import type { Logger } from "../../log.ts";
 import { appMigrations, createRelay, withContext, untilSignal } from "../context.ts";
 import type { Sync } from "../../outbox/sync.ts";
@@ -9,7 +10,7 @@ export async function relayCommand(config: Config, log: Logger, syncs: readonly 
   if (syncs.length === 0) throw new ConfigError("relay: no syncs declared; declare them in the config file (syncs)");
   return withContext(config, log, 2, async (context) => {
     const app = appMigrations(config);
-    await migrate(context.queuePool, log, app ? { app } : {});
+    await migrate({ pool: context.queuePool, databaseDirectUrl: migrationUrlOf(context.database) ?? undefined, logger: log, ...(app ? { app } : {}) });
     const relay = createRelay(context, syncs);
     await relay.prepareCollections();
     await relay.start();

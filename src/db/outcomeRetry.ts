@@ -1,0 +1,84 @@
+import pRetry from "p-retry";
+import { CONNECT_TIMEOUT_MS } from "./connections.ts";
+import pg from "pg";
+
+/*
+ * graphile-worker records a job's outcome (completeJobs, failJobs) without awaiting it, and with
+ * a local queue in batches whose retry loop gives up after the first failure. A connection lost
+ * at that moment (a failover, pg_terminate_backend of every session) therefore either rejects
+ * with nobody listening, which ends the process, or fails the batch, which graphile-worker
+ * treats as fatal: it shuts its pool down ("queue is in an inconsistent state") and the job
+ * stays locked by a live worker. Neither needs to happen: both statements can simply run again
+ * on a fresh connection.
+ */
+
+/**
+ * graphile-worker's outcome statements (0.18, sql/completeJobs and sql/failJobs): the delete of
+ * completed jobs and the update that records a failure. Both are safe to run twice: a completed
+ * job is deleted by id, and a failure updates only jobs still locked by this pool, which the
+ * first run (if it committed before the connection dropped) has already unlocked.
+ */
+const OUTCOME_STATEMENT = /^(?:with j as \(\s*)?(?:delete from \S+\._private_jobs\b|update \S+\._private_jobs as jobs\s+set\s+last_error\b)/;
+
+/** Node's codes for a connection that broke under a query. */
+const NETWORK_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/**
+ * Whether `error` says the connection went away, not the statement: SQLSTATE class 08
+ * (connection exception) or 57P (operator intervention: terminated, shutting down, cannot
+ * connect now), a network code, or pg's own messages for a client whose socket closed.
+ */
+export function isLostConnection(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === "string") return code.startsWith("08") || code.startsWith("57P") || NETWORK_CODES.has(code);
+  return typeof message === "string" && /Connection terminated|not queryable|Connection ended/i.test(message);
+}
+
+/** Retries of an outcome statement, jittered from 100 ms up to 5 s apart: about half a minute. */
+const RETRY = { retries: 10, minTimeout: 100, maxTimeout: 5_000, factor: 2, randomize: true } as const;
+
+const covered = new WeakSet<pg.Pool>();
+
+/**
+ * Makes graphile-worker's outcome statements on `pool` survive a lost connection: one that
+ * fails because its connection went away runs again on a connection of its own, with backoff,
+ * and graphile-worker sees it succeed. Any other error, or a database still gone after
+ * the retries, reaches graphile-worker as before. Clients the pool opens from now on are
+ * covered; idempotent per pool.
+ */
+export function retryLostOutcomes(pool: pg.Pool): void {
+  if (covered.has(pool)) return;
+  covered.add(pool);
+  pool.on("connect", (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as { query: unknown }).query = (...args: unknown[]) => {
+      const result = query(...args);
+      const [config] = args;
+      if (args.length !== 1 || !(result instanceof Promise) || !isOutcomeStatement(config)) return result;
+      return result.catch((error: unknown) => {
+        if (!isLostConnection(error)) throw error;
+        return pRetry(() => runAlone(pool, config), { ...RETRY, shouldRetry: ({ error }) => isLostConnection(error) });
+      });
+    };
+  });
+}
+
+/**
+ * Runs the statement on a connection of its own, with the pool's settings, closed after. Not on
+ * the pool: its clients may all be held by statements waiting here for a retry, and the broken
+ * client stays checked out until the retry is done.
+ */
+async function runAlone(pool: pg.Pool, config: { text: string; values?: unknown[] }): Promise<pg.QueryResult> {
+  const client = new pg.Client({ ...pool.options, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    return await client.query({ text: config.text, ...(config.values ? { values: config.values } : {}) });
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+function isOutcomeStatement(config: unknown): config is { text: string; values?: unknown[] } {
+  return typeof config === "object" && config !== null && typeof (config as { text?: unknown }).text === "string" && OUTCOME_STATEMENT.test((config as { text: string }).text);
+}
