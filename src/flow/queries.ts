@@ -1,6 +1,7 @@
 import type { Job } from "graphile-worker";
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
+import { MIN_PARK_MS } from "../runtime/graphileJobs.ts";
 import type { FlowLimit } from "./options.ts";
 
 /**
@@ -96,14 +97,11 @@ export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly numbe
 }
 
 /**
- * Waiters are woken only once they have been waiting this long, ms. A job parks by throwing
- * JobParkedError, after which graphile-worker records the failed run (failJob), matching the
- * job by its lock holder only, which is the same for every job of a worker process: a job
- * woken and fetched again by the same process before that query ran would be unlocked under
- * its new run. The query follows the park within milliseconds; a second leaves a wide margin,
- * and a waiter passed over for it is woken by the next release or the next sweep.
+ * Waiters are woken only once they have been waiting this long, ms: what parkJob gives
+ * graphile-worker to record the parked run (see MIN_PARK_MS). A waiter passed over for it is
+ * woken by the next release or the next sweep.
  */
-export const WAKE_AFTER_PARK_MS = 1_000;
+export const WAKE_AFTER_PARK_MS = MIN_PARK_MS;
 
 /**
  * Frees the slots this execution of the job holds and, in the same statement, under the

@@ -252,19 +252,30 @@ export async function readQueuedJobPayload(db: CommonQueryMethods, jobId: string
   return row === null ? undefined : { payload: row.payload };
 }
 
+/** How soon a parked job may run again at the earliest, ms (see parkJob). */
+export const MIN_PARK_MS = 1_000;
+
 /**
  * Gives a job this execution holds back to the queue, to run again at `runAt`, WITHOUT counting
  * the attempt (graphile-worker counted it when it fetched the job): what flow control does with
  * a job that may not run yet because its limit is full or its service is throttled or down.
  * Unlocks the job's named queue too, as a failure would. Returns false, changing nothing, when
  * the job is no longer held by this execution (released and taken over).
+ *
+ * The job becomes due MIN_PARK_MS from now at the earliest: the executor then hands
+ * graphile-worker an error, and graphile-worker records that failed run (failJob) without
+ * awaiting it, matching the job by its lock holder only, which is the same for every run of a
+ * worker process; had the same process fetched the job again before that statement ran, the
+ * new run would be unlocked under it (still not applied twice: its commit would find the lock
+ * gone, but it would be run again for nothing).
  */
 export async function parkJob(db: CommonQueryMethods, job: Job, runAt: Date): Promise<boolean> {
   if (job.locked_by === null) return false;
   const row = await db.maybeOne(sql.type(z.object({ id: z.coerce.string() }))`
     with parked as (
       update graphile_worker._private_jobs
-      set attempts = greatest(attempts - 1, 0), locked_by = null, locked_at = null, run_at = ${runAt.toISOString()}::timestamptz
+      set attempts = greatest(attempts - 1, 0), locked_by = null, locked_at = null,
+          run_at = greatest(${runAt.toISOString()}::timestamptz, now() + ${MIN_PARK_MS} * interval '1 millisecond')
       where id = ${job.id} and revision = ${job.revision} and locked_by = ${job.locked_by}
       returning id, job_queue_id
     ), unlocked_queue as (
