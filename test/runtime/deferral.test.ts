@@ -5,7 +5,7 @@ import { defineTask } from "../../src/runtime/defineTask.ts";
 import type { AnyTask } from "../../src/runtime/defineTask.ts";
 import { JobDeferredError } from "../../src/runtime/errors.ts";
 import { runtimeEvents } from "../../src/runtime/events.ts";
-import { wakeJobs } from "../../src/runtime/graphileJobs.ts";
+import { MIN_PARK_MS, wakeJobs } from "../../src/runtime/graphileJobs.ts";
 import { createTestDatabase, waitFor } from "../helpers/db.ts";
 import { createEffectsTable, effectCounts, queuedJobs } from "../helpers/fixtures.ts";
 import { startWorker } from "../helpers/worker.ts";
@@ -67,6 +67,9 @@ t.test("a job deferred in a named queue frees the queue for its next job, and wa
     "select count(*) as n, count(*) filter (where locked_at is not null) as locked from graphile_worker.jobs where run_at > now() + interval '50 minutes'",
   );
   t.same(parked, { n: "2", locked: "0" }, "both parked, unlocked, due in an hour");
+  // Woken no sooner than flow control wakes a waiter: once graphile-worker has had MIN_PARK_MS
+  // to record the parked runs (a no-op statement, which leaves nothing to wait for).
+  await new Promise((resolve) => setTimeout(resolve, MIN_PARK_MS));
   const ids = (await db.query<{ id: string }>("select id from graphile_worker.jobs order by id")).map((row) => row.id);
   const woken = await db.appPool.connect((connection) => wakeJobs(connection, ids, 0));
   t.equal(woken, 2);
