@@ -126,7 +126,14 @@ ${collections.map(([name, counts]) => html`<tr><td>${name}</td><td class="num">$
 ${workers.list.map((worker) => html`<tr><td>${worker.id}</td><td class="${worker.alive ? "good" : "bad"}">${worker.alive ? "alive" : "dead"}</td><td class="num">${age(worker.heartbeatAgeSeconds)} ago</td><td class="num">${worker.runningJobs}/${worker.concurrency}</td></tr>`)}
 </tbody></table>`}
 </section>
-${/* Flow-control limits (in use / allowed per task or queue) get their section here, read through the same status report. */ ""}
+<section>
+  <h2>Fleet-wide limits</h2>
+  ${status.flow.limits.length === 0
+    ? html`<p class="muted">No concurrency limit is set (FLOW_TASK_CONCURRENCY, FLOW_QUEUE_CONCURRENCY, or a task's flow option).</p>`
+    : html`<table><thead><tr><th>limit</th><th class="num">in use</th><th class="num">waiting</th><th class="num">longest wait</th></tr></thead><tbody>
+${status.flow.limits.map((limit) => html`<tr data-limit="${limit.kind}:${limit.name}"><td>${limit.kind} ${limit.name}</td><td class="num ${limit.inUse >= limit.maxRunning ? "bad" : ""}">${limit.inUse}/${limit.maxRunning}</td><td class="num">${limit.waiting}</td><td class="num">${age(limit.oldestWaitingAgeSeconds)}</td></tr>`)}
+</tbody></table>`}
+</section>
 `;
   return layout(context, "Overview", live);
 }

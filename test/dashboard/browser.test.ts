@@ -43,6 +43,7 @@ t.test("the dashboard in a browser", { skip: NO_BROWSER }, async (t) => {
 
   t.test("the overview's numbers equal `status --json`", async (t) => {
     await deadLetter(db, "report", { n: 9 });
+    await db.query("insert into flow_limits (kind, name, max_running) values ('task', 'embed_chunks', 4)");
     const status = await runCli(["status", "--json"], { env: { DATABASE_URL: db.url } });
     t.equal(status.code, 0, status.stderr);
     const report = JSON.parse(status.stdout);
@@ -55,6 +56,13 @@ t.test("the dashboard in a browser", { skip: NO_BROWSER }, async (t) => {
     t.equal(await stat("workers.alive"), String(report.workers.alive));
     t.equal(report.jobs.pending, 3, "the seeded jobs are what is compared");
     t.equal(report.workers.alive, 1);
+    const [limit] = report.flow.limits;
+    t.match(limit, { kind: "task", name: "embed_chunks", maxRunning: 4, inUse: 0, waiting: 0 });
+    t.match(
+      (await page.locator('tr[data-limit="task:embed_chunks"]').textContent())?.replace(/\s+/g, " "),
+      `task embed_chunks${limit.inUse}/${limit.maxRunning}${limit.waiting}`,
+      "the limits panel shows the limit in use, as status does",
+    );
     const apiStatus = await (await signedIn.request.get(`${server.origin}/api/status`)).json();
     const counts = (byTask: Record<string, Record<string, unknown>>) =>
       Object.fromEntries(Object.entries(byTask).map(([task, { oldestPendingAgeSeconds: _age, ...rest }]) => [task, rest]));
