@@ -50,6 +50,11 @@ export const PipelineShape = z.object({
   EMBED_BATCH_SIZE: int(1, 2048).default(32),
   /** Deadline of each Ollama request, ms. */
   OLLAMA_TIMEOUT_MS: int(100, 600_000).default(30_000),
+  /**
+   * Fleet-wide limit of Ollama embedding inputs per second, all workers together (the "ollama"
+   * service's rate; each embed call costs its number of inputs). 0: no limit.
+   */
+  OLLAMA_RATE_LIMIT: z.coerce.number({ invalid_type_error: "must be a number" }).min(0, "must be 0 (no limit) or a positive number of inputs per second").finite("must be a finite number").default(0),
   /** `pgconverge ingest` rejects files larger than this, bytes. */
   INGEST_MAX_BYTES: int(1, 1_073_741_824).default(5_242_880),
   /**

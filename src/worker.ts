@@ -10,6 +10,8 @@ import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
 import type { AnyTask } from "./runtime/defineTask.ts";
 import { toGraphileTask } from "./runtime/executor.ts";
+import { ServiceGate, type ServiceLimit } from "./flow/serviceGate.ts";
+import { serviceFlowFromConfig, serviceFlowOf } from "./flow/serviceSettings.ts";
 import { GroupCommitter } from "./runtime/groupCommit.ts";
 
 export interface WorkerConfig {
@@ -55,6 +57,12 @@ export interface WorkerConfig {
    * recorded in batches too. 1 fetches one job per query.
    */
   localQueueSize?: number;
+  /** External services' fleet-wide rate limits (callService); others are called without one. */
+  serviceLimits?: Readonly<Record<string, ServiceLimit>>;
+  /** Consecutive service failures that open its circuit. Default 5. */
+  breakerFailureThreshold?: number;
+  /** How long an open circuit defers calls before one probe, ms. Default 30 s. */
+  breakerOpenMs?: number;
 }
 
 /** The part of a WorkerConfig that comes straight from the environment's settings. */
@@ -71,6 +79,7 @@ export function workerSettings(config: Config) {
     pollIntervalMs: config.POLL_INTERVAL_MS,
     applyBatchSize: config.APPLY_BATCH_SIZE,
     localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
+    ...serviceFlowOf(serviceFlowFromConfig(config)),
   } satisfies Partial<WorkerConfig>;
 }
 
@@ -160,6 +169,14 @@ export class Worker {
       maxBatchSize: config.applyBatchSize ?? DEFAULT_APPLY_BATCH_SIZE,
       maxConcurrentBatches: concurrentBatches(config.concurrency),
     });
+    const serviceGate = new ServiceGate({
+      pool: config.appPool,
+      log: config.log,
+      services: config.serviceLimits ?? {},
+      failureThreshold: config.breakerFailureThreshold ?? 5,
+      openMs: config.breakerOpenMs ?? 30_000,
+    });
+    await serviceGate.start();
     const taskList: TaskList = {};
     for (const [identifier, task] of config.tasks) {
       taskList[identifier] = toGraphileTask(identifier, task, {
@@ -169,6 +186,7 @@ export class Worker {
         applyTimeoutMs: config.applyTimeoutMs,
         services: config.services,
         committer,
+        serviceGate,
       });
     }
     const pooled = config.poolMode === "transaction";

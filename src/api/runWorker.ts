@@ -12,6 +12,7 @@ import { loadTasks, TaskLoadError } from "../runtime/loadTasks.ts";
 import type { Relay } from "../outbox/relay.ts";
 import type { SyncDefinition } from "../outbox/sync.ts";
 import { Worker } from "../worker.ts";
+import { serviceFlowOf, type ServiceFlowOptions } from "../flow/serviceSettings.ts";
 import { createReconcileTask, createSyncRelay, qdrantClientOf, RECONCILE_TASK, reconcileCronItems, syncsOf, urlOfPool, type QdrantOptions, type RelayOptions } from "./syncs.ts";
 
 /**
@@ -157,6 +158,12 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
      * work that was not asked for.
      */
     reconcileCron?: string | false;
+    /**
+     * Flow control of external services, for the whole fleet: rate limits of the services
+     * tasks call with `ctx.callService` (`{ services: { ollama: { rate: 20 } } }`), and the
+     * circuit breaker's settings. Default: no rate limits, breaker at 5 failures and 30 s.
+     */
+    flow?: ServiceFlowOptions;
   };
 
 /** A running worker, as runWorker returns it. */
@@ -214,6 +221,7 @@ async function migrateOn(target: pg.Pool | string, log: Logger, app: AppMigratio
  */
 export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras: WorkerExtras = {}): Promise<{ worker: Worker; relay: Relay | null; close(): Promise<void> }> {
   const settings = workerSettingsOf(options);
+  const serviceFlow = serviceFlowOf(options.flow);
   if (options.databaseUrl === undefined && options.pool === undefined) throw new ConfigError("runWorker: give databaseUrl or pool");
   if (options.databaseUrl !== undefined && !z.string().regex(/^postgres(ql)?:\/\//).safeParse(options.databaseUrl).success) {
     throw new ConfigError("databaseUrl: must be a postgres:// or postgresql:// URL");
@@ -264,6 +272,7 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
       poolMode,
       listenUrl: sessionUrl,
       ...settings,
+      ...serviceFlow,
     });
     return { worker, relay, close };
   } catch (error) {

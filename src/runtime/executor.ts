@@ -2,6 +2,7 @@ import type { Job, JobHelpers, Task } from "graphile-worker";
 import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
+import type { ServiceGate } from "../flow/serviceGate.ts";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
 import { JOB_RESULT_MAX_BYTES } from "./defineTask.ts";
@@ -21,6 +22,8 @@ export interface ExecutorOptions {
   services: object;
   /** Commits apply phases, grouped with those of other jobs finishing at the same time. */
   committer: GroupCommitter;
+  /** Flow control of external calls (prepare's callService); none: calls go straight through. */
+  serviceGate?: ServiceGate;
 }
 
 /**
@@ -173,6 +176,8 @@ async function runPrepare(
         db: run.options.pool,
         services: run.options.services,
         log: run.log,
+        callService: (name, fn, callOptions) =>
+          run.options.serviceGate ? run.options.serviceGate.call(name, fn, callOptions ?? {}, { signal: controller.signal, leaseMs: timeoutMs }) : fn(controller.signal),
       }),
       {
         milliseconds: timeoutMs,

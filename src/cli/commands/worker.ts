@@ -1,5 +1,6 @@
 import type { Config } from "../../config.ts";
 import { createWorker, workerSettingsFromConfig } from "../../api/runWorker.ts";
+import { serviceFlowFromConfig } from "../../flow/serviceSettings.ts";
 import { reconcileCronItems, syncOptionsFromConfig } from "../../api/syncs.ts";
 import type { Logger } from "../../log.ts";
 import { OpsService } from "../../ops/opsService.ts";
@@ -38,6 +39,7 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
         services,
         logger: log,
         ...workerSettingsFromConfig(config),
+        flow: { ...app.flow, ...serviceFlowFromConfig(config, app.flow.services) },
         ...syncOptionsFromConfig(config, syncs),
       },
       { appPool: context.appPool, poolModeChecked: true },
