@@ -12,6 +12,7 @@ import type { AnyTask } from "./runtime/defineTask.ts";
 import { toGraphileTask } from "./runtime/executor.ts";
 import { ServiceGate, type ServiceLimit } from "./flow/serviceGate.ts";
 import { serviceFlowFromConfig, serviceFlowOf } from "./flow/serviceSettings.ts";
+import { DueNudger } from "./flow/dueNudger.ts";
 import { GroupCommitter } from "./runtime/groupCommit.ts";
 
 export interface WorkerConfig {
@@ -129,6 +130,7 @@ export class Worker {
   private workerPool: WorkerPool | null = null;
   private jobListener: Listener | null = null;
   private stopping: Promise<void> | null = null;
+  private dueNudger: DueNudger | null = null;
 
   constructor(private readonly config: WorkerConfig) {
     this.heartbeat = new Heartbeat({
@@ -169,7 +171,9 @@ export class Worker {
       maxBatchSize: config.applyBatchSize ?? DEFAULT_APPLY_BATCH_SIZE,
       maxConcurrentBatches: concurrentBatches(config.concurrency),
     });
+    this.dueNudger = new DueNudger((count) => this.workerPool?.nudge(count));
     const serviceGate = new ServiceGate({
+      onDeferred: (runAt) => this.dueNudger?.at(runAt),
       pool: config.appPool,
       log: config.log,
       services: config.serviceLimits ?? {},
@@ -280,6 +284,7 @@ export class Worker {
       clearTimeout(timer);
       if (result === "deadline") await runner.kill("shutdown deadline passed").catch(() => {});
     }
+    this.dueNudger?.stop();
     await this.jobListener?.stop();
     await this.sweeper.stop();
     await this.heartbeat.stop().catch((error) => log.warn({ error: String(error) }, "could not deregister"));

@@ -40,9 +40,13 @@ export interface ServiceGateConfig {
    * held long, long enough that a job coming back a poll late still finds a turn.
    */
   maxSleepMs?: number;
+  /** Told the run time of every job deferred, so the worker can wake a slot for it then (see DueNudger). */
+  onDeferred?: (runAt: Date) => void;
 }
 
 const DEFAULT_MAX_SLEEP_MS = 250;
+/** A job deferred to a turn comes back this fraction of maxSleepMs before it. */
+const RETURN_LEAD = 0.8;
 /** How far apart jobs deferred by a service without a rate come back (100 a second). */
 const UNLIMITED_SPACING_MS = 10;
 /** A 429 without Retry-After pauses the fleet this long. */
@@ -95,6 +99,7 @@ export class ServiceGate {
     const spacingMs = admission.rate === null ? UNLIMITED_SPACING_MS : (1000 * cost) / admission.rate;
     const defer = async (notBefore: Date, reason: string): Promise<never> => {
       const runAt = await deferUntil(pool, name, notBefore, spacingMs);
+      this.config.onDeferred?.(runAt);
       throw new JobDeferredError(`${name}: ${reason}`, runAt);
     };
     switch (admission.verdict) {
@@ -105,7 +110,9 @@ export class ServiceGate {
       case "paused":
         return defer(admission.paused_until!, `paused after a 429 until ${admission.paused_until!.toISOString()}`);
       case "later":
-        return defer(admission.turn, "rate limit");
+        // Back a little before the turn: a job that arrives then reserves it and sleeps the
+        // rest, where one arriving late finds it passed and lost to the whole fleet.
+        return defer(new Date(admission.turn.getTime() - this.maxSleepMs * RETURN_LEAD), "rate limit");
       case "go": {
         const waitMs = admission.turn.getTime() - admission.now.getTime();
         if (waitMs > 0) await sleep(waitMs, undefined, { signal: scope.signal });

@@ -23,6 +23,11 @@ export class FakeOllama extends TestServer {
   readonly models = new Map<string, number>();
   embedCalls = 0;
   embeddedInputs = 0;
+  /** When each /api/embed request arrived (Date.now()), faulted ones included: what a rate limit is measured by. */
+  readonly embedRequestTimes: number[] = [];
+  /** /api/embed requests being handled now, and the most at once. */
+  embedsInFlight = 0;
+  maxEmbedsInFlight = 0;
   constructor(models: Record<string, number> = { "nomic-embed-text": 768 }) {
     super();
     for (const [name, size] of Object.entries(models)) this.models.set(name, size);
@@ -40,6 +45,12 @@ export class FakeOllama extends TestServer {
       response.writeHead(status, { "content-type": "application/json; charset=utf-8" });
       response.end(JSON.stringify(body));
     };
+    const isEmbed = request.method === "POST" && request.url?.startsWith("/api/embed") === true;
+    if (isEmbed) {
+      this.embedRequestTimes.push(Date.now());
+      this.maxEmbedsInFlight = Math.max(this.maxEmbedsInFlight, ++this.embedsInFlight);
+      response.once("close", () => this.embedsInFlight--);
+    }
     try {
       const fault = this.faults.take();
       if (fault && (await this.faults.apply(fault, request, response, (_status, message) => ({ error: message })))) return;
