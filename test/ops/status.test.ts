@@ -109,6 +109,7 @@ t.test("status of an empty queue says so", async (t) => {
     outbox: { pending: 0, retrying: 0, inFlight: 0, dead: 0, oldestPendingAgeSeconds: null, byCollection: {} },
     workers: { alive: 0, dead: 0, deadAfterMs: 15_000, list: [] },
     reconcile: { byCollection: {} },
+    services: {},
   });
   const human = await runCli(["status"], { env: { DATABASE_URL: db.url } });
   t.equal(human.stdout, "jobs: none queued, none dead\n\noutbox: empty, Qdrant has every change\n\nworkers: none registered (dead after 15s without a heartbeat)\n\nreconcile: never run\n");
