@@ -8,7 +8,9 @@ import { serviceFlowOf } from "../../src/flow/serviceSettings.ts";
 import { DatabaseGauges } from "../../src/ops/databaseGauges.ts";
 import { readStatus } from "../../src/ops/status.ts";
 import { JobDeferredError } from "../../src/runtime/errors.ts";
-import { createTestDatabase, testLog } from "../helpers/db.ts";
+import { runWorker } from "../../src/api/runWorker.ts";
+import { createTestDatabase, testLog, waitFor } from "../helpers/db.ts";
+import { spawnWorker, waitForRegistration } from "../helpers/worker.ts";
 import { FakeOllama } from "../servers/ollama.ts";
 
 t.test("FLOW_SERVICE_RATES, BREAKER_* and runWorker's flow option: values, and one-line errors for bad ones", async (t) => {
@@ -89,4 +91,27 @@ t.test("an open circuit defers calls to its reopening without calling; status an
   t.equal(await probe, "back");
   t.match((await readStatus(db.appPool, { deadAfterMs: 15_000 })).services.api, { state: "closed", consecutiveFailures: 0 });
   t.equal(await gate.call("api", async () => "ok", {}, scope), "ok", "closed: calls go through");
+});
+
+t.test("runWorker refuses a bad flow option with one line, before connecting", async (t) => {
+  await t.rejects(
+    runWorker({ databaseUrl: "postgres://127.0.0.1:9/none", tasks: {}, flow: { services: { ollama: { rate: 0 } } } }),
+    new ConfigError("flow.services.ollama.rate: must be a number > 0 per second, or null for none (got 0)"),
+  );
+});
+
+t.test("pgconverge worker writes the fleet's rates: the config file's (OLLAMA_RATE_LIMIT) and FLOW_SERVICE_RATES", async (t) => {
+  const db = await createTestDatabase(t, { concurrency: 2 });
+  const worker = spawnWorker(t, db, { OLLAMA_RATE_LIMIT: "5", FLOW_SERVICE_RATES: "qdrant=9" });
+  await waitForRegistration(db, worker.child.pid!, 120_000).catch((error: unknown) => {
+    throw new Error(`${String(error)}\n${worker.output()}`);
+  });
+  const rows = await waitFor("the services' rows", async () => {
+    const found = await db.query<{ name: string; rate: number }>("select name, rate from flow_services order by name");
+    return found.length === 2 && found;
+  });
+  t.same(rows, [
+    { name: "ollama", rate: 5 },
+    { name: "qdrant", rate: 9 },
+  ]);
 });
