@@ -49,6 +49,8 @@ const DEFAULT_MAX_SLEEP_MS = 250;
 const RETURN_LEAD = 0.8;
 /** How far apart jobs deferred by a service without a rate come back (100 a second). */
 const UNLIMITED_SPACING_MS = 10;
+/** A job that finds a probe in flight comes back this much later to learn its outcome. */
+const PROBE_RECHECK_MS = 1_000;
 /** A 429 without Retry-After pauses the fleet this long. */
 const DEFAULT_PAUSE_MS = 1_000;
 /** A Retry-After beyond this is taken as this (a misconfigured proxy must not park jobs for days). */
@@ -106,7 +108,8 @@ export class ServiceGate {
       case "open":
         return defer(admission.reopen_at!, `circuit open until ${admission.reopen_at!.toISOString()}`);
       case "probing":
-        return defer(admission.probe_until!, "circuit half-open, a probe is in flight");
+        // Not until the lease ends (the prepare deadline): a probe usually answers in far less.
+        return defer(new Date(Math.min(admission.probe_until!.getTime(), admission.now.getTime() + PROBE_RECHECK_MS)), "circuit half-open, a probe is in flight");
       case "paused":
         return defer(admission.paused_until!, `paused after a 429 until ${admission.paused_until!.toISOString()}`);
       case "later":
