@@ -24,5 +24,7 @@ export default defineConfig({
     return { pipeline };
   },
   syncs: [chunkSync({ collection: settings.QDRANT_COLLECTION, dimensions: settings.EMBED_DIMENSIONS })],
+  // Ollama's fleet-wide rate in inputs a second (FLOW_SERVICE_RATES=ollama=N wins).
+  flow: { services: settings.OLLAMA_RATE_LIMIT > 0 ? { ollama: { rate: settings.OLLAMA_RATE_LIMIT } } : {} },
   commands: { ingest: ingestCommand, delete: deleteCommand, rechunk: rechunkCommand, search: searchCommand },
 });

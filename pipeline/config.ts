@@ -56,6 +56,11 @@ export const PipelineShape = z.object({
    * FLOW_TASK_CONCURRENCY=embed_chunks=n overrides it.
    */
   EMBED_CONCURRENCY_LIMIT: int(1, 100_000).default(4),
+  /**
+   * Fleet-wide limit of Ollama embedding inputs per second, all workers together (the "ollama"
+   * service's rate; each embed call costs its number of inputs). 0: no limit.
+   */
+  OLLAMA_RATE_LIMIT: z.coerce.number({ invalid_type_error: "must be a number" }).min(0, "must be 0 (no limit) or a positive number of inputs per second").finite("must be a finite number").default(0),
   /** `pgconverge ingest` rejects files larger than this, bytes. */
   INGEST_MAX_BYTES: int(1, 1_073_741_824).default(5_242_880),
   /**

@@ -21,8 +21,30 @@ const requestSignal = new AsyncLocalStorage<AbortSignal>();
 const signalledFetch: typeof fetch = async (input, init) => {
   const signal = requestSignal.getStore();
   const response = await fetch(input, signal ? { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal } : init);
+  if (response.status === 429) throw await throttled(response);
   return response.ok ? response : asJsonError(response);
 };
+
+/**
+ * A 429 as an error that keeps the Retry-After header: the official client turns an error
+ * response into a ResponseError with the status and message only, and the fleet's pause
+ * (callService) needs to know how long the server asked for.
+ */
+async function throttled(response: Response): Promise<Error> {
+  const text = await response.text().catch(() => "");
+  let message = text.trim().slice(0, 500);
+  try {
+    message = String((JSON.parse(text) as { error?: unknown }).error ?? message);
+  } catch {
+    // not JSON: the text itself
+  }
+  const retryAfter = response.headers.get("retry-after");
+  return Object.assign(new Error(`Ollama answered 429 Too Many Requests${message ? `: ${message}` : ""}`), {
+    name: "ResponseError",
+    status_code: 429,
+    ...(retryAfter === null ? {} : { headers: { "retry-after": retryAfter } }),
+  });
+}
 
 /**
  * The client prints lines of its own to stdout, outside the log, when an error response is not

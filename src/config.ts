@@ -81,6 +81,20 @@ function httpUrlProblem(value: string): string | null {
   return null;
 }
 
+/** FLOW_SERVICE_RATES: "ollama=20,qdrant=50.5" as { ollama: 20, qdrant: 50.5 }. */
+function parseServiceRates(value: string, context: z.RefinementCtx): Record<string, number> {
+  const rates: Record<string, number> = {};
+  for (const part of value.split(",").map((each) => each.trim()).filter((each) => each !== "")) {
+    const match = /^([a-z][a-z0-9_.-]{0,62})=([0-9]+(?:\.[0-9]+)?)$/.exec(part);
+    if (!match || Number(match[2]) <= 0) {
+      context.addIssue({ code: z.ZodIssueCode.custom, message: `must be NAME=RATE[,NAME=RATE...] with lowercase service names and rates > 0 per second (bad part ${JSON.stringify(part)})` });
+      return z.NEVER;
+    }
+    rates[match[1]!] = Number(match[2]);
+  }
+  return rates;
+}
+
 /**
  * The queue's settings (core): database, worker, liveness, metrics, outbox relay and
  * reconciler, each with its default. runWorker's options are the worker's part of these, by
@@ -212,6 +226,17 @@ export const CoreShape = z.object({
   RELAY_LEASE_MS: int(1_000, 3_600_000).default(60_000),
   /** Cap of the relay's exponential backoff after transient Qdrant failures, ms. */
   RELAY_MAX_BACKOFF_MS: int(100, 3_600_000).default(60_000),
+  // Flow control of external services (src/flow/serviceGate.ts).
+  /**
+   * Fleet-wide rate limits of the services tasks call through callService, NAME=RATE[,NAME=RATE...]
+   * in requests (or cost units) per second, e.g. "ollama=20,qdrant=50". A service not named
+   * has no rate limit (its 429 pause and circuit breaker still apply). Default none.
+   */
+  FLOW_SERVICE_RATES: z.string().transform((value, context) => parseServiceRates(value, context)).default(""),
+  /** Consecutive failures of a service (connection refused, 5xx, timeouts) that open its circuit for the whole fleet. */
+  BREAKER_FAILURE_THRESHOLD: int(1, 10_000).default(5),
+  /** How long an open circuit defers the calls (their jobs wait, attempts unused) before one probe tries the service, ms. */
+  BREAKER_OPEN_MS: int(100, 86_400_000).default(30_000),
   /** When the worker compares Qdrant with Postgres and repairs drift (cron syntax), or "off". */
   RECONCILE_CRON: z.string().min(1).default("0 * * * *"),
 });

@@ -17,7 +17,9 @@ export type {
   ServicesOf,
   TaskDefinition,
 } from "./runtime/defineTask.ts";
-export { PermanentError } from "./runtime/errors.ts";
+export { JobDeferredError, PermanentError } from "./runtime/errors.ts";
+export type { CallServiceOptions, ServiceLimit } from "./flow/serviceGate.ts";
+export type { ServiceFlowOptions } from "./flow/serviceSettings.ts";
 
 // Enqueue from the application's own transaction.
 export { addJob, addJobs } from "./api/addJob.ts";

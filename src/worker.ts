@@ -12,6 +12,9 @@ import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
 import type { AnyTask } from "./runtime/defineTask.ts";
 import { toGraphileTask } from "./runtime/executor.ts";
+import { ServiceGate, type ServiceLimit } from "./flow/serviceGate.ts";
+import { serviceFlowFromConfig, serviceFlowOf } from "./flow/serviceSettings.ts";
+import { DueNudger } from "./flow/dueNudger.ts";
 import { GroupCommitter } from "./runtime/groupCommit.ts";
 
 export interface WorkerConfig {
@@ -59,6 +62,12 @@ export interface WorkerConfig {
   localQueueSize?: number;
   /** Fleet-wide limits over what the tasks declare (runWorker's flow, FLOW_*_CONCURRENCY). Default: the tasks' own. */
   flow?: WorkerFlowOptions;
+  /** External services' fleet-wide rate limits (callService); others are called without one. */
+  serviceLimits?: Readonly<Record<string, ServiceLimit>>;
+  /** Consecutive service failures that open its circuit. Default 5. */
+  breakerFailureThreshold?: number;
+  /** How long an open circuit defers calls before one probe, ms. Default 30 s. */
+  breakerOpenMs?: number;
 }
 
 /** The part of a WorkerConfig that comes straight from the environment's settings. */
@@ -75,6 +84,7 @@ export function workerSettings(config: Config) {
     pollIntervalMs: config.POLL_INTERVAL_MS,
     applyBatchSize: config.APPLY_BATCH_SIZE,
     localQueueSize: config.WORKER_LOCAL_QUEUE_SIZE,
+    ...serviceFlowOf(serviceFlowFromConfig(config)),
   } satisfies Partial<WorkerConfig>;
 }
 
@@ -140,6 +150,7 @@ export class Worker {
   /** The notice of a breaking migration that shut graphile-worker's pool down, if one did. */
   private breakingMigration: string | null = null;
   private runnerEnded = false;
+  private dueNudger: DueNudger | null = null;
 
   constructor(private readonly config: WorkerConfig) {
     this.heartbeat = new Heartbeat({
@@ -190,6 +201,16 @@ export class Worker {
       maxBatchSize: config.applyBatchSize ?? DEFAULT_APPLY_BATCH_SIZE,
       maxConcurrentBatches: concurrentBatches(config.concurrency),
     });
+    this.dueNudger = new DueNudger((count) => this.workerPool?.nudge(count));
+    const serviceGate = new ServiceGate({
+      onDeferred: (runAt) => this.dueNudger?.at(runAt),
+      pool: config.appPool,
+      log: config.log,
+      services: config.serviceLimits ?? {},
+      failureThreshold: config.breakerFailureThreshold ?? 5,
+      openMs: config.breakerOpenMs ?? 30_000,
+    });
+    await serviceGate.start();
     const taskList: TaskList = {};
     for (const [identifier, task] of config.tasks) {
       taskList[identifier] = toGraphileTask(identifier, task, {
@@ -200,6 +221,7 @@ export class Worker {
         services: config.services,
         committer,
         flow: this.flow,
+        serviceGate,
       });
     }
     const pooled = config.poolMode === "transaction";
@@ -308,6 +330,7 @@ export class Worker {
       clearTimeout(timer);
       if (result === "deadline") await runner.kill("shutdown deadline passed").catch(() => {});
     }
+    this.dueNudger?.stop();
     await this.jobListener?.stop();
     await this.sweeper.stop();
     await this.heartbeat.stop().catch((error) => log.warn({ error: String(error) }, "could not deregister"));

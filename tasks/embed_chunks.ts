@@ -19,14 +19,14 @@ export default defineTask.withServices<PipelineServices>()({
   payload: z.object({ documentId: z.string().uuid() }),
   // Ollama is shared by the fleet: EMBED_CONCURRENCY_LIMIT calls at a time, whatever the number of workers.
   flow: { concurrency: loadPipelineConfig(process.env).EMBED_CONCURRENCY_LIMIT },
-  async prepare({ payload, db, signal, services }) {
+  async prepare({ payload, db, services, callService }) {
     const { pipeline } = services;
     const chunks = await chunksToEmbed(db, payload.documentId, CHUNKS_PER_JOB);
     if (chunks.length === 0) return [];
-    const vectors = await pipeline.embedder.embed(
-      chunks.map((chunk) => chunk.content),
-      signal,
-    );
+    // Under the fleet's limits for Ollama (OLLAMA_RATE_LIMIT inputs a second, its 429 pause and
+    // circuit breaker): when it may not be called yet, the job waits without using an attempt.
+    const texts = chunks.map((chunk) => chunk.content);
+    const vectors = await callService("ollama", (signal) => pipeline.embedder.embed(texts, signal), { cost: texts.length });
     return chunks.map((chunk, i) => {
       const vector = vectors[i]!;
       if (vector.length !== pipeline.dimensions) {

@@ -3,6 +3,7 @@ import type { Logger } from "../log.ts";
 import type { QdrantClient } from "../outbox/qdrant.ts";
 import type { Sync, SyncDefinition } from "../outbox/sync.ts";
 import type { TaskRecord } from "./runWorker.ts";
+import type { ServiceFlowOptions } from "../flow/serviceSettings.ts";
 
 /** What a command of the config file gets from the CLI. */
 export interface CommandContext {
@@ -69,6 +70,12 @@ export interface AppConfig {
   syncs?: readonly SyncDefinition[] | ((env: NodeJS.ProcessEnv) => readonly SyncDefinition[]);
   /** Commands the application adds, by name; a name of a core command is refused. Default none. */
   commands?: Record<string, CommandDefinition>;
+  /**
+   * The worker's rate limits of external services, as runWorker's `flow` (e.g.
+   * `{ services: { ollama: { rate: 20 } } }`); a rate in FLOW_SERVICE_RATES wins, and the
+   * breaker's settings come from BREAKER_FAILURE_THRESHOLD and BREAKER_OPEN_MS. Default none.
+   */
+  flow?: ServiceFlowOptions;
 }
 
 /**

@@ -15,6 +15,7 @@ import { loadTasks, TaskLoadError } from "../runtime/loadTasks.ts";
 import type { Relay } from "../outbox/relay.ts";
 import type { SyncDefinition } from "../outbox/sync.ts";
 import { Worker } from "../worker.ts";
+import { serviceFlowOf, type ServiceFlowOptions } from "../flow/serviceSettings.ts";
 import { createReconcileTask, createSyncRelay, qdrantClientOf, RECONCILE_TASK, reconcileCronItems, syncsOf, urlOfPool, type QdrantOptions, type RelayOptions } from "./syncs.ts";
 
 /**
@@ -161,12 +162,15 @@ export type RunWorkerOptions<Tasks extends TaskRecord = TaskRecord> = WorkerSett
      */
     reconcileCron?: string | false;
     /**
-     * Fleet-wide concurrency limits over what the tasks declare with defineTask's `flow`:
-     * `concurrency` by task (FLOW_TASK_CONCURRENCY), `queues` the sizes of the named limits
-     * tasks join with flow.queue (FLOW_QUEUE_CONCURRENCY). Written to the database at start; the
-     * latest worker to start wins (a change is logged as a warning). Default: the tasks' own.
+     * Flow control for the whole fleet. Concurrency: limits over what the tasks declare with
+     * defineTask's `flow`, `concurrency` by task (FLOW_TASK_CONCURRENCY), `queues` the sizes of
+     * the named limits tasks join with flow.queue (FLOW_QUEUE_CONCURRENCY); written to the
+     * database at start, the latest worker to start wins (a change is logged as a warning).
+     * External services: rate limits of the services tasks call with `ctx.callService`
+     * (`services: { ollama: { rate: 20 } }`), and the circuit breaker's settings. Default: the
+     * tasks' own limits, no rate limits, breaker at 5 failures and 30 s.
      */
-    flow?: WorkerFlowOptions;
+    flow?: WorkerFlowOptions & ServiceFlowOptions;
   };
 
 /** A running worker, as runWorker returns it. */
@@ -216,6 +220,7 @@ const RUN_WORKER_NAMES = { url: "databaseUrl", poolMode: "databasePoolMode", dir
  */
 export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras: WorkerExtras = {}): Promise<{ worker: Worker; relay: Relay | null; close(): Promise<void> }> {
   const settings = workerSettingsOf(options);
+  const serviceFlow = serviceFlowOf(options.flow);
   if (options.databaseUrl === undefined && options.pool === undefined) throw new ConfigError("runWorker: give databaseUrl or pool");
   if (options.databaseUrl !== undefined && !z.string().regex(/^postgres(ql)?:\/\//).safeParse(options.databaseUrl).success) {
     throw new ConfigError("databaseUrl: must be a postgres:// or postgresql:// URL");
@@ -270,7 +275,8 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
       poolMode,
       listenUrl: sessionUrl,
       ...settings,
-      ...(options.flow === undefined ? {} : { flow: options.flow }),
+      ...(options.flow === undefined ? {} : { flow: { concurrency: options.flow.concurrency ?? {}, queues: options.flow.queues ?? {} } }),
+      ...serviceFlow,
     });
     return { worker, relay, close };
   } catch (error) {

@@ -6,6 +6,7 @@ import type { AppConfig, CommandDefinition, ServicesContext } from "../api/defin
 import type { TaskRecord } from "../api/runWorker.ts";
 import { syncsOf } from "../api/syncs.ts";
 import type { Sync } from "../outbox/sync.ts";
+import { serviceFlowOf, type ServiceFlowOptions } from "../flow/serviceSettings.ts";
 
 /** The file names looked for in the working directory, in this order. */
 export const CONFIG_FILES = ["pgconverge.config.ts", "pgconverge.config.mjs", "pgconverge.config.js"];
@@ -18,9 +19,11 @@ export interface LoadedConfig {
   services(context: ServicesContext): Promise<object>;
   syncs(): Sync[];
   commands: ReadonlyMap<string, CommandDefinition>;
+  /** The file's flow control of external services (FLOW_SERVICE_RATES is laid over it). */
+  flow: ServiceFlowOptions;
 }
 
-const CORE_ONLY: LoadedConfig = { file: null, tasks: undefined, services: async () => ({}), syncs: () => [], commands: new Map() };
+const CORE_ONLY: LoadedConfig = { file: null, tasks: undefined, services: async () => ({}), syncs: () => [], commands: new Map(), flow: {} };
 
 /** `--config FILE`, else PGCONVERGE_CONFIG, else the first of CONFIG_FILES in `cwd`; null for none. */
 export function findConfigFile(flag: string | undefined, env: NodeJS.ProcessEnv, cwd: string): string | null {
@@ -33,7 +36,7 @@ export function findConfigFile(flag: string | undefined, env: NodeJS.ProcessEnv,
   return CONFIG_FILES.map((name) => resolve(cwd, name)).find((file) => existsSync(file)) ?? null;
 }
 
-const FIELDS = new Set(["tasks", "services", "syncs", "commands"]);
+const FIELDS = new Set(["tasks", "services", "syncs", "commands", "flow"]);
 
 /**
  * Imports the config file and checks its shape; every mistake is a ConfigError of one line
@@ -57,7 +60,9 @@ export async function loadAppConfig(file: string | null, coreCommands: readonly 
   if (typeof config !== "object" || config === null) return fail("must export default defineConfig({...})");
   const unknown = Object.keys(config).find((key) => !FIELDS.has(key));
   if (unknown !== undefined) fail(`unknown field ${JSON.stringify(unknown)} (known: ${[...FIELDS].join(", ")})`);
-  const { tasks, services, syncs, commands = {} } = config;
+  const { tasks, services, syncs, commands = {}, flow = {} } = config;
+  if (typeof flow !== "object" || flow === null) fail("flow must be an object, e.g. { services: { ollama: { rate: 20 } } }");
+  withFileOf(file, () => serviceFlowOf(flow));
   if (tasks !== undefined && typeof tasks !== "string" && (typeof tasks !== "object" || tasks === null)) fail("tasks must be a directory or a record of defineTask tasks");
   if (services !== undefined && typeof services !== "function" && (typeof services !== "object" || services === null)) fail("services must be an object or a function returning one");
   if (syncs !== undefined && typeof syncs !== "function" && !Array.isArray(syncs)) fail("syncs must be an array of defineSync declarations or a function returning one");
@@ -88,5 +93,16 @@ export async function loadAppConfig(file: string | null, coreCommands: readonly 
     },
     syncs: () => withFile(() => syncsOf(typeof syncs === "function" ? syncs(process.env) : (syncs ?? []))),
     commands: checked,
+    flow,
   };
+}
+
+/** Runs a check whose ConfigError gets the file's name in front. */
+function withFileOf(file: string, check: () => unknown): void {
+  try {
+    check();
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(`${file}: ${error.message}`);
+    throw error;
+  }
 }

@@ -16,6 +16,9 @@ export interface DatabaseGaugesConfig {
   tasks?: readonly string[];
 }
 
+/** pgconverge_service_state's values: the higher, the less the service is called. */
+const SERVICE_STATE_VALUES: Record<string, number> = { closed: 0, half_open: 1, open: 2 };
+
 /** Job states as a user sees them; `exhausted` jobs are about to be moved to dead_letters by a sweeper. */
 export const JOB_STATES = ["pending", "scheduled", "running", "retrying", "exhausted"] as const;
 
@@ -41,6 +44,9 @@ export class DatabaseGauges {
   private readonly flowWaiting: Gauge<"kind" | "name">;
   private readonly flowMaxRunning: Gauge<"kind" | "name">;
   private readonly errors: Counter<"query">;
+  private readonly serviceState: Gauge<"service">;
+  private readonly serviceStateAge: Gauge<"service">;
+  private readonly serviceThrottled: Gauge<"service">;
   private readonly failing = new Set<string>();
   private refreshing: Promise<void> | null = null;
 
@@ -107,6 +113,19 @@ export class DatabaseGauges {
       labelNames: ["kind", "name"],
       registers,
     });
+    this.serviceState = new Gauge({
+      name: "pgconverge_service_state",
+      help: "Circuit breaker of each external service called through callService, fleet-wide: 0 closed, 1 half_open (a probe may go), 2 open (calls deferred).",
+      labelNames: ["service"],
+      registers,
+    });
+    this.serviceStateAge = new Gauge({ name: "pgconverge_service_state_age_seconds", help: "Seconds each service's circuit has been in its state.", labelNames: ["service"], registers });
+    this.serviceThrottled = new Gauge({
+      name: "pgconverge_service_throttled_seconds",
+      help: "Seconds calls to each service have waited (rate-limit sleeps, deferrals for a turn, a 429 pause or an open circuit), summed over the fleet since the service was first called; only grows.",
+      labelNames: ["service"],
+      registers,
+    });
     this.errors = new Counter({
       name: "pgconverge_scrape_errors_total",
       help: "Scrape-time database queries that failed (their families were left out of that scrape).",
@@ -130,6 +149,19 @@ export class DatabaseGauges {
     await this.read("workers", [this.workers], () => this.readWorkers());
     await this.read("unknown_tasks", [this.unknownTasks], () => this.readUnknownTasks());
     await this.read("flow_status", [this.flowInUse, this.flowWaiting, this.flowMaxRunning], () => this.readFlow());
+    await this.read("flow_services", [this.serviceState, this.serviceStateAge, this.serviceThrottled], () => this.readServices());
+  }
+
+  private async readServices(): Promise<void> {
+    const { rows } = await this.config.pool.query<{ name: string; state: string; state_age_s: number; throttled_seconds: number }>(
+      "select name, state, state_age_s, throttled_seconds from flow_services_status",
+    );
+    for (const gauge of [this.serviceState, this.serviceStateAge, this.serviceThrottled]) gauge.reset();
+    for (const row of rows) {
+      this.serviceState.set({ service: row.name }, SERVICE_STATE_VALUES[row.state] ?? 0);
+      this.serviceStateAge.set({ service: row.name }, row.state_age_s);
+      this.serviceThrottled.set({ service: row.name }, row.throttled_seconds);
+    }
   }
 
   private async read(query: string, gauges: Gauge<string>[], run: () => Promise<void>): Promise<void> {

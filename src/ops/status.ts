@@ -1,5 +1,6 @@
 import { sql, type CommonQueryMethods, type DatabasePool } from "slonik";
 import { z } from "zod";
+import { readServices } from "../flow/serviceQueries.ts";
 
 /**
  * What `pgconverge status` reports, read from the inspection views of
@@ -81,6 +82,26 @@ export interface StatusReport {
   reconcile: { byCollection: Record<string, ReconcileState> };
   /** Fleet-wide concurrency limits, by kind and name; empty when none is set. */
   flow: { limits: FlowLimitState[] };
+  /** External services called through callService, by name: breaker state, pause, throttled time (flow_services_status). */
+  services: Record<string, ServiceState>;
+}
+
+export interface ServiceState {
+  /** Fleet-wide rate, requests or cost units per second; null: none. */
+  rate: number | null;
+  /** Circuit breaker: closed, open or half_open. */
+  state: "closed" | "open" | "half_open";
+  /** When it entered that state (ISO 8601). */
+  since: string;
+  consecutiveFailures: number;
+  /** While open: when the next probe may go (ISO 8601); null otherwise. */
+  reopenAt: string | null;
+  /** Until when a 429 paused the fleet (ISO 8601); null when not paused. */
+  pausedUntil: string | null;
+  probeInFlight: boolean;
+  /** Seconds calls have waited for the service (sleeps and deferrals), summed. */
+  throttledSeconds: number;
+  lastError: string | null;
 }
 
 const count = z.coerce.number().int();
@@ -144,6 +165,7 @@ export function readStatus(pool: DatabasePool, options: { deadAfterMs: number })
     const workers = await readWorkers(tx);
     const reconcile = await readReconcile(tx);
     const flow = await readFlow(tx);
+    const services = await readServiceStates(tx);
     return {
       jobs,
       outbox,
@@ -155,6 +177,7 @@ export function readStatus(pool: DatabasePool, options: { deadAfterMs: number })
       },
       reconcile: { byCollection: reconcile },
       flow: { limits: flow },
+      services,
     };
   });
 }
@@ -286,4 +309,22 @@ function sum<T, K extends keyof T>(items: T[], key: K): number {
 function oldest(items: Array<{ oldestPendingAgeSeconds: number | null }>): number | null {
   const ages = items.map((item) => item.oldestPendingAgeSeconds).filter((age): age is number => age !== null);
   return ages.length > 0 ? Math.max(...ages) : null;
+}
+
+async function readServiceStates(tx: CommonQueryMethods): Promise<StatusReport["services"]> {
+  const services: StatusReport["services"] = {};
+  for (const row of await readServices(tx)) {
+    services[row.name] = {
+      rate: row.rate,
+      state: row.state,
+      since: row.state_since.toISOString(),
+      consecutiveFailures: row.consecutive_failures,
+      reopenAt: row.reopen_at?.toISOString() ?? null,
+      pausedUntil: row.paused_until?.toISOString() ?? null,
+      probeInFlight: row.probe_in_flight,
+      throttledSeconds: row.throttled_seconds,
+      lastError: row.last_error,
+    };
+  }
+  return services;
 }

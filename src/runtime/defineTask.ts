@@ -2,6 +2,7 @@ import type { Job } from "graphile-worker";
 import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import type { z } from "zod";
 import { taskFlowProblem, type TaskFlowOptions } from "../flow/options.ts";
+import type { CallServiceOptions } from "../flow/serviceGate.ts";
 import type { Logger } from "../log.ts";
 
 /**
@@ -71,6 +72,14 @@ export interface PrepareContext<Payload, Services = NoServices> {
   /** The services of the worker running the task (see NoServices). */
   services: Services;
   log: Logger;
+  /**
+   * Calls an external service under the fleet's flow control for it (flow_services): its rate
+   * limit (FLOW_SERVICE_RATES, cost units per second), the pause a 429/Retry-After asked for,
+   * and its circuit breaker. When the call may not go yet, the job is deferred (parked, no
+   * connection, attempt not counted) instead of failed; `fn` gets the job's signal.
+   * `ctx.callService("ollama", (signal) => embed(texts, signal), { cost: texts.length })`.
+   */
+  callService<T>(name: string, fn: (signal: AbortSignal) => Promise<T>, options?: CallServiceOptions): Promise<T>;
 }
 
 export interface ApplyContext<Payload, Prepared, Services = NoServices> {

@@ -56,7 +56,7 @@ function isZodError(error: unknown): error is ZodError {
 export type ErrorClass = "transient" | "permanent";
 
 /** Socket-level failures that a later attempt can get past. */
-const TRANSIENT_NETWORK_CODES = new Set([
+export const TRANSIENT_NETWORK_CODES: ReadonlySet<string> = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
   "ECONNABORTED",
@@ -87,7 +87,7 @@ function isPermanentSqlState(code: string): boolean {
   return /^(22|23)/.test(code);
 }
 
-function httpStatusOf(error: Record<string, unknown>): number | undefined {
+export function httpStatusOf(error: Record<string, unknown>): number | undefined {
   const response = error.response as Record<string, unknown> | undefined;
   for (const candidate of [error.status, error.statusCode, error.status_code, response?.status]) {
     if (typeof candidate === "number" && candidate >= 100 && candidate < 600) return candidate;

@@ -3,6 +3,7 @@ import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import { sql, type DatabasePool } from "slonik";
 import type { Admission, FlowControl } from "../flow/flowControl.ts";
+import type { ServiceGate } from "../flow/serviceGate.ts";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
 import { classifyError, describeError, JobDeferredError, TaskTimeoutError } from "./errors.ts";
@@ -24,6 +25,8 @@ export interface ExecutorOptions {
   committer: GroupCommitter;
   /** Fleet-wide concurrency limits; a task without one never reaches it. Default: none. */
   flow?: FlowControl | null;
+  /** Flow control of external calls (prepare's callService); none: calls go straight through. */
+  serviceGate?: ServiceGate;
 }
 
 /**
@@ -164,6 +167,8 @@ async function runPrepare(
         db: run.options.pool,
         services: run.options.services,
         log: run.log,
+        callService: (name, fn, callOptions) =>
+          run.options.serviceGate ? run.options.serviceGate.call(name, fn, callOptions ?? {}, { signal: controller.signal, leaseMs: timeoutMs }) : fn(controller.signal),
       }),
       {
         milliseconds: timeoutMs,

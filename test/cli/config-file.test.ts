@@ -74,7 +74,8 @@ t.test("a bad config file is one line naming it, exit 2", async (t) => {
   const cases: Array<[string, string, RegExp]> = [
     ["syntax.mjs", "export default {", /^pgconverge: .*syntax\.mjs: .+\n$/],
     ["none.mjs", "export const x = 1;", /^pgconverge: .*none\.mjs: must export default defineConfig\(\{\.\.\.\}\)\n$/],
-    ["field.mjs", "export default { task: 'tasks' };", /^pgconverge: .*field\.mjs: unknown field "task" \(known: tasks, services, syncs, commands\)\n$/],
+    ["field.mjs", "export default { task: 'tasks' };", /^pgconverge: .*field\.mjs: unknown field "task" \(known: tasks, services, syncs, commands, flow\)\n$/],
+    ["flow.mjs", "export default { flow: { services: { ollama: { rate: 0 } } } };", /^pgconverge: .*flow\.mjs: flow\.services\.ollama\.rate: must be a number > 0 per second, or null for none \(got 0\)\n$/],
     ["clash.mjs", "export default { commands: { worker: { usage: 'x', run: async () => 0 } } };", /^pgconverge: .*clash\.mjs: command "worker" is a pgconverge command; name yours otherwise\n$/],
     ["sync.mjs", "export default { syncs: [{ collection: 'a b', vectors: { size: 3 }, load() {}, page() {} }] };", /^pgconverge: .*sync\.mjs: sync "a b": collection must be/],
   ];

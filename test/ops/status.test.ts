@@ -110,6 +110,7 @@ t.test("status of an empty queue says so", async (t) => {
     workers: { alive: 0, dead: 0, deadAfterMs: 15_000, list: [] },
     reconcile: { byCollection: {} },
     flow: { limits: [] },
+    services: {},
   });
   const human = await runCli(["status"], { env: { DATABASE_URL: db.url } });
   t.equal(human.stdout, "jobs: none queued, none dead\n\noutbox: empty, Qdrant has every change\n\nworkers: none registered (dead after 15s without a heartbeat)\n\nreconcile: never run\n");

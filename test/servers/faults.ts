@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 
 /** A fault the test servers can inject into requests. */
 export type Fault =
-  | { kind: "status"; status: number; retryAfterSeconds?: number; message?: string }
+  /** An error status; after `delayMs` when given (a slow failure, e.g. a struggling upstream's 503). */
+  | { kind: "status"; status: number; retryAfterSeconds?: number; message?: string; delayMs?: number }
   | { kind: "reset" }
   | { kind: "delay"; ms: number }
   /**
@@ -98,6 +99,8 @@ export class FaultInjector {
       });
       return request.socket.destroyed;
     }
+    if (fault.delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
+    if (request.socket.destroyed) return true;
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (fault.retryAfterSeconds !== undefined) headers["retry-after"] = String(fault.retryAfterSeconds);
     response.writeHead(fault.status, headers);

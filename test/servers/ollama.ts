@@ -36,7 +36,9 @@ export class FakeOllama extends TestServer {
   readonly models = new Map<string, number>();
   embedCalls = 0;
   embeddedInputs = 0;
-  /** Embed requests being served now, and the most ever served at once (counted server-side). */
+  /** When each /api/embed request arrived (Date.now()), faulted ones included: what a rate limit is measured by. */
+  readonly embedRequestTimes: number[] = [];
+  /** /api/embed requests being handled now (until their connection closes), and the most at once (counted server-side). */
   embedsInFlight = 0;
   maxEmbedsInFlight = 0;
   /** How long each embed request takes, ms, so that concurrent requests overlap. Default 0. */
@@ -58,6 +60,12 @@ export class FakeOllama extends TestServer {
       response.writeHead(status, { "content-type": "application/json; charset=utf-8" });
       response.end(JSON.stringify(body));
     };
+    const isEmbed = request.method === "POST" && request.url?.startsWith("/api/embed") === true;
+    if (isEmbed) {
+      this.embedRequestTimes.push(Date.now());
+      this.maxEmbedsInFlight = Math.max(this.maxEmbedsInFlight, ++this.embedsInFlight);
+      response.once("close", () => this.embedsInFlight--);
+    }
     try {
       const fault = this.faults.take();
       if (fault && (await this.faults.apply(fault, request, response, (_status, message) => ({ error: message })))) return;
@@ -75,14 +83,8 @@ export class FakeOllama extends TestServer {
         }
         this.embedCalls++;
         this.embeddedInputs += inputs.length;
-        this.embedsInFlight++;
-        this.maxEmbedsInFlight = Math.max(this.maxEmbedsInFlight, this.embedsInFlight);
-        try {
-          // A request whose client went away (a killed worker) stops counting at once.
-          if (this.embedDelayMs > 0) await untilDelayOrClose(request, this.embedDelayMs);
-        } finally {
-          this.embedsInFlight--;
-        }
+        // A request whose client went away (a killed worker) stops waiting, and counting, at once.
+        if (this.embedDelayMs > 0) await untilDelayOrClose(request, this.embedDelayMs);
         if (request.socket.destroyed) return;
         return send(200, {
           model: body.model,

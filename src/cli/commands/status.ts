@@ -13,7 +13,7 @@ export async function statusCommand(config: Config, log: Logger, flags: { json: 
 }
 
 export function formatStatus(report: StatusReport): string {
-  return [jobsSection(report), outboxSection(report), workersSection(report), reconcileSection(report), flowSection(report)]
+  return [jobsSection(report), outboxSection(report), workersSection(report), reconcileSection(report), flowSection(report), servicesSection(report)]
     .filter((section) => section !== null)
     .join("\n\n");
 }
@@ -90,4 +90,20 @@ function reconcileSection({ reconcile }: StatusReport): string {
     `${age(run.ageSeconds)} ago`,
   ]);
   return `last reconcile\n${formatTable(["collection", "drift", "missing", "extra", "stale", "repaired", "finished"], rows)}`;
+}
+
+/** External services' flow control; no section while no worker has called or configured one. */
+function servicesSection({ services }: StatusReport): string | null {
+  const names = Object.entries(services);
+  if (names.length === 0) return null;
+  const now = Date.now();
+  const rows = names.map(([name, service]) => [
+    name,
+    service.rate === null ? "none" : `${service.rate}/s`,
+    service.state.replace("_", "-"),
+    `${age((now - Date.parse(service.since)) / 1000)} ago`,
+    service.pausedUntil === null ? "-" : `${age((Date.parse(service.pausedUntil) - now) / 1000)} more`,
+    age(service.throttledSeconds),
+  ]);
+  return `services\n${formatTable(["service", "rate", "circuit", "since", "paused", "throttled"], rows)}`;
 }

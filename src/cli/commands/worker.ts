@@ -1,4 +1,5 @@
 import type { Config } from "../../config.ts";
+import { serviceFlowFromConfig } from "../../flow/serviceSettings.ts";
 import { reconcileCronItems, syncOptionsFromConfig } from "../../api/syncs.ts";
 import type { Logger } from "../../log.ts";
 import { loadTasks } from "../../runtime/loadTasks.ts";
@@ -41,7 +42,13 @@ export async function workerCommand(config: Config, log: Logger, app: LoadedConf
         services,
         logger: log,
         ...workerSettingsFromConfig(config),
-        flow: { concurrency: config.FLOW_TASK_CONCURRENCY ?? {}, queues: config.FLOW_QUEUE_CONCURRENCY ?? {} },
+        // Services: the config file's rates with the environment's over them; concurrency: the environment's over the tasks' own.
+        flow: {
+          ...app.flow,
+          ...serviceFlowFromConfig(config, app.flow.services),
+          concurrency: config.FLOW_TASK_CONCURRENCY ?? {},
+          queues: config.FLOW_QUEUE_CONCURRENCY ?? {},
+        },
         ...syncOptionsFromConfig(config, syncs),
       },
       { appPool: context.appPool, poolModeChecked: true },

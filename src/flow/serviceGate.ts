@@ -1,0 +1,244 @@
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { DatabasePool } from "slonik";
+import type { Logger } from "../log.ts";
+import { describeError, httpStatusOf, JobDeferredError, PermanentError, TaskTimeoutError, TRANSIENT_NETWORK_CODES } from "../runtime/errors.ts";
+import { admit, deferUntil, ensureService, pauseService, recordFailure, recordSuccess, releaseProbe } from "./serviceQueries.ts";
+
+/** A service's limit for the whole fleet. */
+export interface ServiceLimit {
+  /** Requests (or cost units) per second for the fleet, > 0; null or unset: no rate limit (the 429 pause and the breaker still apply). */
+  rate?: number | null;
+  /** Cost units that may go at once after a quiet spell, beyond the steady rate. Default 0: every call is spaced by cost/rate. */
+  burst?: number;
+}
+
+export interface CallServiceOptions {
+  /** What the call costs against the rate (e.g. the number of inputs of an embedding request), > 0. Default 1. */
+  cost?: number;
+}
+
+/** The job a call is made for: its signal, and how long a probe lease must last. */
+export interface CallScope {
+  signal: AbortSignal;
+  /** The prepare deadline, ms: a probe's lease lasts this long, so one probe at a time holds while it can still run. */
+  leaseMs: number;
+}
+
+export interface ServiceGateConfig {
+  pool: DatabasePool;
+  log: Logger;
+  /** Services with a configured limit; others are called without a rate limit. */
+  services: Readonly<Record<string, ServiceLimit>>;
+  /** Consecutive breaker-worthy failures that open a closed circuit (BREAKER_FAILURE_THRESHOLD). */
+  failureThreshold: number;
+  /** How long an open circuit defers calls before one probe may try (BREAKER_OPEN_MS). */
+  openMs: number;
+  /**
+   * A call whose turn is at most this far away sleeps until it (its job holds a slot, no
+   * connection); a later turn defers the job instead. 250 ms: short enough that a slot is not
+   * held long, long enough that a job coming back a poll late still finds a turn.
+   */
+  maxSleepMs?: number;
+  /** Told the run time of every job deferred, so the worker can wake a slot for it then (see DueNudger). */
+  onDeferred?: (runAt: Date) => void;
+}
+
+const DEFAULT_MAX_SLEEP_MS = 250;
+/** A job deferred to a turn comes back this fraction of maxSleepMs before it. */
+const RETURN_LEAD = 0.8;
+/** How far apart jobs deferred by a service without a rate come back (100 a second). */
+const UNLIMITED_SPACING_MS = 10;
+/** A job that finds a probe in flight comes back this much later to learn its outcome. */
+const PROBE_RECHECK_MS = 1_000;
+/** A 429 without Retry-After pauses the fleet this long. */
+const DEFAULT_PAUSE_MS = 1_000;
+/** A Retry-After beyond this is taken as this (a misconfigured proxy must not park jobs for days). */
+const MAX_PAUSE_MS = 3_600_000;
+
+const SERVICE_NAME = /^[a-z][a-z0-9_.-]{0,62}$/;
+
+/**
+ * Fleet-wide flow control of calls to external services (`ctx.callService(name, fn, { cost })`):
+ * a rate limit, a pause after a 429, and a circuit breaker, all kept in the service's row of
+ * flow_services so every worker process obeys the same ones. A call that may not go now does
+ * not fail: its job is deferred (JobDeferredError), parked without a connection or a slot and
+ * without using up an attempt, so no job is dead-lettered because a service was slow or down.
+ */
+export class ServiceGate {
+  private readonly ensured = new Map<string, Promise<void>>();
+  private readonly maxSleepMs: number;
+
+  constructor(private readonly config: ServiceGateConfig) {
+    this.maxSleepMs = config.maxSleepMs ?? DEFAULT_MAX_SLEEP_MS;
+  }
+
+  /** Writes the configured services' limits (the last worker started sets the fleet's). */
+  async start(): Promise<void> {
+    await Promise.all(Object.keys(this.config.services).map((name) => this.ensure(name)));
+  }
+
+  private ensure(name: string): Promise<void> {
+    let ensured = this.ensured.get(name);
+    if (!ensured) {
+      const limit = this.config.services[name];
+      ensured = ensureService(this.config.pool, name, limit ? { rate: limit.rate ?? null, burst: limit.burst ?? 0 } : null);
+      ensured.catch(() => this.ensured.delete(name));
+      this.ensured.set(name, ensured);
+    }
+    return ensured;
+  }
+
+  /** Calls `fn` when the service's limits allow; defers the job (throws JobDeferredError) when they do not yet. */
+  async call<T>(name: string, fn: (signal: AbortSignal) => Promise<T>, options: CallServiceOptions, scope: CallScope): Promise<T> {
+    if (!SERVICE_NAME.test(name)) throw new PermanentError(`callService: service name ${JSON.stringify(name)} must be lowercase letters, digits, _ . -, starting with a letter`);
+    const cost = options.cost ?? 1;
+    if (!Number.isFinite(cost) || cost <= 0) throw new PermanentError(`callService(${name}): cost must be a positive number (got ${String(options.cost)})`);
+    const { pool, log } = this.config;
+    await this.ensure(name);
+    const holder = randomUUID();
+    const admission = await admit(pool, { name, cost, maxSleepMs: this.maxSleepMs, holder, leaseMs: scope.leaseMs + 1_000 });
+    const spacingMs = admission.rate === null ? UNLIMITED_SPACING_MS : (1000 * cost) / admission.rate;
+    const defer = async (notBefore: Date, reason: string): Promise<never> => {
+      const runAt = await deferUntil(pool, name, notBefore, spacingMs);
+      this.config.onDeferred?.(runAt);
+      throw new JobDeferredError(`${name}: ${reason}`, runAt);
+    };
+    switch (admission.verdict) {
+      case "open":
+        return defer(admission.reopen_at!, `circuit open until ${admission.reopen_at!.toISOString()}`);
+      case "probing":
+        // Not until the lease ends (the prepare deadline): a probe usually answers in far less.
+        return defer(new Date(Math.min(admission.probe_until!.getTime(), admission.now.getTime() + PROBE_RECHECK_MS)), "circuit half-open, a probe is in flight");
+      case "paused":
+        return defer(admission.paused_until!, `paused after a 429 until ${admission.paused_until!.toISOString()}`);
+      case "later":
+        // Back a little before the turn: a job that arrives then reserves it and sleeps the
+        // rest, where one arriving late finds it passed and lost to the whole fleet.
+        return defer(new Date(admission.turn.getTime() - this.maxSleepMs * RETURN_LEAD), "rate limit");
+      case "go": {
+        const waitMs = admission.turn.getTime() - admission.now.getTime();
+        if (waitMs > 0) await sleep(waitMs, undefined, { signal: scope.signal });
+        break;
+      }
+      case "probe":
+        log.info({ service: name }, "circuit half-open: this call probes the service");
+        break;
+    }
+    const probe = admission.verdict === "probe";
+    let result: T;
+    try {
+      result = await fn(scope.signal);
+    } catch (error) {
+      return this.failed(name, error, { holder, probe, scope, defer });
+    }
+    if (probe || admission.consecutive_failures > 0) {
+      if (await recordSuccess(pool, name, holder)) log.info({ service: name }, "probe succeeded: circuit closed");
+    }
+    return result;
+  }
+
+  private async failed(
+    name: string,
+    error: unknown,
+    call: { holder: string; probe: boolean; scope: CallScope; defer: (notBefore: Date, reason: string) => Promise<never> },
+  ): Promise<never> {
+    const { pool, log } = this.config;
+    const { holder, probe, scope, defer } = call;
+    const aborted = scope.signal.aborted;
+    // A job cancelled by shutdown says nothing about the service; one that ran out of its
+    // deadline waiting on it does (a hung service times out rather than refusing).
+    if (aborted && !(scope.signal.reason instanceof TaskTimeoutError)) {
+      if (probe) await releaseProbe(pool, name, holder);
+      throw error;
+    }
+    const retryAfterMs = throttledFor(error);
+    if (retryAfterMs !== undefined) {
+      // Throttled means alive: a probe that gets a 429 closes the circuit.
+      await recordSuccess(pool, name, holder);
+      const until = await pauseService(pool, name, retryAfterMs);
+      log.warn({ service: name, pausedUntil: until.toISOString() }, "service answered 429: fleet paused");
+      if (aborted) throw error;
+      return defer(until, `answered 429, fleet paused until ${until.toISOString()}`);
+    }
+    if (aborted || isOutage(error)) {
+      const outcome = await recordFailure(pool, name, { holder, error: describeError(error), threshold: this.config.failureThreshold, openMs: this.config.openMs });
+      if (outcome.opened) log.warn({ service: name, reopenAt: outcome.reopen_at?.toISOString(), error: describeError(error) }, probe ? "probe failed: circuit open again" : "circuit opened");
+      // The job that saw the circuit open (or a failure while it is open) waits for it, its
+      // attempt unused; only failures below the threshold count as failed attempts.
+      if (!aborted && outcome.state === "open") return defer(outcome.reopen_at!, `circuit open after: ${describeError(error)}`);
+      if (!aborted && outcome.state === "half_open") return defer(outcome.probe_until ?? new Date(), `circuit half-open after: ${describeError(error)}`);
+      throw error;
+    }
+    // Any other answer (a 4xx, a bad response) shows the service is up.
+    if (isHttpAnswer(error)) await recordSuccess(pool, name, holder);
+    else if (probe) await releaseProbe(pool, name, holder);
+    throw error;
+  }
+}
+
+/** The errors, along the cause chain, as plain records. */
+function* chain(error: unknown): Generator<Record<string, unknown>> {
+  const seen = new Set<unknown>();
+  let current = error;
+  while (current && typeof current === "object" && !seen.has(current)) {
+    seen.add(current);
+    yield current as Record<string, unknown>;
+    current = (current as { cause?: unknown }).cause;
+  }
+}
+
+/** Connection refused or reset, a 5xx, a timeout: the service is (for now) not there. */
+export function isOutage(error: unknown): boolean {
+  for (const record of chain(error)) {
+    const status = httpStatusOf(record);
+    if (status !== undefined) return status >= 500;
+    if (typeof record.code === "string" && TRANSIENT_NETWORK_CODES.has(record.code)) return true;
+    if (typeof record.name === "string" && record.name.endsWith("TimeoutError")) return true;
+  }
+  return false;
+}
+
+function isHttpAnswer(error: unknown): boolean {
+  for (const record of chain(error)) if (httpStatusOf(record) !== undefined) return true;
+  return false;
+}
+
+/**
+ * How long the service asked to be left alone, ms, when the error is a 429 (or carries a
+ * Retry-After); undefined otherwise. Reads, along the cause chain: retryAfterMs, retry_after
+ * (seconds), a Retry-After header (seconds or an HTTP date) on the error or its response.
+ */
+export function throttledFor(error: unknown): number | undefined {
+  let throttled = false;
+  for (const record of chain(error)) {
+    if (typeof record.retryAfterMs === "number") return clampPause(record.retryAfterMs);
+    if (typeof record.retry_after === "number") return clampPause(record.retry_after * 1000);
+    const header = headerOf(record.headers) ?? headerOf((record.response as Record<string, unknown> | undefined)?.headers);
+    if (header !== undefined) {
+      const parsed = parseRetryAfter(header);
+      if (parsed !== undefined) return clampPause(parsed);
+    }
+    if (httpStatusOf(record) === 429) throttled = true;
+  }
+  return throttled ? DEFAULT_PAUSE_MS : undefined;
+}
+
+function headerOf(headers: unknown): string | undefined {
+  if (!headers || typeof headers !== "object") return undefined;
+  if (typeof (headers as Headers).get === "function") return (headers as Headers).get("retry-after") ?? undefined;
+  const value = (headers as Record<string, unknown>)["retry-after"] ?? (headers as Record<string, unknown>)["Retry-After"];
+  return typeof value === "string" ? value : undefined;
+}
+
+/** Retry-After: delay-seconds or an HTTP date (RFC 9110 10.2.3); ms from now. */
+export function parseRetryAfter(value: string, now = Date.now()): number | undefined {
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const date = Date.parse(text);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+function clampPause(ms: number): number {
+  return Math.min(Math.max(ms, 0), MAX_PAUSE_MS);
+}
