@@ -67,6 +67,9 @@ export async function createTestDatabase(
   await admin.end();
   const url = withDatabase(adminUrl, name);
   const pool = createQueuePool(url, options.concurrency ?? 4);
+  // A copy of a database gets an owner id of its own (the qdrant_owner comment says so): two
+  // clones of the template sharing a Qdrant collection must not pass for one database.
+  if (template) await pool.query("update qdrant_owner set owner_id = gen_random_uuid()");
   const appPool = await createAppPool(url, options.concurrency ?? 4, { statementTimeoutMs: 30_000 });
   t.teardown(async () => {
     await appPool.end();
