@@ -1,4 +1,5 @@
 import pRetry from "p-retry";
+import { isOutcomeStatement } from "../runtime/graphileJobs.ts";
 import { CONNECT_TIMEOUT_MS } from "./connections.ts";
 import pg from "pg";
 
@@ -11,14 +12,6 @@ import pg from "pg";
  * stays locked by a live worker. Neither needs to happen: both statements can simply run again
  * on a fresh connection.
  */
-
-/**
- * graphile-worker's outcome statements (0.18, sql/completeJobs and sql/failJobs): the delete of
- * completed jobs and the update that records a failure. Both are safe to run twice: a completed
- * job is deleted by id, and a failure updates only jobs still locked by this pool, which the
- * first run (if it committed before the connection dropped) has already unlocked.
- */
-const OUTCOME_STATEMENT = /^(?:with j as \(\s*)?(?:delete from \S+\._private_jobs\b|update \S+\._private_jobs as jobs\s+set\s+last_error\b)/;
 
 /** Node's codes for a connection that broke under a query. */
 const NETWORK_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
@@ -54,7 +47,7 @@ export function retryLostOutcomes(pool: pg.Pool): void {
     (client as { query: unknown }).query = (...args: unknown[]) => {
       const result = query(...args);
       const [config] = args;
-      if (args.length !== 1 || !(result instanceof Promise) || !isOutcomeStatement(config)) return result;
+      if (args.length !== 1 || !(result instanceof Promise) || !isOutcomeQuery(config)) return result;
       return result.catch((error: unknown) => {
         if (!isLostConnection(error)) throw error;
         return pRetry(() => runAlone(pool, config), { ...RETRY, shouldRetry: ({ error }) => isLostConnection(error) });
@@ -79,6 +72,7 @@ async function runAlone(pool: pg.Pool, config: { text: string; values?: unknown[
   }
 }
 
-function isOutcomeStatement(config: unknown): config is { text: string; values?: unknown[] } {
-  return typeof config === "object" && config !== null && typeof (config as { text?: unknown }).text === "string" && OUTCOME_STATEMENT.test((config as { text: string }).text);
+/** A query config carrying one of graphile-worker's outcome statements. */
+function isOutcomeQuery(config: unknown): config is { text: string; values?: unknown[] } {
+  return typeof config === "object" && config !== null && typeof (config as { text?: unknown }).text === "string" && isOutcomeStatement((config as { text: string }).text);
 }

@@ -311,3 +311,17 @@ export async function wakeJobs(db: CommonQueryMethods, jobIds: readonly string[]
   `);
   return row.woken;
 }
+
+/**
+ * graphile-worker's outcome statements (0.18, sql/completeJobs and sql/failJobs): the delete of
+ * completed jobs and the update that records a failure, recognised by their text so that
+ * src/db/outcomeRetry.ts can run them again on a fresh connection. Both are safe to run twice:
+ * a completed job is deleted by id, and a failure updates only jobs still locked by this pool,
+ * which the first run (if it committed before the connection dropped) has already unlocked.
+ */
+const OUTCOME_STATEMENT = /^(?:with j as \(\s*)?(?:delete from \S+\._private_jobs\b|update \S+\._private_jobs as jobs\s+set\s+last_error\b)/;
+
+/** Whether this statement text is one of graphile-worker's outcome statements (see OUTCOME_STATEMENT). */
+export function isOutcomeStatement(text: string): boolean {
+  return OUTCOME_STATEMENT.test(text);
+}
