@@ -112,15 +112,18 @@ export class FlowControl {
 
   /**
    * Frees the job's slots and takes the oldest waiters, as many as there are free slots, off the
-   * waiting list under the limits' row locks (one statement), then wakes them. A waiter taken is
-   * parked already (its park committed with its waiter row); a crash between the two statements
-   * leaves it to its park timeout. A failure is logged, not thrown: the job's outcome stands,
-   * and the sweeper frees the slot once the job has left this worker.
+   * waiting list under the limits' row locks, and wakes them, in one transaction: a waiter taken
+   * off the list is parked already (its park committed with its waiter row), so were the wake
+   * lost after the take (the worker killed between two commits), it would sleep to its park
+   * timeout with nothing left to wake it. A failure is logged, not thrown: the job's outcome
+   * stands, and the sweeper frees the slot once the job has left this worker.
    */
   private async release(ids: readonly number[], job: Job): Promise<void> {
     try {
-      const waiters = await freeSlots(this.config.pool, ids, job);
-      if (waiters.length > 0) await wakeJobs(this.config.pool, waiters, 0);
+      await this.config.pool.transaction(async (tx) => {
+        const waiters = await freeSlots(tx, ids, job);
+        if (waiters.length > 0) await wakeJobs(tx, waiters, 0);
+      });
     } catch (error) {
       this.config.log.warn({ jobId: job.id, error: describeError(error) }, "could not free the job's fleet-wide slot; the sweeper frees it once the job has ended");
     }

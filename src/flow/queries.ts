@@ -106,8 +106,9 @@ export const WAKE_AFTER_PARK_MS = MIN_PARK_MS;
 /**
  * Frees the slots this execution of the job holds and, in the same statement, under the
  * limits' row locks, takes the oldest waiters of each limit (parked WAKE_AFTER_PARK_MS ago or
- * more), as many as it has free slots, off the waiting list. Returns the job ids to wake
- * (wakeJobs). One statement on its own, so the rows are locked only while it runs.
+ * more), as many as it has free slots, off the waiting list. Returns the job ids to wake, which
+ * the caller must wake (wakeJobs) in the same transaction: a waiter taken off the list and not
+ * woken would sleep to its park timeout.
  */
 export async function freeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<string[]> {
   const rows = await tx.any(sql.type(z.object({ job_id: z.coerce.string() }))`
