@@ -64,6 +64,7 @@ async function seedDemo(db: pg.Pool): Promise<string> {
     insert into workers (id, hostname, pid, concurrency, started_at, heartbeat_at) values ('web-1-4821-a1b2', 'web-1', 4821, 10, now() - interval '2 h', now()), ('web-2-977-c3d4', 'web-2', 977, 10, now() - interval '2 h', now() - interval '1 s');
     insert into reconcile_runs (collection, started_at, finished_at, qdrant_points, postgres_points, missing, extra, stale, repaired)
     values ('chunks', now() - interval '14 min', now() - interval '13 min', 48210, 48213, 3, 0, 1, true);
+    insert into flow_limits (kind, name, max_running, in_use) values ('task', 'embed_chunks', 4, 4), ('queue', 'gpu', 8, 3);
     insert into dashboard_audit (actor, action, target, detail) values ('ops', 'dlq.retry', 'dead letters 17', '{"retried": [{"job": "88121", "deadLetter": "17"}]}');
   `);
   const [row] = (await db.query<{ job_id: string }>("select job_id::text from dead_letters where task = 'embed_chunks'")).rows;
