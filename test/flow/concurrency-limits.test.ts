@@ -90,6 +90,8 @@ t.test("a limit lowered below the slots in use comes down as they are freed, nev
   t.same(await limitRow(db), { max_running: 3, in_use: 3, lowering_to: 1, waiting: 1 });
   gate.open();
   await waitFor("one job applied", async () => (await effectCounts(db)).rows === 1);
+  // Its slot is freed just after its commit, in the job's own finally.
+  await waitFor("its slot freed", async () => (await limitRow(db))?.in_use === 2);
   t.same(await limitRow(db), { max_running: 2, in_use: 2, lowering_to: 1, waiting: 1 }, "coming down, and the waiter still waits");
   gate.open();
   gate.open();
