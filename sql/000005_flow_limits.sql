@@ -50,7 +50,8 @@ create index flow_slots_locked_by_idx on flow_slots (locked_by);
 create table flow_waiters (
   limit_id integer not null references flow_limits (id) on delete cascade,
   job_id bigint not null,
-  since timestamptz not null default now(),
+  -- The clock, not the transaction's start: a wake waits MIN_PARK_MS from the park itself.
+  since timestamptz not null default clock_timestamp(),
   primary key (limit_id, job_id)
 );
 comment on table flow_waiters is 'Jobs parked because a limit was full, waiting to be woken (oldest first) when a slot of that limit is freed. A row leaves when its job is woken or admitted.';

@@ -6,7 +6,7 @@ import { runtimeEvents } from "../runtime/events.ts";
 import { JobParkedError, JobTakenOverError } from "../runtime/executor.ts";
 import { parkJob, wakeJobs } from "../runtime/graphileJobs.ts";
 import type { FlowLimit } from "./options.ts";
-import { freeSlots, takeFreeSlot, takeSlots, upsertLimits } from "./queries.ts";
+import { dropOwnSlots, freeSlots, lockLimits, takeFreeSlot, takeSlots, upsertLimits } from "./queries.ts";
 
 export interface FlowControlConfig {
   pool: DatabasePool;
@@ -82,8 +82,15 @@ export class FlowControl {
     const ids = this.ids.get(task);
     if (ids === undefined) throw new Error(`flow control: task ${task} has no limits installed`);
     const runAt = new Date(Date.now() + this.parkTimeoutMs);
-    // One statement when a slot of the job's only limit is free, the usual case.
-    const admitted = (ids.length === 1 && (await takeFreeSlot(this.config.pool, ids[0]!, job))) || (await this.takeOrPark(ids, job, runAt));
+    const admitted = await this.takeOrParkOnce(ids, job, runAt).catch(async (error: unknown) => {
+      if (!isUniqueViolation(error)) throw error;
+      // A slot of this job under this same lock holder is left from an earlier run of it
+      // whose release failed (it is logged, not thrown): this run is the job's only one
+      // here, so that slot is stale. Freed, the admission is tried again.
+      this.config.log.warn({ jobId: job.id }, "a fleet-wide slot left by an earlier run of this job was freed");
+      await this.config.pool.transaction((tx) => dropOwnSlots(tx, job));
+      return this.takeOrParkOnce(ids, job, runAt);
+    });
     if (!admitted) {
       const event = { task, jobId: job.id, attempt: job.attempts, runAt, reason: "fleet-wide concurrency limit full" };
       runtimeEvents.emit("job:deferred", event);
@@ -98,6 +105,11 @@ export class FlowControl {
         await this.release(ids, job);
       },
     };
+  }
+
+  /** One statement when a slot of the job's only limit is free, the usual case; else takeOrPark. */
+  private async takeOrParkOnce(ids: readonly number[], job: Job, runAt: Date): Promise<boolean> {
+    return (ids.length === 1 && (await takeFreeSlot(this.config.pool, ids[0]!, job))) || (await this.takeOrPark(ids, job, runAt));
   }
 
   /** Under the limits' row locks: takes the job's slots, or records it as waiting and parks it until runAt. */
@@ -121,6 +133,8 @@ export class FlowControl {
   private async release(ids: readonly number[], job: Job): Promise<void> {
     try {
       await this.config.pool.transaction(async (tx) => {
+        // Locked first: freeSlots then picks waiters from a snapshot taken after the last release.
+        await lockLimits(tx, ids);
         const waiters = await freeSlots(tx, ids, job);
         if (waiters.length > 0) await wakeJobs(tx, waiters, 0);
       });
@@ -128,4 +142,12 @@ export class FlowControl {
       this.config.log.warn({ jobId: job.id, error: describeError(error) }, "could not free the job's fleet-wide slot; the sweeper frees it once the job has ended");
     }
   }
+}
+
+/** A unique violation (23505), also wrapped by slonik (the SQLSTATE on its cause). */
+function isUniqueViolation(error: unknown): boolean {
+  for (let current = error; current instanceof Error; current = current.cause) {
+    if ((current as { code?: unknown }).code === "23505") return true;
+  }
+  return false;
 }

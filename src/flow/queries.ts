@@ -58,6 +58,15 @@ export async function takeFreeSlot(db: CommonQueryMethods, limitId: number, job:
 }
 
 /**
+ * Locks these limits' rows, in id order, for the rest of the caller's transaction: a statement
+ * of its own, so that the next statement's snapshot is taken with the locks held and sees the
+ * rows as their last holder left them.
+ */
+export async function lockLimits(tx: CommonQueryMethods, limitIds: readonly number[]): Promise<void> {
+  await tx.query(sql.unsafe`select id from flow_limits where id = any(${sql.array([...limitIds], "int4")}) order by id for update`);
+}
+
+/**
  * Admission, in the caller's transaction: locks the job's limits (id order); then, if every one
  * has a free slot, takes one of each (a guarded update: in_use < max_running, and the CHECK
  * besides) and records the slots, dropping any waiter rows of the job; otherwise records the
@@ -68,7 +77,7 @@ export async function takeFreeSlot(db: CommonQueryMethods, limitId: number, job:
  * (a single waiting admission, test/flow/concurrency-limits.test.ts, did not reproduce it).
  */
 export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly number[], job: Job): Promise<boolean> {
-  await tx.query(sql.unsafe`select id from flow_limits where id = any(${sql.array([...limitIds], "int4")}) order by id for update`);
+  await lockLimits(tx, limitIds);
   const { admitted, taken } = await tx.one(sql.type(z.object({ admitted: z.boolean(), taken: z.number() }))`
     with locked as (
       select id, in_use < max_running as free from flow_limits where id = any(${sql.array([...limitIds], "int4")})
@@ -94,6 +103,27 @@ export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly numbe
   // Admitted means a slot of every limit taken; anything else must not run (the caller's transaction rolls back).
   if (admitted && taken !== limitIds.length) throw new Error(`flow control: job ${job.id} was admitted but took ${taken} of its ${limitIds.length} slots`);
   return admitted;
+}
+
+/**
+ * Frees every slot this job holds under this lock holder (the limits locked first, in id order):
+ * slots left by an earlier run of the job whose release failed, which the sweeper cannot tell
+ * from a live one while the same holder runs the job again.
+ */
+export async function dropOwnSlots(tx: CommonQueryMethods, job: Job): Promise<void> {
+  await tx.query(sql.unsafe`
+    select id from flow_limits
+    where id in (select limit_id from flow_slots where job_id = ${job.id} and locked_by = ${job.locked_by!})
+    order by id for update
+  `);
+  await tx.query(sql.unsafe`
+    with dropped as (
+      delete from flow_slots where job_id = ${job.id} and locked_by = ${job.locked_by!} returning limit_id
+    )
+    update flow_limits set in_use = in_use - counts.n
+    from (select limit_id, count(*)::int as n from dropped group by limit_id) as counts
+    where flow_limits.id = counts.limit_id
+  `);
 }
 
 /**

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import { describeError, httpStatusOf, JobDeferredError, PermanentError, TaskTimeoutError, TRANSIENT_NETWORK_CODES } from "../runtime/errors.ts";
+import { MIN_PARK_MS } from "../runtime/graphileJobs.ts";
 import { admit, deferUntil, ensureService, pauseService, recordFailure, recordSuccess, releaseProbe } from "./serviceQueries.ts";
 
 /** A service's limit for the whole fleet. */
@@ -37,7 +38,8 @@ export interface ServiceGateConfig {
   /**
    * A call whose turn is at most this far away sleeps until it (its job holds a slot, no
    * connection); a later turn defers the job instead. 250 ms: short enough that a slot is not
-   * held long, long enough that a job coming back a poll late still finds a turn.
+   * held long (and that few calls admitted before a circuit opens still go out after it), long
+   * enough that a job coming back a poll late still finds a turn.
    */
   maxSleepMs?: number;
   /** Told the run time of every job deferred, so the worker can wake a slot for it then (see DueNudger). */
@@ -100,7 +102,8 @@ export class ServiceGate {
     const admission = await admit(pool, { name, cost, maxSleepMs: this.maxSleepMs, holder, leaseMs: scope.leaseMs + 1_000 });
     const spacingMs = admission.rate === null ? UNLIMITED_SPACING_MS : (1000 * cost) / admission.rate;
     const defer = async (notBefore: Date, reason: string): Promise<never> => {
-      const runAt = await deferUntil(pool, name, notBefore, spacingMs);
+      // Parked jobs are due MIN_PARK_MS from now at the earliest (parkJob): the nudge is for then.
+      const runAt = new Date(Math.max((await deferUntil(pool, name, notBefore, spacingMs)).getTime(), Date.now() + MIN_PARK_MS));
       this.config.onDeferred?.(runAt);
       throw new JobDeferredError(`${name}: ${reason}`, runAt);
     };

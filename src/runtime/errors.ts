@@ -8,6 +8,7 @@ import { redactCredentials } from "../redact.ts";
  * package) is still recognised.
  */
 const PERMANENT = Symbol.for("pgconverge.permanentError");
+const DEFERRED = Symbol.for("pgconverge.jobDeferredError");
 
 /**
  * Throw from a task to fail the job at once: no retry, straight to `dead_letters` with this
@@ -32,12 +33,24 @@ export class PermanentError extends Error {
  */
 export class JobDeferredError extends Error {
   override name = "JobDeferredError";
+  readonly [DEFERRED] = true;
   constructor(
     message: string,
     readonly runAt: Date,
   ) {
     super(message);
   }
+
+  /** True for any JobDeferredError, from whichever copy of pgconverge threw it (see PERMANENT). */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== JobDeferredError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[DEFERRED] === true;
+  }
+}
+
+/** Flow control could not admit or park the job (its own database trouble): always retried, whatever the cause. */
+export class FlowControlError extends Error {
+  override name = "FlowControlError";
 }
 
 /** A task's prepare phase outlived its deadline; the job is retried. */
@@ -105,6 +118,7 @@ export function classifyError(error: unknown): ErrorClass {
   let current: unknown = error;
   while (current && typeof current === "object" && !seen.has(current)) {
     seen.add(current);
+    if (current instanceof FlowControlError) return "transient";
     if (current instanceof PermanentError || isZodError(current)) return "permanent";
     if (current instanceof TaskTimeoutError || current instanceof TimeoutError) return "transient";
     const record = current as Record<string, unknown>;

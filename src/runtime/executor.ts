@@ -6,7 +6,7 @@ import type { Admission, FlowControl } from "../flow/flowControl.ts";
 import type { ServiceGate } from "../flow/serviceGate.ts";
 import type { Logger } from "../log.ts";
 import type { AnyTask, BatchItem } from "./defineTask.ts";
-import { classifyError, describeError, JobDeferredError, TaskTimeoutError } from "./errors.ts";
+import { classifyError, describeError, FlowControlError, JobDeferredError, TaskTimeoutError } from "./errors.ts";
 import { runtimeEvents } from "./events.ts";
 import type { BatchApply, GroupCommitter } from "./groupCommit.ts";
 import { holdsJobLock, parkJob } from "./graphileJobs.ts";
@@ -92,7 +92,13 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
     let admission: Admission | null = null;
     try {
       // Throws JobParkedError when a limit is full: the job is parked until a slot is freed.
-      if (flow) admission = await flow.admit(job);
+      if (flow) {
+        admission = await flow.admit(job).catch((error: unknown) => {
+          if (error instanceof JobParkedError || error instanceof JobTakenOverError) throw error;
+          // Flow control's own trouble (a lost connection, a conflict) is never the job's fault.
+          throw new FlowControlError(`fleet-wide limit admission failed: ${describeError(error)}`, { cause: error });
+        });
+      }
       const payload = task.payload.parse(rawPayload);
       const prepared = task.prepare
         ? await runPrepare(task, { payload, helpers, log, options })
@@ -126,7 +132,11 @@ export function toGraphileTask(identifier: string, task: AnyTask, options: Execu
         log.warn(error.message);
         throw error;
       }
-      if (error instanceof JobDeferredError) await park(error, job, pool, log, event);
+      if (error instanceof JobDeferredError) {
+        // Slots first: once parked the job may be fetched again, and its next run must find them free.
+        await admission?.release();
+        await park(error, job, pool, log, event);
+      }
       await handleFailure(error, rawPayload, helpers, identifier, options, log, started);
     } finally {
       // However the job ended (applied, failed, dead-lettered, deferred), its slots are freed.

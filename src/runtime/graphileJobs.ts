@@ -297,6 +297,11 @@ export async function parkJob(db: CommonQueryMethods, job: Job, runAt: Date): Pr
  */
 export async function wakeJobs(db: CommonQueryMethods, jobIds: readonly string[], spacingMs = 0): Promise<number> {
   if (jobIds.length === 0) return 0;
+  // Rows locked in id order first (in the caller's transaction): two wakes of overlapping jobs
+  // (a job waiting on two limits, freed by two releases) would otherwise deadlock.
+  await db.query(sql.unsafe`
+    select id from graphile_worker._private_jobs where id = any(${sql.array([...jobIds], "int8")}) order by id for update
+  `);
   const row = await db.one(sql.type(z.object({ woken: z.number() }))`
     with woken as (
       update graphile_worker._private_jobs as jobs

@@ -4,6 +4,7 @@ import t from "tap";
 import { sql } from "slonik";
 import { z } from "zod";
 import { loadConfig } from "../../src/config.ts";
+import { FlowControl } from "../../src/flow/flowControl.ts";
 import { resolveLimits } from "../../src/flow/options.ts";
 import { takeSlots, upsertLimits } from "../../src/flow/queries.ts";
 import type { Job } from "graphile-worker";
@@ -120,6 +121,21 @@ t.test("an admission that waited for the limit's row lock decides on the row as 
   const [row] = await db.query<{ in_use: number; slots: string; waiters: string }>(
     "select in_use, (select count(*) from flow_slots) as slots, (select count(*) from flow_waiters) as waiters from flow_limits");
   t.same(row, { in_use: 1, slots: "0", waiters: "1" }, "no slot taken, the job recorded as waiting");
+});
+
+t.test("a slot left by an earlier run of the same job under the same holder (its release failed) does not fail the job's next admission", async (t) => {
+  const db = await createTestDatabase(t);
+  const flow = new FlowControl({ pool: db.appPool, log: testLog, limits: new Map([["gated", [{ kind: "task", name: "gated", maxRunning: 2 }]]]) });
+  await flow.install();
+  const job = { id: "7", revision: 0, locked_by: "worker-b", task_identifier: "gated", attempts: 1 } as Job;
+  // The earlier run took its slot and never gave it back.
+  await db.query("update flow_limits set in_use = 1");
+  await db.query("insert into flow_slots (limit_id, job_id, revision, locked_by) select id, 7, 0, 'worker-b' from flow_limits");
+  const admission = await flow.admit(job);
+  const slots = () => db.query<{ in_use: number; slots: string }>("select in_use, (select count(*) from flow_slots) as slots from flow_limits");
+  t.same(await slots(), [{ in_use: 1, slots: "1" }], "the stale slot freed and one taken for this run: the count matches the rows");
+  await admission.release();
+  t.same(await slots(), [{ in_use: 0, slots: "0" }]);
 });
 
 t.test("bad flow settings are one-line errors naming the setting", async (t) => {

@@ -197,7 +197,9 @@ t.test("making a partition does not hold up the jobs writing history", async (t)
 t.test("a worker login that does not own the tables can maintain the history once granted EXECUTE; others cannot", async (t) => {
   const db = await createTestDatabase(t, { pipeline: false });
   const role = `pgc_hist_${db.name.slice(-8)}`;
-  await db.query(`create role ${role} login`);
+  // A password: the embedded server asks for one (scram), where a local trust server would not.
+  const password = "pgc-history-test";
+  await db.query(`create role ${role} login password '${password}'`);
   t.teardown(async () => {
     await db.query(`drop owned by ${role}`).catch(() => {});
     await db.query(`drop role if exists ${role}`).catch(() => {});
@@ -207,7 +209,7 @@ t.test("a worker login that does not own the tables can maintain the history onc
   const asRole = async (text: string) => {
     const url = new URL(db.url);
     url.username = role;
-    url.password = "";
+    url.password = password;
     const client = new pg.Client({ connectionString: url.href });
     await client.connect();
     try {
