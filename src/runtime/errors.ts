@@ -30,6 +30,7 @@ export class PermanentError extends Error {
  * Thrown (by flow control, or by a task) to put the job back until `runAt` without using up an
  * attempt: the job did not fail, it may not run yet (a fleet-wide limit is full, a service is
  * throttled or its circuit is open). The executor parks the job; nothing is recorded as a failure.
+ * The job is due again 1 s from the park at the earliest, whatever `runAt` says (see parkJob).
  */
 export class JobDeferredError extends Error {
   override name = "JobDeferredError";
