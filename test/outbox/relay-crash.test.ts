@@ -17,10 +17,11 @@ t.test("relay processes SIGKILLed mid-batch: every change still reaches Qdrant, 
   t.teardown(() => fake.stop());
   await ensureCollection(createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   const documentId = await insertDocument(db);
-  const ids = Array.from({ length: 400 }, () => randomUUID());
+  const ids = Array.from({ length: 1_000 }, () => randomUUID());
   for (const [index, id] of ids.entries()) await putChunk(db, documentId, id, `text ${id}`, undefined, index);
-  // Slow requests, so kills land while batches are in flight.
-  fake.faults.setRandom({ rate: 1, faults: [{ kind: "delay", ms: 60 }] });
+  // Slow requests, so kills land while batches are in flight (a relay writes several batches at
+  // once: at 60 ms a request, two relays drained 400 changes before a third kill).
+  fake.faults.setRandom({ rate: 1, faults: [{ kind: "delay", ms: 250 }] });
 
   const env = {
     ...process.env,
