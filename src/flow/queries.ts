@@ -106,6 +106,16 @@ export async function takeSlots(tx: CommonQueryMethods, limitIds: readonly numbe
 }
 
 /**
+ * The SET of an update of flow_limits that gives back `counts.n` slots of each limit: in_use
+ * comes down, and a limit being lowered (lowering_to) comes down with it, never below in_use.
+ * Every path that frees slots (release, sweep, a stale slot) uses it.
+ */
+const RELEASE_COUNTS = sql.fragment`
+  in_use = in_use - counts.n,
+  max_running = case when lowering_to is null then max_running else greatest(lowering_to, in_use - counts.n) end,
+  lowering_to = case when lowering_to < in_use - counts.n then lowering_to end`;
+
+/**
  * Frees every slot this job holds under this lock holder (the limits locked first, in id order):
  * slots left by an earlier run of the job whose release failed, which the sweeper cannot tell
  * from a live one while the same holder runs the job again.
@@ -120,7 +130,7 @@ export async function dropOwnSlots(tx: CommonQueryMethods, job: Job): Promise<vo
     with dropped as (
       delete from flow_slots where job_id = ${job.id} and locked_by = ${job.locked_by!} returning limit_id
     )
-    update flow_limits set in_use = in_use - counts.n
+    update flow_limits set ${RELEASE_COUNTS}
     from (select limit_id, count(*)::int as n from dropped group by limit_id) as counts
     where flow_limits.id = counts.limit_id
   `);
@@ -150,9 +160,7 @@ export async function freeSlots(tx: CommonQueryMethods, limitIds: readonly numbe
       returning limit_id
     ), released as (
       update flow_limits
-      set in_use = in_use - counts.n,
-          max_running = case when lowering_to is null then max_running else greatest(lowering_to, in_use - counts.n) end,
-          lowering_to = case when lowering_to < in_use - counts.n then lowering_to end
+      set ${RELEASE_COUNTS}
       from (select limit_id, count(*)::int as n from freed group by limit_id) as counts, locked
       where flow_limits.id = counts.limit_id and locked.id = counts.limit_id
       returning flow_limits.id, flow_limits.max_running - flow_limits.in_use as free
@@ -194,9 +202,7 @@ export async function freeStaleSlots(tx: CommonQueryMethods): Promise<number> {
       returning flow_slots.limit_id
     ), released as (
       update flow_limits
-      set in_use = in_use - counts.n,
-          max_running = case when lowering_to is null then max_running else greatest(lowering_to, in_use - counts.n) end,
-          lowering_to = case when lowering_to < in_use - counts.n then lowering_to end
+      set ${RELEASE_COUNTS}
       from (select limit_id, count(*)::int as n from freed group by limit_id) as counts
       where flow_limits.id = counts.limit_id
       returning counts.n
