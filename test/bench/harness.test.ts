@@ -116,7 +116,7 @@ t.test("replicas paced on stdin, one SIGKILLed and restarted, connections cut: e
   const deadline = setTimeout(() => [first, restarted].forEach((replica) => replica.child.kill("SIGKILL")), 5_000);
   const exits = await Promise.all([first.exited, restarted.exited]);
   clearTimeout(deadline);
-  t.same(exits, [[0, null], [0, null]], "SIGTERM: exit 0 within 5 s");
+  t.same(exits, [[0, null], [0, null]], "SIGTERM: exit 0 within 5 s", { stderr: { first: first.stderr, restarted: restarted.stderr } });
 
   const result = await ledger(db);
   t.match(result, { missing: 0, unexpected: 0, duplicated: 0, runs: 3 }, "exactly once across the three runs (the killed one included)");
