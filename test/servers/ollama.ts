@@ -41,11 +41,32 @@ export class FakeOllama extends TestServer {
   /** /api/embed requests being handled now (until their connection closes), and the most at once (counted server-side). */
   embedsInFlight = 0;
   maxEmbedsInFlight = 0;
+  /** When each /api/embed request arrived and when its connection closed (Infinity while it is open). */
+  private readonly embedSpans: Array<{ arrivedAt: number; closedAt: number }> = [];
   /** How long each embed request takes, ms, so that concurrent requests overlap. Default 0. */
   embedDelayMs = 0;
   constructor(models: Record<string, number> = { "nomic-embed-text": 768 }) {
     super();
     for (const [name, size] of Object.entries(models)) this.models.set(name, size);
+  }
+
+  /**
+   * The most /api/embed requests at once among those that arrived at or after `since` (ms):
+   * requests already in flight then, and their overlap with later ones, are not counted.
+   */
+  mostInFlightSince(since: number): number {
+    const events = this.embedSpans
+      .filter((span) => span.arrivedAt >= since)
+      .flatMap((span) => [
+        { at: span.arrivedAt, delta: 1 },
+        { at: span.closedAt, delta: -1 },
+      ])
+      // A request that closes at the millisecond another arrives does not overlap it.
+      .sort((a, b) => a.at - b.at || a.delta - b.delta);
+    let now = 0;
+    let most = 0;
+    for (const { delta } of events) most = Math.max(most, (now += delta));
+    return most;
   }
 
   private model(name: unknown): number {
@@ -62,9 +83,14 @@ export class FakeOllama extends TestServer {
     };
     const isEmbed = request.method === "POST" && request.url?.startsWith("/api/embed") === true;
     if (isEmbed) {
-      this.embedRequestTimes.push(Date.now());
+      const span = { arrivedAt: Date.now(), closedAt: Infinity };
+      this.embedRequestTimes.push(span.arrivedAt);
+      this.embedSpans.push(span);
       this.maxEmbedsInFlight = Math.max(this.maxEmbedsInFlight, ++this.embedsInFlight);
-      response.once("close", () => this.embedsInFlight--);
+      response.once("close", () => {
+        this.embedsInFlight--;
+        span.closedAt = Date.now();
+      });
     }
     try {
       const fault = this.faults.take();
