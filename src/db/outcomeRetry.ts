@@ -1,5 +1,6 @@
 import pRetry from "p-retry";
-import { isOutcomeStatement } from "../runtime/graphileJobs.ts";
+import { performance } from "node:perf_hooks";
+import { isOutcomeStatement, outcomeJobIds, RERUN_GUARD_STATEMENT } from "../runtime/graphileJobs.ts";
 import { CONNECT_TIMEOUT_MS } from "./connections.ts";
 import pg from "pg";
 
@@ -9,8 +10,9 @@ import pg from "pg";
  * at that moment (a failover, pg_terminate_backend of every session) therefore either rejects
  * with nobody listening, which ends the process, or fails the batch, which graphile-worker
  * treats as fatal: it shuts its pool down ("queue is in an inconsistent state") and the job
- * stays locked by a live worker. Neither needs to happen: both statements can simply run again
- * on a fresh connection.
+ * stays locked by a live worker. Neither needs to happen: both statements can run again on a
+ * fresh connection. A failure's re-run is guarded (graphileJobs.ts says why): it never touches
+ * a job locked again after the statement was first sent.
  */
 
 /** Node's codes for a connection that broke under a query. */
@@ -45,12 +47,14 @@ export function retryLostOutcomes(pool: pg.Pool): void {
   pool.on("connect", (client) => {
     const query = client.query.bind(client) as (...args: unknown[]) => unknown;
     (client as { query: unknown }).query = (...args: unknown[]) => {
+      // Monotonic: the guard measures the time since this send, and the wall clock may step.
+      const sentAt = performance.now();
       const result = query(...args);
       const [config] = args;
       if (args.length !== 1 || !(result instanceof Promise) || !isOutcomeQuery(config)) return result;
       return result.catch((error: unknown) => {
         if (!isLostConnection(error)) throw error;
-        return pRetry(() => runAlone(pool, config), { ...RETRY, shouldRetry: ({ error }) => isLostConnection(error) });
+        return pRetry(() => runAlone(pool, config, sentAt), { ...RETRY, shouldRetry: ({ error }) => isLostConnection(error) });
       });
     };
   });
@@ -59,14 +63,31 @@ export function retryLostOutcomes(pool: pg.Pool): void {
 /**
  * Runs the statement on a connection of its own, with the pool's settings, closed after. Not on
  * the pool: its clients may all be held by statements waiting here for a retry, and the broken
- * client stays checked out until the retry is done.
+ * client stays checked out until the retry is done. A statement that would clear jobs' locks
+ * runs in a transaction behind its guard, and when the guard finds a job locked since `sentAt`
+ * (the first send) nothing runs: graphile-worker gets a result with no rows, as if the
+ * statement had matched no job (which, the first run having committed, is what it would do
+ * for the run it was sent for).
  */
-async function runAlone(pool: pg.Pool, config: { text: string; values?: unknown[] }): Promise<pg.QueryResult> {
+async function runAlone(pool: pg.Pool, config: { text: string; values?: unknown[] }, sentAt: number): Promise<pg.QueryResult> {
+  const jobIds = outcomeJobIds(config.text, config.values);
   const client = new pg.Client({ ...pool.options, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   client.on("error", () => {});
   try {
     await client.connect();
-    return await client.query({ text: config.text, ...(config.values ? { values: config.values } : {}) });
+    const statement = { text: config.text, ...(config.values ? { values: config.values } : {}) };
+    if (jobIds === undefined) return await client.query(statement);
+    // A failure on the way (a lost connection again) leaves the transaction to end with the
+    // connection, rolled back; the next attempt measures and guards afresh.
+    await client.query("begin");
+    const guard = await client.query<{ relocked: boolean }>(RERUN_GUARD_STATEMENT, [jobIds, performance.now() - sentAt]);
+    if (guard.rows[0]!.relocked) {
+      await client.query("rollback");
+      return { command: "UPDATE", rowCount: 0, oid: 0, rows: [], fields: [] };
+    }
+    const result = await client.query(statement);
+    await client.query("commit");
+    return result;
   } finally {
     await client.end().catch(() => {});
   }

@@ -320,9 +320,12 @@ export async function wakeJobs(db: CommonQueryMethods, jobIds: readonly string[]
 /**
  * graphile-worker's outcome statements (0.18, sql/completeJobs and sql/failJobs): the delete of
  * completed jobs and the update that records a failure, recognised by their text so that
- * src/db/outcomeRetry.ts can run them again on a fresh connection. Both are safe to run twice:
- * a completed job is deleted by id, and a failure updates only jobs still locked by this pool,
- * which the first run (if it committed before the connection dropped) has already unlocked.
+ * src/db/outcomeRetry.ts can run them again on a fresh connection. A completed job is deleted
+ * by id, and ids are never reused, so the delete may simply run twice. A failure is NOT safe to
+ * run twice as it is: it matches jobs by lock holder only, and if its first run committed
+ * (the reply lost with the connection), the same pool may have fetched the job again once it
+ * was due (a failed attempt: e^1 s at the earliest; a parked one: MIN_PARK_MS), and a late
+ * re-run would unlock that newer run while it runs. See outcomeJobIds and RERUN_GUARD_STATEMENT.
  */
 const OUTCOME_STATEMENT = /^(?:with j as \(\s*)?(?:delete from \S+\._private_jobs\b|update \S+\._private_jobs as jobs\s+set\s+last_error\b)/;
 
@@ -330,3 +333,63 @@ const OUTCOME_STATEMENT = /^(?:with j as \(\s*)?(?:delete from \S+\._private_job
 export function isOutcomeStatement(text: string): boolean {
   return OUTCOME_STATEMENT.test(text);
 }
+
+/** batchFailJobs (one statement per job, with and without a named queue): $2 is a JSON array of {jobId, message, payload}. */
+const FAIL_JOB_STATEMENT = /^(?:with j as \(\s*)?update \S+\._private_jobs as jobs\s+set\s+last_error = \(el->>'message'\)/;
+/** failJobs (the jobs a pool releases when it stops): $1 is the job ids, a bigint[]. */
+const FAIL_JOBS_STATEMENT = /^with j as \(\s*update \S+\._private_jobs as jobs\s+set\s+last_error = \$2::text/;
+
+/**
+ * The jobs whose lock a re-run of this outcome statement would clear, from the statement's
+ * values; undefined for a statement that may run again as it is (completeJobs' deletes). Throws
+ * for a failure statement of a shape not known here (a graphile-worker upgrade): a re-run that
+ * cannot be guarded must not run.
+ */
+export function outcomeJobIds(text: string, values: readonly unknown[] | undefined): string[] | undefined {
+  if (FAIL_JOB_STATEMENT.test(text)) {
+    const specs = typeof values?.[1] === "string" ? (JSON.parse(values[1]) as unknown) : undefined;
+    if (Array.isArray(specs)) return specs.map((spec) => String((spec as { jobId: unknown }).jobId));
+  } else if (FAIL_JOBS_STATEMENT.test(text)) {
+    if (Array.isArray(values?.[0])) return values[0].map(String);
+  } else if (isOutcomeStatement(text) && !/^(?:with j as \(\s*)?delete\b/.test(text)) {
+    throw new Error("an outcome statement of graphile-worker not known to pgconverge: it cannot be run again safely");
+  } else {
+    return undefined;
+  }
+  throw new Error("graphile-worker's failure statement came without the job ids pgconverge expects in its values");
+}
+
+/**
+ * The guard of a failure statement's re-run, at the start of the re-run's transaction: locks the
+ * statement's jobs (in id order, as wakeJobs does) until the statement has run, and says whether
+ * any of them was locked after the statement was first sent. That can only be a newer run (the
+ * first run committed, then the job was fetched again) or a takeover (the sweeper released a
+ * dead worker's job): either way the re-run must not touch it. A failure statement is one
+ * atomic statement, so if it committed for one job it committed for all, and the whole re-run
+ * is skipped. Parameters: the job ids (bigint[]); the milliseconds since the statement was first
+ * sent, measured by the caller on a monotonic clock just before sending this.
+ *
+ * Only the database's clock is compared with locked_at (the Node process's may be off), and
+ * the instant that pairs with the caller's measurement is when the server received this
+ * statement: statement_timestamp(). Not clock_timestamp(): this statement may wait for the row
+ * locks (a group commit of the newer run holds them for its whole transaction), and the clock
+ * read after that wait would place "first sent" later by the wait, past a newer lock. The rows
+ * are compared once locked, in their newest version (the locking clause re-reads a row changed
+ * while it waited). The bound is off by the difference between the two statements' one-way
+ * latencies, which decides nothing: the lock of the run the statement was sent for was taken
+ * before that run began, a round trip at least before the send, and a newer one after the
+ * first run committed (a failed attempt is due e^1 s later at the earliest).
+ *
+ * A lock re-stamped by refreshJobLocks in the meantime (a job running for over half an hour)
+ * looks the same as a newer run's: the re-run is skipped and the job stays locked by its live
+ * worker, unrun, until that worker stops and its locks are released: held up, never stolen.
+ */
+export const RERUN_GUARD_STATEMENT = `
+  with locked as (
+    select id, locked_at from graphile_worker._private_jobs
+    where id = any($1::bigint[])
+    order by id
+    for update
+  )
+  select coalesce(bool_or(locked_at > statement_timestamp() - $2::float8 * interval '1 millisecond'), false) as relocked
+  from locked`;
