@@ -149,10 +149,14 @@ export const ADD_JOBS_STATEMENT = `
 /**
  * Re-stamps `locked_at` of the jobs these lock holders still hold, when older than `olderThan`
  * (an interval), so graphile-worker's 4-hour lock expiry never takes a live worker's slow job.
+ * The new stamp lies half of `olderThan` in the past, not at now(): a lock taken now means a
+ * new run to the outcome retry's guard (RERUN_GUARD_STATEMENT), which would then skip recording
+ * the failure of the run still holding it, and the job would stay locked, unrun, while its
+ * worker lives.
  */
 export async function refreshJobLocks(db: CommonQueryMethods, lockers: readonly string[], olderThan: string): Promise<void> {
   await db.query(sql.unsafe`
-    update graphile_worker._private_jobs set locked_at = now()
+    update graphile_worker._private_jobs set locked_at = now() - ${olderThan}::interval / 2
     where locked_by = any(${sql.array([...lockers], "text")})
       and locked_at < now() - ${olderThan}::interval
   `);
@@ -380,9 +384,8 @@ export function outcomeJobIds(text: string, values: readonly unknown[] | undefin
  * before that run began, a round trip at least before the send, and a newer one after the
  * first run committed (a failed attempt is due e^1 s later at the earliest).
  *
- * A lock re-stamped by refreshJobLocks in the meantime (a job running for over half an hour)
- * looks the same as a newer run's: the re-run is skipped and the job stays locked by its live
- * worker, unrun, until that worker stops and its locks are released: held up, never stolen.
+ * A lock re-stamped by refreshJobLocks (a job running for over half an hour) keeps a stamp
+ * minutes in the past, so it is never taken for a newer run.
  */
 export const RERUN_GUARD_STATEMENT = `
   with locked as (

@@ -5,6 +5,7 @@
 // worker calls them), and the connection is lost the way a failover loses it.
 import pg from "pg";
 import t from "tap";
+import { refreshJobLocks } from "../../src/runtime/graphileJobs.ts";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db.ts";
 
 const POOL_ID = "pool-under-test";
@@ -140,3 +141,18 @@ for (const form of FORMS) {
     if (Array.isArray(result)) t.same(result.map((row: { id: string }) => String(row.id)), [job.id], "failJobs reports the job failed");
   });
 }
+
+t.test("a lock the heartbeat re-stamps is still the run a failure was sent for", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const job = await lockedJob(db, null);
+  // A run holding its job for 40 minutes: the heartbeat refreshes locks older than 30.
+  await db.query("update graphile_worker._private_jobs set locked_at = now() - interval '40 minutes' where id = $1", [job.id]);
+  await refreshJobLocks(db.appPool, [POOL_ID], "30 minutes");
+  const [stamp] = await db.query<{ minutes_ago: number }>(
+    "select extract(epoch from now() - locked_at)::float8 / 60 as minutes_ago from graphile_worker._private_jobs where id = $1",
+    [job.id],
+  );
+  // Minutes back: older than the first send of any failure still being retried (about 30 s of
+  // retries), so the guard never takes the refreshed lock for a newer run; and far from expiry.
+  t.ok(stamp!.minutes_ago > 10 && stamp!.minutes_ago < 20, `re-stamped ${stamp!.minutes_ago.toFixed(1)} minutes back`);
+});
