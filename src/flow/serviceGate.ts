@@ -19,11 +19,24 @@ export interface CallServiceOptions {
   cost?: number;
 }
 
-/** The job a call is made for: its signal, and how long a probe lease must last. */
+/** The job a call is made for (built by the executor's runPrepare; not public API). */
 export interface CallScope {
+  /** The job's signal: prepare's deadline or the worker's shutdown. Either says nothing about the service. */
   signal: AbortSignal;
-  /** The prepare deadline, ms: a probe's lease lasts this long, so one probe at a time holds while it can still run. */
-  leaseMs: number;
+  /** When prepare's deadline passes, on performance.now()'s clock: each call must end, and record its outcome, before it. */
+  deadlineAt: number;
+  /** Prepare's whole deadline, ms: the time kept back from a call to record its outcome is a fraction of it. */
+  timeoutMs: number;
+  /** The job and its lock holder, named by a probe lease: the sweeper gives up a lease whose job its holder no longer holds (a killed prober). */
+  job: { id: string; lockedBy: string };
+}
+
+/**
+ * A call got no answer within its own deadline (the service hangs): an outage, counted by the
+ * breaker. Transient (its name ends in TimeoutError): below the threshold the job is retried.
+ */
+export class ServiceTimeoutError extends Error {
+  override name = "ServiceTimeoutError";
 }
 
 export interface ServiceGateConfig {
@@ -53,6 +66,20 @@ const RETURN_LEAD = 0.8;
 const UNLIMITED_SPACING_MS = 10;
 /** A job that finds a probe in flight comes back this much later to learn its outcome. */
 const PROBE_RECHECK_MS = 1_000;
+/**
+ * Kept back from a call's deadline, before prepare's, to record the call's outcome and defer the
+ * job (recordFailure and deferUntil, two short statements; the park itself runs after prepare):
+ * a quarter of prepare's deadline, at most 2 s. A call that times out with nothing kept back
+ * would lose the race to prepare's deadline, and its job an attempt, however open the circuit.
+ * 2 s is dozens of round trips on a busy pool; a quarter leaves a 3 s prepare 2.25 s to call.
+ */
+const OUTCOME_RESERVE_MAX_MS = 2_000;
+const OUTCOME_RESERVE_FRACTION = 0.25;
+/**
+ * A call with less time than this left is not made: a timeout that short would be counted
+ * against the service for the time its job spent elsewhere.
+ */
+const MIN_CALL_MS = 100;
 /** A 429 without Retry-After pauses the fleet this long. */
 const DEFAULT_PAUSE_MS = 1_000;
 /** A Retry-After beyond this is taken as this (a misconfigured proxy must not park jobs for days). */
@@ -91,15 +118,29 @@ export class ServiceGate {
     return ensured;
   }
 
-  /** Calls `fn` when the service's limits allow; defers the job (throws JobDeferredError) when they do not yet. */
+  /**
+   * Calls `fn` when the service's limits allow; defers the job (throws JobDeferredError) when they
+   * do not yet. `fn` gets a signal that fires when the job's does or when the call's own deadline
+   * passes: what is left of prepare's deadline, less the time kept to record the outcome.
+   */
   async call<T>(name: string, fn: (signal: AbortSignal) => Promise<T>, options: CallServiceOptions, scope: CallScope): Promise<T> {
     if (!SERVICE_NAME.test(name)) throw new PermanentError(`callService: service name ${JSON.stringify(name)} must be lowercase letters, digits, _ . -, starting with a letter`);
     const cost = options.cost ?? 1;
     if (!Number.isFinite(cost) || cost <= 0) throw new PermanentError(`callService(${name}): cost must be a positive number (got ${String(options.cost)})`);
     const { pool, log } = this.config;
+    const reserveMs = Math.floor(Math.min(OUTCOME_RESERVE_MAX_MS, scope.timeoutMs * OUTCOME_RESERVE_FRACTION));
+    const callBudgetMs = () => Math.floor(scope.deadlineAt - performance.now() - reserveMs);
+    const tooLate = () =>
+      new TaskTimeoutError(`callService(${name}): prepare's deadline is too near for the call (${Math.max(callBudgetMs(), 0)} ms left after ${reserveMs} ms kept to record its outcome)`);
+    scope.signal.throwIfAborted();
+    if (callBudgetMs() < MIN_CALL_MS) throw tooLate();
     await this.ensure(name);
     const holder = randomUUID();
-    const admission = await admit(pool, { name, cost, maxSleepMs: this.maxSleepMs, holder, leaseMs: scope.leaseMs + 1_000 });
+    // A probe's lease lasts as long as it may call and then record what it learned, no longer:
+    // a prober that is killed keeps the circuit half-open that long at most (the sweeper frees
+    // it sooner, once its job is released).
+    const admission = await admit(pool, { name, cost, maxSleepMs: this.maxSleepMs, holder, leaseMs: callBudgetMs() + reserveMs, job: scope.job });
+    const probe = admission.verdict === "probe";
     const spacingMs = admission.rate === null ? UNLIMITED_SPACING_MS : (1000 * cost) / admission.rate;
     const defer = async (notBefore: Date, reason: string): Promise<never> => {
       // Parked jobs are due MIN_PARK_MS from now at the earliest (parkJob): the nudge is for then.
@@ -107,11 +148,16 @@ export class ServiceGate {
       this.config.onDeferred?.(runAt);
       throw new JobDeferredError(`${name}: ${reason}`, runAt);
     };
+    /** Before fn: the job gone or its time up gives the lease back and sends nothing. */
+    const notCalled = async (error: unknown): Promise<never> => {
+      if (probe) await releaseProbe(pool, name, holder);
+      throw error;
+    };
     switch (admission.verdict) {
       case "open":
         return defer(admission.reopen_at!, `circuit open until ${admission.reopen_at!.toISOString()}`);
       case "probing":
-        // Not until the lease ends (the prepare deadline): a probe usually answers in far less.
+        // Not until the lease ends: a probe usually answers in far less.
         return defer(new Date(Math.min(admission.probe_until!.getTime(), admission.now.getTime() + PROBE_RECHECK_MS)), "circuit half-open, a probe is in flight");
       case "paused":
         return defer(admission.paused_until!, `paused after a 429 until ${admission.paused_until!.toISOString()}`);
@@ -121,19 +167,34 @@ export class ServiceGate {
         return defer(new Date(admission.turn.getTime() - this.maxSleepMs * RETURN_LEAD), "rate limit");
       case "go": {
         const waitMs = admission.turn.getTime() - admission.now.getTime();
-        if (waitMs > 0) await sleep(waitMs, undefined, { signal: scope.signal });
+        if (waitMs > 0) await sleep(waitMs, undefined, { signal: scope.signal }).catch(() => {});
         break;
       }
       case "probe":
         log.info({ service: name }, "circuit half-open: this call probes the service");
         break;
     }
-    const probe = admission.verdict === "probe";
+    if (scope.signal.aborted) return notCalled(scope.signal.reason);
+    const budgetMs = callBudgetMs();
+    if (budgetMs < MIN_CALL_MS) return notCalled(tooLate());
+
+    const timeout = new ServiceTimeoutError(`${name}: no answer within ${budgetMs} ms`);
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(timeout), budgetMs);
+    // Per call, on the job's own signal (not the worker's long-lived one): nothing accumulates.
+    const signal = AbortSignal.any([scope.signal, deadline.signal]);
     let result: T;
     try {
-      result = await fn(scope.signal);
+      // Not waiting for fn to notice its signal: a call that ignores it must not hold the job
+      // past its deadline (which would use up an attempt however open the circuit is).
+      result = await settledOrAborted(() => fn(signal), signal);
     } catch (error) {
-      return this.failed(name, error, { holder, probe, scope, defer });
+      // The first to fire decides: the call's deadline is the service's silence, the job's
+      // signal (shutdown, prepare's deadline winning a race) says nothing about the service.
+      const abortedBy = !signal.aborted ? null : signal.reason === timeout ? "call" : "job";
+      return this.failed(name, error, { holder, probe, abortedBy, timeout, defer });
+    } finally {
+      clearTimeout(timer);
     }
     if (probe || admission.consecutive_failures > 0) {
       if (await recordSuccess(pool, name, holder)) log.info({ service: name }, "probe succeeded: circuit closed");
@@ -144,40 +205,61 @@ export class ServiceGate {
   private async failed(
     name: string,
     error: unknown,
-    call: { holder: string; probe: boolean; scope: CallScope; defer: (notBefore: Date, reason: string) => Promise<never> },
+    call: {
+      holder: string;
+      probe: boolean;
+      abortedBy: "call" | "job" | null;
+      timeout: ServiceTimeoutError;
+      defer: (notBefore: Date, reason: string) => Promise<never>;
+    },
   ): Promise<never> {
     const { pool, log } = this.config;
-    const { holder, probe, scope, defer } = call;
-    const aborted = scope.signal.aborted;
-    // A job cancelled by shutdown says nothing about the service; one that ran out of its
-    // deadline waiting on it does (a hung service times out rather than refusing).
-    if (aborted && !(scope.signal.reason instanceof TaskTimeoutError)) {
+    const { holder, probe, abortedBy, timeout, defer } = call;
+    if (abortedBy === "job") {
       if (probe) await releaseProbe(pool, name, holder);
       throw error;
     }
-    const retryAfterMs = throttledFor(error);
+    // fn rejected with an error of its own after its deadline fired: kept as the cause.
+    const failure = abortedBy === "call" && error !== timeout ? new ServiceTimeoutError(timeout.message, { cause: error }) : error;
+    const retryAfterMs = throttledFor(failure);
     if (retryAfterMs !== undefined) {
       // Throttled means alive: a probe that gets a 429 closes the circuit.
       await recordSuccess(pool, name, holder);
       const until = await pauseService(pool, name, retryAfterMs);
       log.warn({ service: name, pausedUntil: until.toISOString() }, "service answered 429: fleet paused");
-      if (aborted) throw error;
       return defer(until, `answered 429, fleet paused until ${until.toISOString()}`);
     }
-    if (aborted || isOutage(error)) {
-      const outcome = await recordFailure(pool, name, { holder, error: describeError(error), threshold: this.config.failureThreshold, openMs: this.config.openMs });
-      if (outcome.opened) log.warn({ service: name, reopenAt: outcome.reopen_at?.toISOString(), error: describeError(error) }, probe ? "probe failed: circuit open again" : "circuit opened");
-      // The job that saw the circuit open (or a failure while it is open) waits for it, its
-      // attempt unused; only failures below the threshold count as failed attempts.
-      if (!aborted && outcome.state === "open") return defer(outcome.reopen_at!, `circuit open after: ${describeError(error)}`);
-      if (!aborted && outcome.state === "half_open") return defer(outcome.probe_until ?? new Date(), `circuit half-open after: ${describeError(error)}`);
-      throw error;
+    if (isOutage(failure)) {
+      const outcome = await recordFailure(pool, name, { holder, error: describeError(failure), threshold: this.config.failureThreshold, openMs: this.config.openMs });
+      if (outcome.opened) log.warn({ service: name, reopenAt: outcome.reopen_at?.toISOString(), error: describeError(failure) }, probe ? "probe failed: circuit open again" : "circuit opened");
+      // The job that saw the circuit open (or a failure while it is open, or half-open with
+      // another call probing) waits for it, its attempt unused; only failures below the
+      // threshold count as failed attempts.
+      if (outcome.state === "open") return defer(outcome.reopen_at!, `circuit open after: ${describeError(failure)}`);
+      if (outcome.state === "half_open") return defer(outcome.probe_until ?? new Date(), `circuit half-open after: ${describeError(failure)}`);
+      throw failure;
     }
     // Any other answer (a 4xx, a bad response) shows the service is up.
-    if (isHttpAnswer(error)) await recordSuccess(pool, name, holder);
+    if (isHttpAnswer(failure)) await recordSuccess(pool, name, holder);
     else if (probe) await releaseProbe(pool, name, holder);
-    throw error;
+    throw failure;
   }
+}
+
+/** fn's outcome, or the signal's reason as soon as it fires (fn's later rejection is dropped). */
+function settledOrAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    const unlisten = () => signal.removeEventListener("abort", onAbort);
+    let called: Promise<T>;
+    try {
+      called = fn();
+    } catch (error) {
+      called = Promise.reject(error);
+    }
+    Promise.resolve(called).then(resolve, reject).finally(unlisten);
+  });
 }
 
 /** The errors, along the cause chain, as plain records. */

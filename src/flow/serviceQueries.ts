@@ -1,7 +1,10 @@
 import { sql, type CommonQueryMethods } from "slonik";
 import { z } from "zod";
 
-/** The SQL of flow_services (sql/000007), one statement per function. */
+/** The SQL of flow_services (sql/000007, sql/000008), one statement per function. */
+
+/** Gives up the probe lease, all of it (sql/000008 keeps its columns null together). */
+const NO_PROBE = sql.fragment`probe_holder = null, probe_until = null, probe_job_id = null, probe_locked_by = null`;
 
 /**
  * Makes sure the service has a row. With `rate` given (configured in this worker) the row takes
@@ -47,10 +50,11 @@ export type Admission = z.infer<typeof Admission>;
  * lock is held (now() is the transaction's start, the same for every statement of it). A turn
  * is reserved (next_free_at moved on by cost/rate) only when the call will go within
  * maxSleepMs: a deferred job may come back late, and a turn reserved for it would be lost.
+ * A probe's lease names the call's job and its lock holder, for freeStaleProbes.
  */
 export async function admit(
   db: CommonQueryMethods,
-  call: { name: string; cost: number; maxSleepMs: number; holder: string; leaseMs: number },
+  call: { name: string; cost: number; maxSleepMs: number; holder: string; leaseMs: number; job: { id: string; lockedBy: string } },
 ): Promise<Admission> {
   return db.one(sql.type(Admission)`
     with locked as (
@@ -80,7 +84,9 @@ export async function admit(
         state_since = case when decided.verdict = 'probe' and service.state = 'open' then decided.now else service.state_since end,
         reopen_at = case when decided.verdict = 'probe' then null else service.reopen_at end,
         probe_holder = case when decided.verdict = 'probe' then ${call.holder} else service.probe_holder end,
-        probe_until = case when decided.verdict = 'probe' then decided.now + ${call.leaseMs}::float8 * interval '1 millisecond' else service.probe_until end
+        probe_until = case when decided.verdict = 'probe' then decided.now + ${call.leaseMs}::float8 * interval '1 millisecond' else service.probe_until end,
+        probe_job_id = case when decided.verdict = 'probe' then ${call.job.id}::bigint else service.probe_job_id end,
+        probe_locked_by = case when decided.verdict = 'probe' then ${call.job.lockedBy} else service.probe_locked_by end
       from decided
       where service.name = decided.name and (decided.verdict = 'probe' or (decided.verdict = 'go' and decided.rate is not null))
       returning service.name
@@ -126,7 +132,9 @@ export async function recordSuccess(db: CommonQueryMethods, name: string, holder
       state_since = case when locked.closes then locked.now else service.state_since end,
       opened_at = case when locked.closes then null else service.opened_at end,
       probe_holder = case when locked.closes then null else service.probe_holder end,
-      probe_until = case when locked.closes then null else service.probe_until end
+      probe_until = case when locked.closes then null else service.probe_until end,
+      probe_job_id = case when locked.closes then null else service.probe_job_id end,
+      probe_locked_by = case when locked.closes then null else service.probe_locked_by end
     from locked
     where service.name = locked.name
     returning locked.closes as closed
@@ -169,7 +177,9 @@ export async function recordFailure(
         opened_at = case when decided.opens then coalesce(service.opened_at, decided.now) else service.opened_at end,
         reopen_at = case when decided.opens then decided.now + ${openMs}::float8 * interval '1 millisecond' else service.reopen_at end,
         probe_holder = case when decided.opens then null else service.probe_holder end,
-        probe_until = case when decided.opens then null else service.probe_until end
+        probe_until = case when decided.opens then null else service.probe_until end,
+        probe_job_id = case when decided.opens then null else service.probe_job_id end,
+        probe_locked_by = case when decided.opens then null else service.probe_locked_by end
       from decided
       where service.name = decided.name
       returning service.state, service.reopen_at, service.probe_until, decided.opens as opened
@@ -191,7 +201,25 @@ export async function pauseService(db: CommonQueryMethods, name: string, ms: num
 /** Gives up a probe lease without a verdict (the call was cancelled, or failed for a reason of its own). */
 export async function releaseProbe(db: CommonQueryMethods, name: string, holder: string): Promise<void> {
   await db.query(sql.unsafe`
-    update flow_services set probe_holder = null, probe_until = null where name = ${name} and probe_holder = ${holder}
+    update flow_services set ${NO_PROBE} where name = ${name} and probe_holder = ${holder}
+  `);
+}
+
+/**
+ * The sweep's part: gives up the probe leases whose job is no longer locked by the lock holder
+ * that took them (the prober's worker died and its jobs were released, or the job ended without
+ * its outcome recorded), read through graphile-worker's public jobs view as freeStaleSlots does.
+ * So the next call may probe within the dead-worker threshold instead of at the lease's end.
+ * A lease is taken while its job is locked, so a live prober's is never freed. Returns the
+ * services whose lease was freed.
+ */
+export async function freeStaleProbes(tx: CommonQueryMethods): Promise<readonly string[]> {
+  return tx.anyFirst(sql.type(z.object({ name: z.string() }))`
+    update flow_services as service set ${NO_PROBE}
+    where probe_holder is not null and not exists (
+      select 1 from graphile_worker.jobs as jobs where jobs.id = service.probe_job_id and jobs.locked_by = service.probe_locked_by
+    )
+    returning name
   `);
 }
 

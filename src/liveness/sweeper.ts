@@ -2,6 +2,7 @@ import { sql, type DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Logger } from "../log.ts";
 import { freeStaleSlots, takeWaitersOfFreeLimits } from "../flow/queries.ts";
+import { freeStaleProbes } from "../flow/serviceQueries.ts";
 import { describeError } from "../runtime/errors.ts";
 import { deadLetterExhaustedJobs, lockExhaustedJobs, pruneRecordsOfFinishedJobs, wakeJobs } from "../runtime/graphileJobs.ts";
 
@@ -28,6 +29,8 @@ export interface SweepResult {
   flowSlotsFreed: number;
   /** Parked jobs woken because their limit had free slots. */
   flowWaitersWoken: number;
+  /** Services whose circuit probe lease was given up because its job had left its prober (e.g. its worker died). */
+  serviceProbesFreed: readonly string[];
 }
 
 export interface UnknownTask {
@@ -52,7 +55,7 @@ const DeadWorker = z.object({ id: z.string(), locker_ids: z.array(z.string()) })
  *    during the final attempt) into dead_letters, or completes them if their effects
  *    already committed or a newer job with their job_key superseded them;
  *  - frees fleet-wide limit slots held for jobs their holder no longer holds, and wakes jobs
- *    waiting for a limit that has free slots;
+ *    waiting for a limit that has free slots; gives up circuit probe leases likewise;
  *  - prunes ledger and failure rows of jobs that have left the queue;
  *  - logs, once per task name, due jobs that no live worker runs: graphile-worker fetches only
  *    the tasks a worker has, so without this line they would wait forever in silence.
@@ -99,12 +102,12 @@ export class Sweeper {
 
   private async sweepOnce(): Promise<SweepResult> {
     const deadWorkers = await this.releaseDeadWorkers();
-    const { flowSlotsFreed, flowWaitersWoken } = await this.sweepFlow();
+    const { flowSlotsFreed, flowWaitersWoken, serviceProbesFreed } = await this.sweepFlow();
     const { deadLettered, completed } = await this.retireExhaustedJobs();
     const pruned = await this.pruneLedger();
     const historyPartitionsDropped = await this.pruneHistory();
     const unknownTasks = await this.reportUnknownTasks();
-    return { deadWorkers, deadLettered, completed, pruned, historyPartitionsDropped, unknownTasks, flowSlotsFreed, flowWaitersWoken };
+    return { deadWorkers, deadLettered, completed, pruned, historyPartitionsDropped, unknownTasks, flowSlotsFreed, flowWaitersWoken, serviceProbesFreed };
   }
 
   /** Due jobs of tasks no live worker runs (sql/000003), each task logged once while it lasts. */
@@ -142,16 +145,20 @@ export class Sweeper {
    * Fleet-wide limits (sql/000005): frees the slots whose holder no longer holds the job (right
    * after releaseDeadWorkers, so a dead worker's slots come back within the dead-worker
    * threshold), then wakes the oldest waiters of every limit with free slots (a wake that was
-   * lost, e.g. a release that failed), all under the limits' row locks. Cheap when no limit exists.
+   * lost, e.g. a release that failed), all under the limits' row locks; and gives up the circuit
+   * probe leases (sql/000008) of jobs their prober no longer holds, so a killed prober does not
+   * keep a half-open circuit to itself until its lease ends. Cheap when no limit or service exists.
    */
-  private async sweepFlow(): Promise<{ flowSlotsFreed: number; flowWaitersWoken: number }> {
+  private async sweepFlow(): Promise<{ flowSlotsFreed: number; flowWaitersWoken: number; serviceProbesFreed: readonly string[] }> {
     const { pool, log } = this.config;
     return pool.transaction(async (tx) => {
       const flowSlotsFreed = await freeStaleSlots(tx);
       const waiters = await takeWaitersOfFreeLimits(tx);
       const flowWaitersWoken = waiters.length > 0 ? await wakeJobs(tx, waiters, 0) : 0;
+      const serviceProbesFreed = await freeStaleProbes(tx);
       if (flowSlotsFreed > 0) log.warn({ slots: flowSlotsFreed }, "fleet-wide limit slots of jobs no longer held by their worker were freed");
-      return { flowSlotsFreed, flowWaitersWoken };
+      if (serviceProbesFreed.length > 0) log.warn({ services: serviceProbesFreed }, "circuit probe leases of jobs no longer held by their worker were given up; the next call probes");
+      return { flowSlotsFreed, flowWaitersWoken, serviceProbesFreed };
     });
   }
 

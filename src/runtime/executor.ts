@@ -168,6 +168,11 @@ async function runPrepare(
   const timeoutMs = task.timeoutMs ?? run.options.taskTimeoutMs;
   const controller = new AbortController();
   const unlink = abortOnShutdown(run.helpers.abortSignal, controller);
+  // Taken before pTimeout starts its timer: a call made by prepare ends, and records its
+  // outcome, no later than prepare's deadline (see ServiceGate.call).
+  const deadlineAt = performance.now() + timeoutMs;
+  const { job } = run.helpers;
+  const scope = { signal: controller.signal, deadlineAt, timeoutMs, job: { id: job.id, lockedBy: job.locked_by! } };
   try {
     return await pTimeout(
       task.prepare!({
@@ -178,7 +183,7 @@ async function runPrepare(
         services: run.options.services,
         log: run.log,
         callService: (name, fn, callOptions) =>
-          run.options.serviceGate ? run.options.serviceGate.call(name, fn, callOptions ?? {}, { signal: controller.signal, leaseMs: timeoutMs }) : fn(controller.signal),
+          run.options.serviceGate ? run.options.serviceGate.call(name, fn, callOptions ?? {}, scope) : fn(controller.signal),
       }),
       {
         milliseconds: timeoutMs,

@@ -32,6 +32,7 @@ interface FleetOptions {
   breakerFailureThreshold?: number;
   breakerOpenMs?: number;
   pollIntervalMs?: number;
+  taskTimeoutMs?: number;
 }
 
 /**
@@ -52,7 +53,7 @@ async function startFleet(t: { teardown(fn: () => unknown): void }, db: TestData
       tasks: new Map([["embed_one", embedTask(embedder)]]),
       services: {},
       concurrency: options.concurrency,
-      taskTimeoutMs: 10_000,
+      taskTimeoutMs: options.taskTimeoutMs ?? 10_000,
       applyTimeoutMs: 10_000,
       heartbeatIntervalMs: Number(FAST_LIVENESS.HEARTBEAT_INTERVAL_MS),
       deadAfterMs: Number(FAST_LIVENESS.WORKER_DEAD_AFTER_MS),
@@ -83,6 +84,12 @@ async function outcome(db: TestDatabase) {
             (select max(attempts) from job_history) as max_attempts`,
   );
   return { dead: Number(row!.dead), retried: Number(row!.retried), maxAttempts: row!.max_attempts };
+}
+
+/** Attempts used up by failures, over every job: a deferral gives its attempt back. */
+async function attemptsFailed(db: TestDatabase): Promise<number> {
+  const [row] = await db.query<{ failed: number }>("select coalesce(sum(attempts - 1), 0)::int as failed from job_history");
+  return row!.failed;
 }
 
 async function serviceRow(db: TestDatabase, name: string) {
@@ -173,5 +180,35 @@ t.test("Ollama down for 20 s under load: the circuit opens, one probe at a time,
   t.equal(result.dead, 0, "no dead letters");
   t.ok(result.retried <= threshold - 1, `${result.retried} jobs used a second attempt: only failures before the circuit opened count (threshold ${threshold})`);
   t.ok((result.maxAttempts ?? 0) <= 2, `job attempts stay low (max ${result.maxAttempts}) though each job waited through the outage`);
+  t.equal((await serviceRow(db, "ollama"))!.state, "closed");
+});
+
+t.test("Ollama hangs under load: each call times out before prepare's deadline, the circuit opens, no attempt used after it, nothing dead-lettered, all converge after", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false, concurrency: 2 });
+  await createEffectsTable(db);
+  const ollama = new FakeOllama();
+  await ollama.start();
+  t.teardown(() => ollama.stop());
+  // Every request hangs (far beyond the 3 s prepare deadline) until its client gives up.
+  ollama.faults.setRandom({ rate: 1, faults: [{ kind: "delay", ms: 600_000 }] });
+  const threshold = 3;
+  await startFleet(t, db, ollama, { workers: 2, concurrency: 4, services: {}, breakerFailureThreshold: threshold, breakerOpenMs: 1_000, taskTimeoutMs: 3_000 });
+  // Two attempts allowed: before the fix every hung call used one, and jobs were dead-lettered.
+  const JOBS = 40;
+  await addJobs(db, "embed_one", Array.from({ length: JOBS }, (_, n) => ({ n })), { maxAttempts: 2 });
+  // (The service's row is made by its first call.)
+  await waitFor("the circuit to open", async () => ["open", "half_open"].includes((await serviceRow(db, "ollama"))?.state ?? "closed"), { timeoutMs: 15_000 });
+  // Long enough for failed probes (each a hung call of its own timeout) after the opening.
+  await new Promise((resolve) => setTimeout(resolve, 5_000));
+  t.equal((await effectCounts(db)).rows, 0, "nothing applied while Ollama hung");
+  ollama.faults.clear();
+  await waitFor("every job to apply", async () => (await effectCounts(db)).rows === JOBS, { timeoutMs: 30_000 });
+  await waitFor("the queue to drain", async () => (await queuedJobs(db)) === 0, { timeoutMs: 20_000 });
+  t.same(await effectCounts(db), { rows: JOBS, distinct: JOBS });
+  t.equal((await outcome(db)).dead, 0, "no dead letters");
+  // Below the threshold a failure is the job's (its attempt used, retried); the one that opens
+  // the circuit and every one after it defer their jobs, attempts unused.
+  const failed = await attemptsFailed(db);
+  t.ok(failed <= threshold - 1, `${failed} attempts used by failures: at most the ${threshold - 1} before the circuit opened`);
   t.equal((await serviceRow(db, "ollama"))!.state, "closed");
 });
