@@ -76,7 +76,9 @@ export interface PrepareContext<Payload, Services = NoServices> {
    * Calls an external service under the fleet's flow control for it (flow_services): its rate
    * limit (FLOW_SERVICE_RATES, cost units per second), the pause a 429/Retry-After asked for,
    * and its circuit breaker. When the call may not go yet, the job is deferred (parked, no
-   * connection, attempt not counted) instead of failed; `fn` gets the job's signal.
+   * connection, attempt not counted) instead of failed. `fn` gets a signal that fires with the
+   * job's or at the call's own deadline (what is left of prepare's, less a reserve to record the
+   * outcome): no answer by then is the service's timeout, counted by its breaker.
    * `ctx.callService("ollama", (signal) => embed(texts, signal), { cost: texts.length })`.
    */
   callService<T>(name: string, fn: (signal: AbortSignal) => Promise<T>, options?: CallServiceOptions): Promise<T>;
