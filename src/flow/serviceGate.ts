@@ -133,13 +133,20 @@ export class ServiceGate {
     const tooLate = () =>
       new TaskTimeoutError(`callService(${name}): prepare's deadline is too near for the call (${Math.max(callBudgetMs(), 0)} ms left after ${reserveMs} ms kept to record its outcome)`);
     scope.signal.throwIfAborted();
-    if (callBudgetMs() < MIN_CALL_MS) throw tooLate();
     await this.ensure(name);
     const holder = randomUUID();
     // A probe's lease lasts as long as it may call and then record what it learned, no longer:
     // a prober that is killed keeps the circuit half-open that long at most (the sweeper frees
-    // it sooner, once its job is released).
-    const admission = await admit(pool, { name, cost, maxSleepMs: this.maxSleepMs, holder, leaseMs: callBudgetMs() + reserveMs, job: scope.job });
+    // it sooner, once its job is released). A turn is slept for only while the call can still
+    // go after it; a later one defers the job (its attempt unused) rather than fail it.
+    const admission = await admit(pool, {
+      name,
+      cost,
+      maxSleepMs: Math.max(0, Math.min(this.maxSleepMs, callBudgetMs() - MIN_CALL_MS)),
+      holder,
+      leaseMs: Math.max(callBudgetMs(), 0) + reserveMs,
+      job: scope.job,
+    });
     const probe = admission.verdict === "probe";
     const spacingMs = admission.rate === null ? UNLIMITED_SPACING_MS : (1000 * cost) / admission.rate;
     const defer = async (notBefore: Date, reason: string): Promise<never> => {
@@ -192,7 +199,7 @@ export class ServiceGate {
       // The first to fire decides: the call's deadline is the service's silence, the job's
       // signal (shutdown, prepare's deadline winning a race) says nothing about the service.
       const abortedBy = !signal.aborted ? null : signal.reason === timeout ? "call" : "job";
-      return this.failed(name, error, { holder, probe, abortedBy, timeout, defer });
+      return this.failed(name, error, { holder, probe, abortedBy, timeout, countsTimeout: budgetMs >= reserveMs, defer });
     } finally {
       clearTimeout(timer);
     }
@@ -210,12 +217,16 @@ export class ServiceGate {
       probe: boolean;
       abortedBy: "call" | "job" | null;
       timeout: ServiceTimeoutError;
+      /** Whether the call had long enough for its timeout to say the service hangs (see call). */
+      countsTimeout: boolean;
       defer: (notBefore: Date, reason: string) => Promise<never>;
     },
   ): Promise<never> {
     const { pool, log } = this.config;
-    const { holder, probe, abortedBy, timeout, defer } = call;
-    if (abortedBy === "job") {
+    const { holder, probe, abortedBy, timeout, countsTimeout, defer } = call;
+    // A call left less time than the reserve (its job spent the rest elsewhere) that times out
+    // says more about its job than about the service: a run of them must not open the circuit.
+    if (abortedBy === "job" || (abortedBy === "call" && !countsTimeout)) {
       if (probe) await releaseProbe(pool, name, holder);
       throw error;
     }

@@ -214,12 +214,20 @@ export async function releaseProbe(db: CommonQueryMethods, name: string, holder:
  * services whose lease was freed.
  */
 export async function freeStaleProbes(tx: CommonQueryMethods): Promise<readonly string[]> {
+  // The stale leases are chosen first and freed by holder: an update that waited for a row
+  // re-checks its WHERE on the new row version but reads the jobs with its old snapshot, so a
+  // lease taken meanwhile by a live prober (its job's lock not yet seen) would be freed too.
   return tx.anyFirst(sql.type(z.object({ name: z.string() }))`
-    update flow_services as service set ${NO_PROBE}
-    where probe_holder is not null and not exists (
-      select 1 from graphile_worker.jobs as jobs where jobs.id = service.probe_job_id and jobs.locked_by = service.probe_locked_by
+    with stale as (
+      select name, probe_holder from flow_services as service
+      where probe_holder is not null and not exists (
+        select 1 from graphile_worker.jobs as jobs where jobs.id = service.probe_job_id and jobs.locked_by = service.probe_locked_by
+      )
     )
-    returning name
+    update flow_services as service set ${NO_PROBE}
+    from stale
+    where service.name = stale.name and service.probe_holder = stale.probe_holder
+    returning service.name
   `);
 }
 

@@ -85,12 +85,13 @@ t.test("an open circuit defers calls to its reopening without calling; status an
   const db = await createTestDatabase(t, { pipeline: false, concurrency: 2 });
   const gate = new ServiceGate({ pool: db.appPool, log: testLog, services: { api: { rate: 1_000 } }, failureThreshold: 2, openMs: 60_000 });
   await gate.start();
-  const scope = scopeOf(new AbortController().signal);
-  await t.rejects(gate.call("api", refused, {}, scope), { code: "ECONNREFUSED" }, "a failure below the threshold is the job's failure");
-  const opening = await gate.call("api", refused, {}, scope).catch((error: unknown) => error);
+  // A fresh prepare deadline for each call, as each job has its own.
+  const scope = () => scopeOf(new AbortController().signal);
+  await t.rejects(gate.call("api", refused, {}, scope()), { code: "ECONNREFUSED" }, "a failure below the threshold is the job's failure");
+  const opening = await gate.call("api", refused, {}, scope()).catch((error: unknown) => error);
   t.ok(opening instanceof JobDeferredError, "the failure that opens the circuit defers its job");
   let called = false;
-  const deferred = await gate.call("api", async () => (called = true), {}, scope).catch((error: unknown) => error);
+  const deferred = await gate.call("api", async () => (called = true), {}, scope()).catch((error: unknown) => error);
   t.ok(deferred instanceof JobDeferredError && deferred.runAt.getTime() > Date.now() + 50_000, "deferred to the reopening");
   t.notOk(called, "while open nothing is called");
 
@@ -107,14 +108,14 @@ t.test("an open circuit defers calls to its reopening without calling; status an
   // Half-open: the first call after the reopening is the probe, a second one waits for it.
   await db.query("update flow_services set reopen_at = clock_timestamp() where name = 'api'");
   let release!: () => void;
-  const probe = gate.call("api", () => new Promise<string>((resolve) => (release = () => resolve("back"))), {}, scope);
+  const probe = gate.call("api", () => new Promise<string>((resolve) => (release = () => resolve("back"))), {}, scope());
   await new Promise((resolve) => setTimeout(resolve, 200));
-  const waiting = await gate.call("api", async () => "second", {}, scope).catch((error: unknown) => error);
+  const waiting = await gate.call("api", async () => "second", {}, scope()).catch((error: unknown) => error);
   t.ok(waiting instanceof JobDeferredError && /probe is in flight/.test(waiting.message), "one probe at a time");
   release();
   t.equal(await probe, "back");
   t.match((await readStatus(db.appPool, { deadAfterMs: 15_000 })).services.api, { state: "closed", consecutiveFailures: 0 });
-  t.equal(await gate.call("api", async () => "ok", {}, scope), "ok", "closed: calls go through");
+  t.equal(await gate.call("api", async () => "ok", {}, scope()), "ok", "closed: calls go through");
 });
 
 t.test("a call that gets no answer ends at its own deadline, short of prepare's: a service timeout, and past the threshold a deferral", async (t) => {
@@ -141,6 +142,33 @@ t.test("a call that gets no answer ends at its own deadline, short of prepare's:
   t.ok(lease > 0 && lease <= 1_000, `the lease (${Math.round(lease)} ms) ends by prepare's deadline (1000 ms), not after it`);
   t.ok((await probe) instanceof JobDeferredError, "a probe that times out opens the circuit again and defers its job");
   t.match(await row(), { state: "open", consecutive_failures: 3 });
+});
+
+t.test("a job with little of its prepare deadline left is deferred by an open circuit or a later turn, not failed; its short call's timeout is not the service's", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false, concurrency: 2 });
+  const gate = new ServiceGate({ pool: db.appPool, log: testLog, services: { api: { rate: 4 } }, failureThreshold: 2, openMs: 60_000 });
+  await gate.start();
+  const row = async () => (await db.query<{ state: string; consecutive_failures: number }>("select state, consecutive_failures from flow_services where name = 'api'"))[0];
+  /** A job that spent all but `leftMs` of its 10 s prepare deadline before calling (the reserve kept back is 2 s). */
+  const lateScope = (leftMs: number) => ({ ...scopeOf(new AbortController().signal), deadlineAt: performance.now() + leftMs });
+
+  // The rate's next turn is up to 250 ms away, and the call has about 250 ms: sleeping for the
+  // turn would leave it no time. It is deferred (or, on a slow machine where the turn has come
+  // closer, made after a short sleep), never failed for want of time.
+  t.equal(await gate.call("api", async () => "first", {}, scopeOf(new AbortController().signal)), "first");
+  const later = await gate.call("api", async () => "second", {}, lateScope(2_250)).catch((error: unknown) => error);
+  t.ok((later instanceof JobDeferredError && /rate limit/.test(later.message)) || later === "second", `not failed for a turn it could not use (${String(later)})`);
+
+  // A call given 600 ms (less than the reserve) that times out: the job's lateness, not an outage.
+  await db.query("update flow_services set next_free_at = '-infinity', rate = null where name = 'api'");
+  const short = await gate.call("api", hangs, {}, lateScope(2_600)).catch((error: unknown) => error);
+  t.match(short, { name: "ServiceTimeoutError" }, "the call still ends at its deadline");
+  t.match(await row(), { state: "closed", consecutive_failures: 0 }, "not counted against the service");
+
+  // Open: a job nearly out of time is deferred like any other, its attempt unused.
+  await db.query("update flow_services set state = 'open', opened_at = now(), reopen_at = now() + interval '1 minute' where name = 'api'");
+  const deferred = await gate.call("api", async () => "never", {}, lateScope(50)).catch((error: unknown) => error);
+  t.ok(deferred instanceof JobDeferredError && /circuit open/.test(deferred.message), `deferred, not failed (${String(deferred)})`);
 });
 
 t.test("a call whose job is aborted (shutdown, prepare's deadline) says nothing about the service: no request if not yet sent, nothing recorded, a probe given up", async (t) => {
