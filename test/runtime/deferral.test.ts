@@ -63,9 +63,13 @@ t.test("a job deferred in a named queue frees the queue for its next job, and wa
   await db.query("select graphile_worker.add_job('defers', json_build_object('n', 2), queue_name := 'serial')");
   // The second ran (and deferred) only because parking the first unlocked their queue.
   await waitFor("both jobs to be deferred", async () => runs.get(1) === 1 && runs.get(2) === 1);
-  const [parked] = await db.query<{ n: string; locked: string }>(
-    "select count(*) as n, count(*) filter (where locked_at is not null) as locked from graphile_worker.jobs where run_at > now() + interval '50 minutes'",
-  );
+  // A run is counted when its task defers; its park commits a moment later.
+  const parked = await waitFor("both parks to commit", async () => {
+    const [row] = await db.query<{ n: string; locked: string }>(
+      "select count(*) as n, count(*) filter (where locked_at is not null) as locked from graphile_worker.jobs where run_at > now() + interval '50 minutes'",
+    );
+    return row!.n === "2" ? row : undefined;
+  }).catch(() => undefined);
   t.same(parked, { n: "2", locked: "0" }, "both parked, unlocked, due in an hour");
   // Woken no sooner than flow control wakes a waiter: once graphile-worker has had MIN_PARK_MS
   // to record the parked runs (a no-op statement, which leaves nothing to wait for).
