@@ -5,7 +5,9 @@ import { addJobs, createEffectsTable, effectCounts, queuedJobs } from "../helper
 import { FAST_LIVENESS, spawnWorker, startWorker, waitForRegistration } from "../helpers/worker.ts";
 
 const DEAD_AFTER_MS = Number(FAST_LIVENESS.WORKER_DEAD_AFTER_MS);
-const JOB_MS = 6_000;
+/** The job's run on the survivor; on the victim it runs until killed (FIRST_RUN_MS, within the task's 20 s deadline). */
+const JOB_MS = 2_000;
+const FIRST_RUN_MS = 18_000;
 
 async function waitForLockedJob(db: Awaited<ReturnType<typeof createTestDatabase>>): Promise<string> {
   return waitFor("a worker to lock the job", async () => {
@@ -19,8 +21,9 @@ t.test("a SIGKILLed worker's in-flight job completes on another worker within th
   await createEffectsTable(db);
   const victim = spawnWorker(t, db);
   await waitForRegistration(db, victim.child.pid!);
-  // Long enough that the victim cannot finish it while the survivor starts up.
-  await addJobs(db, "effect", [{ n: 1, prepareMs: JOB_MS }]);
+  // Long on the victim, so that it cannot finish the job while the survivor starts up, even on a
+  // loaded machine; short on the survivor.
+  await addJobs(db, "effect", [{ n: 1, firstPrepareMs: FIRST_RUN_MS, prepareMs: JOB_MS }]);
   await waitForLockedJob(db);
   const survivor = spawnWorker(t, db);
   await waitForRegistration(db, survivor.child.pid!);
