@@ -46,6 +46,16 @@ export interface QueueOptions {
   concurrency: number;
 }
 
+/**
+ * Called around a throughput scenario's timed window: `started` just before the worker starts
+ * (jobs enqueued), `finished` as soon as the queue is drained, before the worker stops. Used by
+ * bench/scenario.ts to take the server's statistics over exactly that window.
+ */
+export interface WindowObserver {
+  started(database: BenchDatabase): Promise<void>;
+  finished(): Promise<void>;
+}
+
 export interface TrickleOptions {
   concurrency: number;
   rate: number;
@@ -111,7 +121,7 @@ async function expectRows(monitor: pg.Pool, expected: number, peer: string): Pro
 
 type GraphileKind = "noop" | "noop-localqueue" | "tx";
 
-export async function graphileThroughput(server: BenchServer, kind: GraphileKind, options: QueueOptions): Promise<ThroughputResult> {
+export async function graphileThroughput(server: BenchServer, kind: GraphileKind, options: QueueOptions, observer?: WindowObserver): Promise<ThroughputResult> {
   const database = await createDatabase(server, `gw_${kind.replace("-", "_")}`);
   const pool = benchPool(database.url, options.concurrency + 2);
   const monitor = benchPool(database.url, 1);
@@ -120,6 +130,7 @@ export async function graphileThroughput(server: BenchServer, kind: GraphileKind
     await runMigrations({ pgPool: pool, logger: graphileLog });
     await pool.query(BENCH_TABLE);
     await enqueueGraphile(pool, options.jobs);
+    await observer?.started(database);
     const noop: Task = async () => {};
     const oneRow: Task = async (_payload, helpers) => {
       await helpers.withPgClient(async (client) => {
@@ -145,6 +156,7 @@ export async function graphileThroughput(server: BenchServer, kind: GraphileKind
     });
     await untilGraphileDrained(monitor, `graphile-worker (${kind})`);
     const seconds = (performance.now() - started) / 1000;
+    await observer?.finished();
     await runner.stop();
     runner = null;
     if (kind === "tx") await expectRows(monitor, options.jobs, "graphile-worker");
@@ -477,6 +489,7 @@ export async function pgconvergeThroughput(
   options: { jobs: number; concurrency?: number },
   env: Record<string, string> = {},
   task: DefinedTask<any, any> = oneRowTask,
+  observer?: WindowObserver,
 ): Promise<ThroughputResult> {
   const database = await createDatabase(server, "pgc_tx");
   const monitor = benchPool(database.url, 1);
@@ -484,10 +497,12 @@ export async function pgconvergeThroughput(
   try {
     bench = await createPgconverge(database, options.concurrency, task, env);
     await enqueuePgconverge(bench.queuePool, options.jobs);
+    await observer?.started(database);
     const started = performance.now();
     await bench.worker.start();
     await untilGraphileDrained(monitor, "pgconverge");
     const seconds = (performance.now() - started) / 1000;
+    await observer?.finished();
     const { concurrency } = bench;
     await bench.stop();
     bench = null;
