@@ -1,5 +1,5 @@
 import type { Job } from "graphile-worker";
-import type { DatabasePool } from "slonik";
+import { UniqueIntegrityConstraintViolationError, type DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
 import { describeError } from "../runtime/errors.ts";
 import { runtimeEvents } from "../runtime/events.ts";
@@ -83,7 +83,7 @@ export class FlowControl {
     if (ids === undefined) throw new Error(`flow control: task ${task} has no limits installed`);
     const runAt = new Date(Date.now() + this.parkTimeoutMs);
     const admitted = await this.takeOrParkOnce(ids, job, runAt).catch(async (error: unknown) => {
-      if (!isUniqueViolation(error)) throw error;
+      if (!(error instanceof UniqueIntegrityConstraintViolationError)) throw error;
       // A slot of this job under this same lock holder is left from an earlier run of it
       // whose release failed (it is logged, not thrown): this run is the job's only one
       // here, so that slot is stale. Freed, the admission is tried again.
@@ -142,12 +142,4 @@ export class FlowControl {
       this.config.log.warn({ jobId: job.id, error: describeError(error) }, "could not free the job's fleet-wide slot; the sweeper frees it once the job has ended");
     }
   }
-}
-
-/** A unique violation (23505), also wrapped by slonik (the SQLSTATE on its cause). */
-function isUniqueViolation(error: unknown): boolean {
-  for (let current = error; current instanceof Error; current = current.cause) {
-    if ((current as { code?: unknown }).code === "23505") return true;
-  }
-  return false;
 }

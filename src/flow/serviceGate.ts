@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import pTimeout from "p-timeout";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabasePool } from "slonik";
 import type { Logger } from "../log.ts";
@@ -194,7 +195,7 @@ export class ServiceGate {
     try {
       // Not waiting for fn to notice its signal: a call that ignores it must not hold the job
       // past its deadline (which would use up an attempt however open the circuit is).
-      result = await settledOrAborted(() => fn(signal), signal);
+      result = await pTimeout((async () => fn(signal))(), { milliseconds: Number.POSITIVE_INFINITY, signal });
     } catch (error) {
       // The first to fire decides: the call's deadline is the service's silence, the job's
       // signal (shutdown, prepare's deadline winning a race) says nothing about the service.
@@ -255,22 +256,6 @@ export class ServiceGate {
     else if (probe) await releaseProbe(pool, name, holder);
     throw failure;
   }
-}
-
-/** fn's outcome, or the signal's reason as soon as it fires (fn's later rejection is dropped). */
-function settledOrAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    const unlisten = () => signal.removeEventListener("abort", onAbort);
-    let called: Promise<T>;
-    try {
-      called = fn();
-    } catch (error) {
-      called = Promise.reject(error);
-    }
-    Promise.resolve(called).then(resolve, reject).finally(unlisten);
-  });
 }
 
 /** The errors, along the cause chain, as plain records. */
