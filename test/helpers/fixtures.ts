@@ -48,9 +48,23 @@ export async function queuedJobs(db: TestDatabase): Promise<number> {
   return Number(row!.count);
 }
 
+/**
+ * Sessions left idle in a transaction: seen idle in the same transaction (pid and xact_start)
+ * in two looks a second apart. One look alone also catches a live worker's short transaction
+ * between two of its statements (a sweep, a heartbeat), which is not a leak.
+ */
 export async function idleInTransaction(db: TestDatabase): Promise<number> {
-  const [row] = await db.query<{ count: string }>(
-    "select count(*) from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'",
-  );
-  return Number(row!.count);
+  const look = async () =>
+    new Set(
+      (
+        await db.query<{ session: string }>(
+          "select pid || '@' || xact_start as session from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'",
+        )
+      ).map((row) => row.session),
+    );
+  const first = await look();
+  if (first.size === 0) return 0;
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  const second = await look();
+  return [...first].filter((session) => second.has(session)).length;
 }
