@@ -26,6 +26,10 @@ export interface Claim {
  * transaction is a round trip more per commit, which a queue of one-row jobs pays in full;
  * a result that apply returns is added by setHistoryResults (only then a statement more). Returns, per held job, its claim: a held job whose
  * record already existed was applied before, and a job missing from the answer was taken over.
+ * No CTE is joined to another: the planner estimates one row for each, so such a join is a
+ * nested loop rescanning a CTE per row, quadratic in the batch (the statement's execution took
+ * 6.7 ms for 128 jobs and 145 ms for 1,000 that way, 2.7 and 17 ms this way). The history reads
+ * the new records' ids once, as an array, and the answer is the history's own RETURNING.
  */
 export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], applyTimeoutMs: number): Promise<Map<string, Claim>> {
   const mine = jobs.filter((job) => job.locked_by !== null);
@@ -57,14 +61,15 @@ export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], a
       returning job_id
     ), history as (
       insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at, started_at)
-      select held.id, held.revision, held.task, case when claimed.job_id is null then 'skipped' else 'applied' end,
+      select held.id, held.revision, held.task,
+             case when held.id = any (array(select job_id from claimed)) then 'applied' else 'skipped' end,
              held.attempts, held.created_at, held.locked_at
-      from held left join claimed on claimed.job_id = held.id
-      returning job_id, finished_at
+      from held
+      returning job_id, outcome, finished_at
     )
-    select held.id, claimed.job_id is not null as claimed, history.finished_at::text,
+    select job_id as id, outcome = 'applied' as claimed, finished_at::text,
            set_config('statement_timeout', ${String(applyTimeoutMs)}, true)
-    from held left join claimed on claimed.job_id = held.id join history on history.job_id = held.id
+    from history
   `);
   return new Map(rows.map((row) => [row.id, { claimed: row.claimed, finishedAt: row.finished_at }]));
 }
