@@ -13,6 +13,7 @@
 // pg_stat_bgwriter: server-wide, so anything else running on the server is in them too); and
 // what the scenario's own clients wrote to the server, per statement: protocol messages and
 // bytes, and socket writes (calls into the socket, each one write or writev system call).
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import pg from "pg";
 import { envNumber, round, startServer, type BenchDatabase } from "./lib.ts";
@@ -112,6 +113,15 @@ interface Snapshot {
   bgwriter: Record<string, number>;
 }
 
+/** A process's time on a CPU so far, ns (/proc/PID/schedstat; exact, not in clock ticks); null once it has ended or off Linux. */
+function onCpuNs(pid: number): number | null {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+  } catch {
+    return null;
+  }
+}
+
 const numeric = (row: Record<string, unknown>) =>
   Object.fromEntries(Object.entries(row).flatMap(([key, value]) => (typeof value === "number" || (typeof value === "string" && /^-?\d+(\.\d+)?$/.test(value)) ? [[key, Number(value)]] : [])));
 
@@ -126,6 +136,10 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
   let relations: Record<string, string> = {};
   /** Server process id → application_name of its client and the statements it was seen running. */
   const pids = new Map<number, { application: string; statements: Set<string> }>();
+  /** Each server process's time on a CPU: when first seen, and when last seen (up to the drain). */
+  const serverCpu = new Map<number, { first: number; last: number }>();
+  let nodeCpuStart: NodeJS.CpuUsage | null = null;
+  let nodeCpu: NodeJS.CpuUsage | null = null;
   let sampling: Promise<void> | null = null;
   let stopSampling = false;
 
@@ -151,6 +165,14 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
       if (row.query) seen.statements.add(row.query.replace(/\s+/g, " ").trim().slice(0, 48));
       pids.set(row.pid, seen);
     }
+    for (const pid of pids.keys()) {
+      const ns = onCpuNs(pid);
+      if (ns === null) continue;
+      const cpu = serverCpu.get(pid);
+      if (cpu) cpu.last = ns;
+      // A process first seen in the window started in it: all its time is the scenario's.
+      else serverCpu.set(pid, { first: 0, last: ns });
+    }
   };
 
   return {
@@ -169,6 +191,9 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
       );
       relations = Object.fromEntries(named.rows.map((row) => [row.node, row.name]));
       await samplePids();
+      // Processes already there when the window opens: only their time after this counts.
+      for (const cpu of serverCpu.values()) cpu.first = cpu.last;
+      nodeCpuStart = process.cpuUsage();
       counting = true;
       sampling = (async () => {
         while (!stopSampling) {
@@ -179,6 +204,7 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
     },
     async finished() {
       drainedAt = monotonicSeconds();
+      nodeCpu = process.cpuUsage(nodeCpuStart!);
       counting = false;
       stopSampling = true;
       await sampling;
@@ -204,6 +230,11 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
         serverProcesses: Object.fromEntries(
           [...pids].sort((a, b) => a[0] - b[0]).map(([pid, seen]) => [pid, { application: seen.application, statements: [...seen.statements].slice(0, 6) }]),
         ),
+        cpuPerJobUs: {
+          note: "time on a CPU from the window's start to the drain: Node.js (all threads, user + system) and the server processes that served the database (from /proc, when the server is on this machine; a process that ended before its last sample loses its last 200 ms)",
+          node: round((nodeCpu!.user + nodeCpu!.system) / jobs, 1),
+          postgres: serverCpu.size ? round([...serverCpu.values()].reduce((sum, cpu) => sum + cpu.last - cpu.first, 0) / 1000 / jobs, 1) : null,
+        },
         databasePerJob: perJob(db),
         serverWideWal: { ...wal, perJob: perJob(wal) },
         serverWideBgwriter: bgwriter,
@@ -227,7 +258,7 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
 const server = await startServer();
 try {
   const observer = observe();
-  const tuned = { WORKER_LOCAL_QUEUE_SIZE: "500" };
+  const tuned = { WORKER_LOCAL_QUEUE_SIZE: "500", ...(process.env.APPLY_BATCH_SIZE ? { APPLY_BATCH_SIZE: process.env.APPLY_BATCH_SIZE } : {}) };
   let result: ThroughputResult;
   if (scenario === "gw-noop-localqueue") result = await graphileThroughput(server, "noop-localqueue", { jobs, concurrency: PEER_CONCURRENCY }, observer);
   else result = await pgconvergeThroughput(server, { jobs, concurrency: tunedConcurrency }, tuned, scenario === "apply-tuned" ? oneRowTask : oneRowBatchTask, observer);
