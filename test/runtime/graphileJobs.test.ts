@@ -18,6 +18,7 @@ const COLUMNS_USED = [
   "_private_job_queues.id integer",
   "_private_job_queues.queue_name text",
   "_private_jobs.attempts smallint",
+  "_private_jobs.created_at timestamp with time zone",
   "_private_jobs.id bigint",
   "_private_jobs.job_queue_id integer",
   "_private_jobs.key text",

@@ -1,7 +1,9 @@
 // Job history: every finished job leaves one job_history row, written in the transaction of
 // its effects, and the history is pruned by dropping whole days.
+import type { Job } from "graphile-worker";
 import pg from "pg";
 import t from "tap";
+import { claimBatch } from "../../src/runtime/graphileJobs.ts";
 import { Sweeper } from "../../src/liveness/sweeper.ts";
 import { createTestDatabase, testLog, waitFor, type TestDatabase } from "../helpers/db.ts";
 import { addJobs, createEffectsTable, queuedJobs } from "../helpers/fixtures.ts";
@@ -52,6 +54,24 @@ t.test("each applied job leaves one history row with its timings and apply's res
   t.same(rows[0]!.result, { written: 1 }, "what apply returned is kept");
   t.equal(rows[1]!.result, null, "nothing returned, no result");
   t.equal(rows[2]!.attempts, 2, "the attempts it took");
+});
+
+t.test("a claimed job's history row has its fetch's start even after the heartbeat moved the row's lock time", async (t) => {
+  const db = await createTestDatabase(t);
+  await addJobs(db, "effect", [{ n: 1 }, { n: 2 }]);
+  // As graphile-worker's fetch leaves a job, then as the heartbeat's refresh leaves its row.
+  await db.query("update graphile_worker._private_jobs set locked_by = 'worker-a', locked_at = now() - interval '1 second', attempts = 1");
+  const fetched = await db.query<Job>("select * from graphile_worker.jobs order by id");
+  await db.query("update graphile_worker._private_jobs set locked_at = now() - interval '15 minutes'");
+
+  const claims = await db.appPool.transaction((tx) => claimBatch(tx, fetched, 5_000));
+  t.same([...claims.values()].map((claim) => claim.claimed), [true, true], "both claimed");
+  const rows = await history(db);
+  t.same(
+    rows.map((row) => [row.job_id, row.outcome, row.attempts, row.enqueued_at.getTime(), row.started_at?.getTime()]),
+    fetched.map((job) => [job.id, "applied", 1, new Date(job.created_at).getTime(), new Date(job.locked_at!).getTime()]),
+    "attempts, enqueued_at and started_at are the fetched job's",
+  );
 });
 
 t.test("a dead-lettered job's history row is written with its dead letter, with the error", async (t) => {
