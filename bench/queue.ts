@@ -17,9 +17,19 @@ import { createPipeline } from "../pipeline/services.ts";
 import { loadPipelineConfig } from "../pipeline/config.ts";
 import { defineTask, type DefinedTask } from "pgconverge";
 import { Worker, workerSettings } from "../src/worker.ts";
-import { benchPool, createDatabase, percentile, round, sleep, waitUntil, type BenchDatabase, type BenchServer } from "./lib.ts";
+import { benchPool, createDatabase, envNumber, percentile, round, sleep, waitUntil, type BenchDatabase, type BenchServer } from "./lib.ts";
 
 const log = createLogger("silent");
+
+/**
+ * pgconverge's tuned scenarios (the numerator of tx_vs_gw_noop_localqueue): many job slots
+ * (they mostly wait on shared commits, and hold no connection while they wait), graphile-worker's
+ * local queue, and batches of up to 128 jobs (about 100 form at this concurrency; per-batch work,
+ * from slonik's statements to the commit's WAL flush, is then shared by that many).
+ * BENCH_TUNED_CONCURRENCY and BENCH_TUNED_BATCH override them.
+ */
+export const TUNED_CONCURRENCY = envNumber("BENCH_TUNED_CONCURRENCY", 400);
+export const TUNED_ENV = { WORKER_LOCAL_QUEUE_SIZE: "500", APPLY_BATCH_SIZE: String(envNumber("BENCH_TUNED_BATCH", 128)) };
 const graphileLog = graphileLogger(log);
 
 export interface ThroughputResult {

@@ -2,7 +2,7 @@
 // (embedded unless DATABASE_URL is set; a fresh database per scenario). Prints a table and
 // writes bench/results/latest.json. Settings (environment):
 //   BENCH_JOBS (20000)  BENCH_CONCURRENCY (10: the peers' job slots)  BENCH_PGBOSS_BATCH (50)
-//   BENCH_TUNED_CONCURRENCY (200: pgconverge's tuned scenarios, with WORKER_LOCAL_QUEUE_SIZE=500)
+//   BENCH_TUNED_CONCURRENCY (400) BENCH_TUNED_BATCH (128): pgconverge's tuned scenarios, with WORKER_LOCAL_QUEUE_SIZE=500
 // pgconverge's "defaults" scenarios and its trickle run at the shipped defaults, concurrency
 // included (loadConfig's), whatever BENCH_CONCURRENCY says.
 //   BENCH_TRICKLE_RATE (200 jobs/s)  BENCH_TRICKLE_SECONDS (5)
@@ -21,15 +21,16 @@ import {
   oneRowBatchTask,
   pgconvergeThroughput,
   pgconvergeTrickle,
+  TUNED_CONCURRENCY,
+  TUNED_ENV,
 } from "./queue.ts";
 import { benchRelay } from "./relayBench.ts";
 
 const jobs = envNumber("BENCH_JOBS", 20_000);
 const concurrency = envNumber("BENCH_CONCURRENCY", 10);
 const batchSize = envNumber("BENCH_PGBOSS_BATCH", 50);
-const tunedConcurrency = envNumber("BENCH_TUNED_CONCURRENCY", 200);
-/** Many job slots (they mostly wait on shared commits) and graphile-worker's local queue. */
-const TUNED = { WORKER_LOCAL_QUEUE_SIZE: "500" };
+const tunedConcurrency = TUNED_CONCURRENCY;
+const tunedSettings = Object.entries(TUNED_ENV).map(([name, value]) => `${name}=${value}`).join(" ");
 const trickle = { concurrency, rate: envNumber("BENCH_TRICKLE_RATE", 200), seconds: envNumber("BENCH_TRICKLE_SECONDS", 5) };
 const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
 
@@ -66,9 +67,9 @@ try {
     const pgconvergeBatchDefaults = await pgconvergeThroughput(server, { jobs }, {}, oneRowBatchTask);
     const tuned = { ...options, concurrency: tunedConcurrency };
     step(`pgconverge one-row task, apply: concurrency ${tunedConcurrency}, local queue`);
-    const pgconvergeTx = await pgconvergeThroughput(server, tuned, TUNED);
+    const pgconvergeTx = await pgconvergeThroughput(server, tuned, TUNED_ENV);
     step(`pgconverge one-row task, applyBatch: concurrency ${tunedConcurrency}, local queue`);
-    const pgconvergeBatch = await pgconvergeThroughput(server, tuned, TUNED, oneRowBatchTask);
+    const pgconvergeBatch = await pgconvergeThroughput(server, tuned, TUNED_ENV, oneRowBatchTask);
     step("pg-boss, transactional batch worker, one insert per batch");
     const pgBossTx = await pgBossThroughput(server, "transactional", { ...options, batchSize });
     step("pg-boss, one-row transaction per job");
@@ -137,8 +138,8 @@ try {
       ["pg-boss 12, tx per job (1 row)", `${q.pgBossPerJob.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, ${q.pgBossPerJob.seconds} s`],
       ["pgconverge 1-row task, apply, shipped defaults", `${q.pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeTxDefaults.concurrency}, ${q.pgconvergeTxDefaults.seconds} s, group commit`],
       ["pgconverge 1-row task, applyBatch, shipped defaults", `${q.pgconvergeBatchDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeBatchDefaults.concurrency}, ${q.pgconvergeBatchDefaults.seconds} s, one insert per batch`],
-      ["pgconverge 1-row task, apply, tuned", `${q.pgconvergeTx.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${q.pgconvergeTx.seconds} s`],
-      ["pgconverge 1-row task, applyBatch, tuned", `${q.pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, WORKER_LOCAL_QUEUE_SIZE=500, ${q.pgconvergeBatch.seconds} s`],
+      ["pgconverge 1-row task, apply, tuned", `${q.pgconvergeTx.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeTx.seconds} s`],
+      ["pgconverge 1-row task, applyBatch, tuned", `${q.pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeBatch.seconds} s`],
     );
   }
   if (latency) {

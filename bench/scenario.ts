@@ -1,7 +1,7 @@
 // `npm run bench:scenario`: one queue scenario of `npm run bench` on its own, with what the
 // server did over its timed window, for profiling it from outside. SCENARIO (applyBatch-tuned):
-//   applyBatch-tuned    pgconverge's one-row applyBatch task, concurrency BENCH_TUNED_CONCURRENCY
-//                       (200), WORKER_LOCAL_QUEUE_SIZE=500 (the numerator of tx_vs_gw_noop_localqueue)
+//   applyBatch-tuned    pgconverge's one-row applyBatch task at the bench's tuned settings
+//                       (TUNED_ENV of bench/queue.ts; the numerator of tx_vs_gw_noop_localqueue)
 //   apply-tuned         the same with the per-job apply
 //   gw-noop-localqueue  graphile-worker's no-op with its local queue (the denominator)
 // BENCH_JOBS (20000). Prints, as JSON: the throughput; the window on CLOCK_MONOTONIC (seconds,
@@ -17,14 +17,13 @@ import { readFileSync } from "node:fs";
 import net from "node:net";
 import pg from "pg";
 import { envNumber, round, startServer, type BenchDatabase } from "./lib.ts";
-import { graphileThroughput, oneRowBatchTask, oneRowTask, pgconvergeThroughput, type ThroughputResult, type WindowObserver } from "./queue.ts";
+import { graphileThroughput, oneRowBatchTask, oneRowTask, pgconvergeThroughput, TUNED_CONCURRENCY, TUNED_ENV, type ThroughputResult, type WindowObserver } from "./queue.ts";
 
 const SCENARIOS = ["applyBatch-tuned", "apply-tuned", "gw-noop-localqueue"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 const scenario = (process.env.SCENARIO ?? "applyBatch-tuned") as Scenario;
 if (!SCENARIOS.includes(scenario)) throw new Error(`SCENARIO: unknown "${scenario}" (known: ${SCENARIOS.join(", ")})`);
 const jobs = envNumber("BENCH_JOBS", 20_000);
-const tunedConcurrency = envNumber("BENCH_TUNED_CONCURRENCY", 200);
 /** As bench/run.ts runs these scenarios. */
 const PEER_CONCURRENCY = envNumber("BENCH_CONCURRENCY", 10);
 
@@ -233,6 +232,7 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
         cpuPerJobUs: {
           note: "time on a CPU from the window's start to the drain: Node.js (all threads, user + system) and the server processes that served the database (from /proc, when the server is on this machine; a process that ended before its last sample loses its last 200 ms)",
           node: round((nodeCpu!.user + nodeCpu!.system) / jobs, 1),
+          nodeSystem: round(nodeCpu!.system / jobs, 1),
           postgres: serverCpu.size ? round([...serverCpu.values()].reduce((sum, cpu) => sum + cpu.last - cpu.first, 0) / 1000 / jobs, 1) : null,
         },
         databasePerJob: perJob(db),
@@ -258,10 +258,9 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
 const server = await startServer();
 try {
   const observer = observe();
-  const tuned = { WORKER_LOCAL_QUEUE_SIZE: "500", ...(process.env.APPLY_BATCH_SIZE ? { APPLY_BATCH_SIZE: process.env.APPLY_BATCH_SIZE } : {}) };
   let result: ThroughputResult;
   if (scenario === "gw-noop-localqueue") result = await graphileThroughput(server, "noop-localqueue", { jobs, concurrency: PEER_CONCURRENCY }, observer);
-  else result = await pgconvergeThroughput(server, { jobs, concurrency: tunedConcurrency }, tuned, scenario === "apply-tuned" ? oneRowTask : oneRowBatchTask, observer);
+  else result = await pgconvergeThroughput(server, { jobs, concurrency: TUNED_CONCURRENCY }, TUNED_ENV, scenario === "apply-tuned" ? oneRowTask : oneRowBatchTask, observer);
   console.log(JSON.stringify({ scenario, result, ...observer.report() }, null, 2));
 } finally {
   await server.stop();
