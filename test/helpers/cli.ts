@@ -25,7 +25,8 @@ export function runCli(args: readonly string[], options: { env?: Record<string, 
     child.stdout.setEncoding("utf8").on("data", (data: string) => (stdout += data));
     child.stderr.setEncoding("utf8").on("data", (data: string) => (stderr += data));
     child.on("error", reject);
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
+    // "close", not "exit": a process can exit before its output has all been read.
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(options.input ?? "");
   });
 }
