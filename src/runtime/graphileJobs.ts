@@ -27,7 +27,7 @@ export interface Claim {
  * a result that apply returns is added by setHistoryResults (only then a statement more). Returns, per held job, its claim: a held job whose
  * record already existed was applied before, and a job missing from the answer was taken over.
  * No CTE is joined to another: the planner estimates one row for each, so such a join is a
- * nested loop rescanning a CTE per row, quadratic in the batch (the statement's execution took
+ * nested loop rescanning a CTE per row, quadratic in the batch (under EXPLAIN ANALYZE, execution took
  * 6.7 ms for 128 jobs and 145 ms for 1,000 that way, 2.7 and 17 ms this way). The history reads
  * the new records' ids once, as an array, and the answer is the history's own RETURNING.
  */
