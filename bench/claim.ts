@@ -1,7 +1,7 @@
 // `npm run bench:claim`: what the group-commit claim statement (claimBatch) costs by batch size,
 // on a queue with a backlog. For each size: that many jobs locked as a fetch leaves them, then
 // the claim run CLAIM_RUNS times (30), each in a transaction rolled back, so every run claims
-// the same jobs afresh. Prints the statement's round trip (median and p90) and per job. A cost
+// the same jobs afresh (each leaves dead index entries behind, as a retried batch would). Prints the statement's round trip (median and p90) and per job. A cost
 // per job that grows with the batch says the statement is worse than linear in it.
 // CLAIM_SIZES (16,64,128,256,1000), CLAIM_BACKLOG (40000 queued jobs).
 import type { Job } from "graphile-worker";
@@ -29,9 +29,10 @@ try {
   const appPool = await createAppPool(database.url, 2, { statementTimeoutMs: 60_000 });
   try {
     await migrate(queuePool, createLogger("silent"));
-    await enqueuePgconverge(queuePool, Math.max(backlog, Math.max(...sizes)));
+    const queued = Math.max(backlog, Math.max(...sizes));
+    await enqueuePgconverge(queuePool, queued);
     const { rows } = await queuePool.query<{ version: string }>("select current_setting('server_version') as version");
-    console.log(`claimBatch on a queue of ${backlog} jobs, ${runs} runs per size, Postgres ${rows[0]!.version}${server.embedded ? " (embedded)" : ""}`);
+    console.log(`claimBatch on a queue of ${queued} jobs, ${runs} runs per size, Postgres ${rows[0]!.version}${server.embedded ? " (embedded)" : ""}`);
     console.log("jobs  median ms  p90 ms  µs per job (median)");
     for (const size of sizes) {
       // As graphile-worker's fetch leaves them: locked by one holder, an attempt counted.

@@ -124,6 +124,9 @@ function onCpuNs(pid: number): number | null {
 const numeric = (row: Record<string, unknown>) =>
   Object.fromEntries(Object.entries(row).flatMap(([key, value]) => (typeof value === "number" || (typeof value === "string" && /^-?\d+(\.\d+)?$/.test(value)) ? [[key, Number(value)]] : [])));
 
+/** Server process ids are this machine's only when the server is: embedded, or at a loopback address. */
+let serverOnThisMachine = false;
+
 function observe(): WindowObserver & { report(): Record<string, unknown> } {
   let client: pg.Client | null = null;
   let database: BenchDatabase | null = null;
@@ -230,10 +233,10 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
           [...pids].sort((a, b) => a[0] - b[0]).map(([pid, seen]) => [pid, { application: seen.application, statements: [...seen.statements].slice(0, 6) }]),
         ),
         cpuPerJobUs: {
-          note: "time on a CPU from the window's start to the drain: Node.js (all threads, user + system) and the server processes that served the database (from /proc, when the server is on this machine; a process that ended before its last sample loses its last 200 ms)",
+          note: "time on a CPU from the window's start to the drain: Node.js (all threads, user + system) and the server processes that served the database (from /proc; null unless the server is on this machine; a process that ended before its last sample loses up to 200 ms, and the last sample is taken just after the drain)",
           node: round((nodeCpu!.user + nodeCpu!.system) / jobs, 1),
           nodeSystem: round(nodeCpu!.system / jobs, 1),
-          postgres: serverCpu.size ? round([...serverCpu.values()].reduce((sum, cpu) => sum + cpu.last - cpu.first, 0) / 1000 / jobs, 1) : null,
+          postgres: serverOnThisMachine && serverCpu.size ? round([...serverCpu.values()].reduce((sum, cpu) => sum + cpu.last - cpu.first, 0) / 1000 / jobs, 1) : null,
         },
         databasePerJob: perJob(db),
         serverWideWal: { ...wal, perJob: perJob(wal) },
@@ -257,6 +260,7 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
 
 const server = await startServer();
 try {
+  serverOnThisMachine = server.embedded || ["localhost", "127.0.0.1", "[::1]"].includes(new URL(server.adminUrl).hostname);
   const observer = observe();
   let result: ThroughputResult;
   if (scenario === "gw-noop-localqueue") result = await graphileThroughput(server, "noop-localqueue", { jobs, concurrency: PEER_CONCURRENCY }, observer);

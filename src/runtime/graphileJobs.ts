@@ -35,16 +35,17 @@ export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], a
   const mine = jobs.filter((job) => job.locked_by !== null);
   if (mine.length === 0) return new Map();
   const rows = await tx.any(sql.type(z.object({ id: z.coerce.string(), claimed: z.boolean(), finished_at: z.string() }))`
-    with mine (id, revision, locked_by, task, locked_at_ms) as (
+    with mine (id, revision, locked_by, task, attempts, locked_at_ms) as (
       select * from ${sql.unnest(
-        mine.map((job) => [job.id, job.revision, job.locked_by!, job.task_identifier, job.locked_at === null ? null : new Date(job.locked_at).getTime()]),
-        ["int8", "int4", "text", "text", "float8"],
+        mine.map((job) => [job.id, job.revision, job.locked_by!, job.task_identifier, job.attempts, job.locked_at === null ? null : new Date(job.locked_at).getTime()]),
+        ["int8", "int4", "text", "text", "int4", "float8"],
       )}
     ), held as (
-      -- attempts and created_at are the row's: the same as the fetched job's while this revision
-      -- is locked by this holder. locked_at is the fetch's (the heartbeat moves the row's), as
-      -- epoch milliseconds: a number is cheaper to print and to read back than a timestamp.
-      select jobs.id, mine.revision, mine.task, jobs.attempts, jobs.created_at, to_timestamp(mine.locked_at_ms / 1000) as locked_at
+      -- created_at is the row's (graphile-worker never changes it). attempts and locked_at are
+      -- the fetch's: an add_job replacing a running job sets its attempts to max_attempts, and
+      -- the heartbeat moves its locked_at. locked_at goes as epoch milliseconds: a number is
+      -- cheaper to print and to read back than a timestamp.
+      select jobs.id, mine.revision, mine.task, mine.attempts, jobs.created_at, to_timestamp(mine.locked_at_ms / 1000) as locked_at
       from graphile_worker._private_jobs as jobs
       join mine on jobs.id = mine.id and jobs.revision = mine.revision and jobs.locked_by = mine.locked_by
       order by jobs.id
@@ -55,6 +56,7 @@ export async function claimBatch(tx: CommonQueryMethods, jobs: readonly Job[], a
       on conflict do nothing
       returning job_id
     ), history as (
+      -- An array, not "in (select ...)": that is a subplan rescanning the CTE for each row.
       insert into job_history (job_id, revision, task, outcome, attempts, enqueued_at, started_at)
       select held.id, held.revision, held.task,
              case when held.id = any (array(select job_id from claimed)) then 'applied' else 'skipped' end,

@@ -56,16 +56,26 @@ t.test("each applied job leaves one history row with its timings and apply's res
   t.equal(rows[2]!.attempts, 2, "the attempts it took");
 });
 
-t.test("a claimed job's history row has its fetch's start even after the heartbeat moved the row's lock time", async (t) => {
+t.test("a claimed job's history row has the fetched job's attempts and start, whatever happened to its row meanwhile", async (t) => {
   const db = await createTestDatabase(t);
-  await addJobs(db, "effect", [{ n: 1 }, { n: 2 }]);
-  // As graphile-worker's fetch leaves a job, then as the heartbeat's refresh leaves its row.
+  await addJobs(db, "effect", [{ n: 1 }]);
+  await db.query(`select graphile_worker.add_job('effect', '{"n": 2}', job_key := 'replaced')`);
+  // As graphile-worker's fetch leaves the jobs.
   await db.query("update graphile_worker._private_jobs set locked_by = 'worker-a', locked_at = now() - interval '1 second', attempts = 1");
   const fetched = await db.query<Job>("select * from graphile_worker.jobs order by id");
+  // Then, while they run: the heartbeat's refresh moves every row's lock time, and an add_job
+  // with the second job's key replaces it (graphile-worker marks a running job it replaces
+  // by setting its attempts to max_attempts, keeping its lock and revision).
   await db.query("update graphile_worker._private_jobs set locked_at = now() - interval '15 minutes'");
+  await db.query(`select graphile_worker.add_job('effect', '{"n": 3}', job_key := 'replaced')`);
+  t.same(
+    (await db.query<{ attempts: number }>("select attempts from graphile_worker._private_jobs where id = $1", [fetched[1]!.id])).map((row) => row.attempts),
+    [25],
+    "the replaced job's row says max_attempts",
+  );
 
   const claims = await db.appPool.transaction((tx) => claimBatch(tx, fetched, 5_000));
-  t.same([...claims.values()].map((claim) => claim.claimed), [true, true], "both claimed");
+  t.same([...claims.values()].map((claim) => claim.claimed), [true, true], "both still claimed: they are still this holder's");
   const rows = await history(db);
   t.same(
     rows.map((row) => [row.job_id, row.outcome, row.attempts, row.enqueued_at.getTime(), row.started_at?.getTime()]),
