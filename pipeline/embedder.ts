@@ -72,7 +72,10 @@ export class Embedder {
   /** The host without its credentials: the one messages may name. */
   private readonly host: string;
 
-  constructor(readonly settings: EmbedderSettings) {
+  readonly settings: EmbedderSettings;
+
+  constructor(settings: EmbedderSettings) {
+    this.settings = settings;
     // fetch refuses a URL with credentials (and would quote it in its error): they go in a header.
     const { url, authorization } = splitCredentials(settings.host);
     this.host = url;

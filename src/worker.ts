@@ -152,7 +152,10 @@ export class Worker {
   private runnerEnded = false;
   private dueNudger: DueNudger | null = null;
 
-  constructor(private readonly config: WorkerConfig) {
+  private readonly config: WorkerConfig;
+
+  constructor(config: WorkerConfig) {
+    this.config = config;
     this.heartbeat = new Heartbeat({
       pool: config.livenessPool,
       log: config.log,

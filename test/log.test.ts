@@ -3,7 +3,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import t from "tap";
 import { createTestDatabase, waitFor } from "./helpers/db.ts";
-import { addJobs, createEffectsTable, queuedJobs } from "./helpers/fixtures.ts";
+import { addJobs, createEffectsTable, queuedJobs, TYPESCRIPT_NODE_ARGS } from "./helpers/fixtures.ts";
 import { spawnWorker, waitForRegistration } from "./helpers/worker.ts";
 
 type Line = Record<string, unknown> & { level: number; msg: string };
@@ -63,7 +63,7 @@ const runProgram = (command: string, args: string[]) =>
   spawnSync(command, args, { encoding: "utf8", timeout: 30_000, env: { ...process.env, FORCE_COLOR: "0", NO_COLOR: "1" } });
 
 t.test("a logger writing to a pipe writes JSON", async (t) => {
-  const result = runProgram(process.execPath, ["--import", "tsx", "--input-type=module", "-e", PROGRAM]);
+  const result = runProgram(process.execPath, [...TYPESCRIPT_NODE_ARGS, "--input-type=module", "-e", PROGRAM]);
   t.equal(result.status, 0, result.stderr);
   const lines = result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Line);
   t.match(lines, [
@@ -75,7 +75,7 @@ t.test("a logger writing to a pipe writes JSON", async (t) => {
 const hasScript = spawnSync("script", ["--version"], { encoding: "utf8" }).status === 0;
 
 t.test("a logger writing to a terminal prints one readable line per event", { skip: hasScript ? false : "needs util-linux `script` for a pseudo-terminal" }, async (t) => {
-  const command = [process.execPath, "--import", "tsx", "--input-type=module", "-e", PROGRAM].map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(" ");
+  const command = [process.execPath, ...TYPESCRIPT_NODE_ARGS, "--input-type=module", "-e", PROGRAM].map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(" ");
   const result = runProgram("script", ["-qec", command, "/dev/null"]);
   t.equal(result.status, 0, result.stderr);
   // eslint-disable-next-line no-control-regex
@@ -90,7 +90,7 @@ t.test("on a terminal, control characters in a log line are printed escaped", { 
     const { createLogger } = await import(${JSON.stringify(LOG_MODULE)});
     createLogger("info").warn({ task: "evil\\u001b[2J\\u202e" }, "failed on click\\u001b]8;;http://evil\\u0007here");
   `;
-  const command = [process.execPath, "--import", "tsx", "--input-type=module", "-e", program].map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(" ");
+  const command = [process.execPath, ...TYPESCRIPT_NODE_ARGS, "--input-type=module", "-e", program].map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(" ");
   const result = runProgram("script", ["-qec", command, "/dev/null"]);
   t.equal(result.status, 0, result.stderr);
   // eslint-disable-next-line no-control-regex

@@ -30,13 +30,15 @@ export class ChaosDocuments {
   /** CLI commands that failed and were retried (e.g. the database was restarting). */
   cliRetries = 0;
 
-  constructor(
-    count: number,
-    private readonly env: Record<string, string>,
-    /** Told of each failed CLI command before it is retried. */
-    private readonly onRetry: (args: string[], stderr: string) => void = () => {},
-    private readonly random: () => number = Math.random,
-  ) {
+  private readonly env: Record<string, string>;
+  /** Told of each failed CLI command before it is retried. */
+  private readonly onRetry: (args: string[], stderr: string) => void;
+  private readonly random: () => number;
+
+  constructor(count: number, env: Record<string, string>, onRetry: (args: string[], stderr: string) => void = () => {}, random: () => number = Math.random) {
+    this.env = env;
+    this.onRetry = onRetry;
+    this.random = random;
     this.pending = generateCorpus(count, 17);
     this.rewrites = generateCorpus(Math.max(50, Math.ceil(count / 5)), 29);
   }

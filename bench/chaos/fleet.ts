@@ -40,11 +40,15 @@ export class WorkerFleet {
   readonly messages = new Map<string, number>();
   private readonly startedAt = Date.now();
 
-  constructor(
-    private readonly size: number,
-    private readonly env: Record<string, string>,
-    private readonly respawnDelayMs = 300,
-  ) {}
+  private readonly size: number;
+  private readonly env: Record<string, string>;
+  private readonly respawnDelayMs: number;
+
+  constructor(size: number, env: Record<string, string>, respawnDelayMs = 300) {
+    this.size = size;
+    this.env = env;
+    this.respawnDelayMs = respawnDelayMs;
+  }
 
   start(): void {
     this.running = true;

@@ -26,14 +26,23 @@ export interface ReconcileRun {
  * second one of the same sync is refused, not queued). They read Qdrant with the relay's and
  * the reconciler's read consistency (QDRANT_READ_CONSISTENCY).
  */
+interface BackgroundReconcilesOptions {
+  pool: DatabasePool;
+  qdrant: QdrantClient;
+  readConsistency: ReadConsistency | undefined;
+  log: Logger;
+}
+
 export class BackgroundReconciles {
   private readonly runs = new Map<string, ReconcileRun>();
   private readonly pending = new Set<Promise<void>>();
   private readonly stopping = new AbortController();
 
-  constructor(
-    private readonly options: { pool: DatabasePool; qdrant: QdrantClient; readConsistency: ReadConsistency | undefined; log: Logger },
-  ) {}
+  private readonly options: BackgroundReconcilesOptions;
+
+  constructor(options: BackgroundReconcilesOptions) {
+    this.options = options;
+  }
 
   /** Starts a reconcile of this sync; false when one started here is still running. */
   start(sync: Sync, repair: boolean, actor: string): boolean {

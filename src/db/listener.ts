@@ -26,7 +26,11 @@ export class Listener {
   private running = false;
   private retry: NodeJS.Timeout | null = null;
 
-  constructor(private readonly config: ListenerConfig) {}
+  private readonly config: ListenerConfig;
+
+  constructor(config: ListenerConfig) {
+    this.config = config;
+  }
 
   /** Resolves once listening, or once the first attempt failed (a retry is then scheduled). */
   async start(): Promise<void> {

@@ -9,7 +9,11 @@ export class DueNudger {
   private readonly timers = new Map<number, NodeJS.Timeout>();
   private stopped = false;
 
-  constructor(private readonly nudge: (count: number) => void) {}
+  private readonly nudge: (count: number) => void;
+
+  constructor(nudge: (count: number) => void) {
+    this.nudge = nudge;
+  }
 
   /** Nudges once `runAt` has come (one more job per deferral due in the same bucket). */
   at(runAt: Date): void {

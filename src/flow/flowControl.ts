@@ -39,7 +39,10 @@ export class FlowControl {
   private readonly ids = new Map<string, number[]>();
   private readonly parkTimeoutMs: number;
 
-  constructor(private readonly config: FlowControlConfig) {
+  private readonly config: FlowControlConfig;
+
+  constructor(config: FlowControlConfig) {
+    this.config = config;
     this.parkTimeoutMs = config.parkTimeoutMs ?? PARK_TIMEOUT_MS;
   }
 

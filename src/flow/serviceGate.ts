@@ -99,7 +99,10 @@ export class ServiceGate {
   private readonly ensured = new Map<string, Promise<void>>();
   private readonly maxSleepMs: number;
 
-  constructor(private readonly config: ServiceGateConfig) {
+  private readonly config: ServiceGateConfig;
+
+  constructor(config: ServiceGateConfig) {
+    this.config = config;
     this.maxSleepMs = config.maxSleepMs ?? DEFAULT_MAX_SLEEP_MS;
   }
 

@@ -39,8 +39,11 @@ export class Heartbeat extends EventEmitter<{ beat: [{ ok: boolean }] }> {
   private running: Promise<void> | null = null;
   private lastLockRefresh = Date.now();
 
-  constructor(private readonly config: HeartbeatConfig) {
+  private readonly config: HeartbeatConfig;
+
+  constructor(config: HeartbeatConfig) {
     super();
+    this.config = config;
   }
 
   async start(): Promise<void> {

@@ -68,7 +68,11 @@ export class Sweeper {
   /** When the job history was last pruned (performance.now()); null: not yet. */
   private historyPrunedAt: number | null = null;
 
-  constructor(private readonly config: SweeperConfig) {}
+  private readonly config: SweeperConfig;
+
+  constructor(config: SweeperConfig) {
+    this.config = config;
+  }
 
   start(): void {
     if (this.timer) return;

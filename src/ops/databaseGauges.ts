@@ -50,7 +50,10 @@ export class DatabaseGauges {
   private readonly failing = new Set<string>();
   private refreshing: Promise<void> | null = null;
 
-  constructor(private readonly config: DatabaseGaugesConfig) {
+  private readonly config: DatabaseGaugesConfig;
+
+  constructor(config: DatabaseGaugesConfig) {
+    this.config = config;
     const registers = [config.registry];
     this.jobs = new Gauge({
       name: "pgconverge_jobs",

@@ -57,7 +57,10 @@ export class Metrics {
   private readonly heartbeats: Counter<"result">;
   private readonly lastHeartbeat: Gauge<string>;
 
-  constructor(private readonly config: MetricsConfig) {
+  private readonly config: MetricsConfig;
+
+  constructor(config: MetricsConfig) {
+    this.config = config;
     const registers = [this.registry];
     if (config.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
 

@@ -27,7 +27,11 @@ export class OpsServer {
   private server: Server | null = null;
   private starting: Promise<void> | null = null;
 
-  constructor(private readonly config: OpsServerConfig) {}
+  private readonly config: OpsServerConfig;
+
+  constructor(config: OpsServerConfig) {
+    this.config = config;
+  }
 
   /** The bound port (the chosen one when configured with 0). */
   get port(): number {

@@ -92,8 +92,11 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   /** Undeclared collections already warned about. */
   private readonly warned = new Set<string>();
 
-  constructor(private readonly config: RelayConfig) {
+  private readonly config: RelayConfig;
+
+  constructor(config: RelayConfig) {
     super();
+    this.config = config;
     checkSyncs(config.syncs);
     this.syncs = new Map(config.syncs.map((sync) => [sync.collection, sync]));
   }

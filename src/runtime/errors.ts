@@ -35,11 +35,11 @@ export class PermanentError extends Error {
 export class JobDeferredError extends Error {
   override name = "JobDeferredError";
   readonly [DEFERRED] = true;
-  constructor(
-    message: string,
-    readonly runAt: Date,
-  ) {
+  readonly runAt: Date;
+
+  constructor(message: string, runAt: Date) {
     super(message);
+    this.runAt = runAt;
   }
 
   /** True for any JobDeferredError, from whichever copy of pgconverge threw it (see PERMANENT). */

@@ -59,7 +59,10 @@ export class GroupCommitter {
   private inFlight = 0;
   private startScheduled = false;
 
-  constructor(private readonly config: GroupCommitConfig) {
+  private readonly config: GroupCommitConfig;
+
+  constructor(config: GroupCommitConfig) {
+    this.config = config;
     if (!(Number.isInteger(config.maxBatchSize) && config.maxBatchSize >= 1)) throw new RangeError("maxBatchSize must be a positive integer");
     if (!(Number.isInteger(config.maxConcurrentBatches) && config.maxConcurrentBatches >= 1)) {
       throw new RangeError("maxConcurrentBatches must be a positive integer");

@@ -7,6 +7,7 @@ import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import t from "tap";
 import { createTestDatabase, waitFor, type TestDatabase } from "../helpers/db.ts";
+import { TYPESCRIPT_NODE_ARGS } from "../helpers/fixtures.ts";
 
 const ADAPTER = fileURLToPath(new URL("../../bench/harness/main.ts", import.meta.url));
 const SAMPLE_EVERY_S = 2;
@@ -22,7 +23,7 @@ interface Replica {
 }
 
 function startReplica(db: TestDatabase, instance: number, env: Record<string, string> = {}): Replica {
-  const child = spawn(process.execPath, ["--conditions=pgconverge-source", "--import", "tsx", ADAPTER], {
+  const child = spawn(process.execPath, [...TYPESCRIPT_NODE_ARGS, ADAPTER], {
     env: {
       ...process.env,
       DATABASE_URL: db.url,
@@ -143,7 +144,7 @@ t.test("replicas paced on stdin, one SIGKILLed and restarted, connections cut: e
 });
 
 t.test("a bad setting is one line on stderr and exit 2", async (t) => {
-  const child = spawn(process.execPath, ["--conditions=pgconverge-source", "--import", "tsx", ADAPTER], {
+  const child = spawn(process.execPath, [...TYPESCRIPT_NODE_ARGS, ADAPTER], {
     env: { ...process.env, DATABASE_URL: "postgres://127.0.0.1:1/none", PRODUCER_MODE: "depth-target" },
     stdio: ["ignore", "pipe", "pipe"],
   });

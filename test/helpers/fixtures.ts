@@ -1,6 +1,9 @@
 import { fileURLToPath } from "node:url";
 import type { TestDatabase } from "./db.ts";
 
+/** Node's arguments for a TypeScript program a test starts itself (tsx only where Node needs it). */
+export const TYPESCRIPT_NODE_ARGS = ["--conditions=pgconverge-source", "--import", fileURLToPath(new URL("../setup/typescript.js", import.meta.url))];
+
 export const FIXTURE_TASKS_DIR = fileURLToPath(new URL("../fixtures/tasks/", import.meta.url));
 
 /**
