@@ -1,6 +1,6 @@
+import { createRequire } from "node:module";
 import { isatty } from "node:tty";
 import { pino, type DestinationStream, type Logger } from "pino";
-import { prettyFactory } from "pino-pretty";
 import { Logger as GraphileLogger, type LogFunctionFactory } from "graphile-worker";
 import { printable } from "./cli/printable.ts";
 import { redactCredentials } from "./redact.ts";
@@ -24,6 +24,8 @@ export function createLogger(level: string, fd: 1 | 2 = 1, pretty = isatty(fd)):
  * pipeline): one line per event, fields after the message, local time, no pid or hostname.
  */
 function prettyDestination(destination: DestinationStream): DestinationStream {
+  // Loaded only here: most processes (workers, a pipe, the tests) never print to a terminal.
+  const { prettyFactory } = createRequire(import.meta.url)("pino-pretty") as typeof import("pino-pretty");
   // Our `error` fields are already one-line strings; as an "error-like" key pino-pretty would
   // print them on lines of their own.
   const format = prettyFactory({ singleLine: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname", errorLikeObjectKeys: ["err"] });

@@ -1,5 +1,5 @@
-// `npm test`: runs the tap suite against DATABASE_URL, or, when it is unset, against a
-// throw-away embedded Postgres started here and removed afterwards.
+// `npm test`: runs the type check and the tap suite against DATABASE_URL, or, when it is unset,
+// against a throw-away embedded Postgres started here and removed afterwards.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,11 +37,30 @@ if (!env.DATABASE_URL) {
   console.log(`# tests run against DATABASE_URL (${new URL(env.DATABASE_URL).host})`);
 }
 
+// The type check runs beside the tests, not before them: it is half a minute of one core while
+// the tests leave the other idle. A type error stops the tests early.
+const typecheck = spawn(process.execPath, [join("node_modules", "typescript", "bin", "tsc"), "--noEmit"], { stdio: ["ignore", "pipe", "pipe"] });
+let typecheckOutput = "";
+for (const stream of [typecheck.stdout, typecheck.stderr]) stream.setEncoding("utf8").on("data", (data: string) => (typecheckOutput += data));
+const typechecked = new Promise<number>((resolve) => typecheck.on("close", (exitCode) => resolve(exitCode ?? 1)));
+
 const tap = spawn(process.execPath, [join("node_modules", "tap", "dist", "esm", "run.mjs"), ...process.argv.slice(2)], {
   stdio: "inherit",
   env,
 });
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => tap.kill(signal));
-const code = await new Promise<number>((resolve) => tap.on("exit", (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    typecheck.kill(signal);
+    tap.kill(signal);
+  });
+}
+let stoppedForTypes = false;
+void typechecked.then((exitCode) => {
+  if (exitCode !== 0 && tap.exitCode === null) stoppedForTypes = tap.kill("SIGTERM");
+});
+const tested = await new Promise<number>((resolve) => tap.on("exit", (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0))));
+const typeErrors = await typechecked;
 await stopServer();
-process.exit(code);
+if (typeErrors) console.error(`\nnpm test: the type check (tsc --noEmit) failed${stoppedForTypes ? "; the tests were stopped" : ""}:\n${typecheckOutput}`);
+else console.log("# type check (tsc --noEmit): passed");
+process.exit(typeErrors || tested);
