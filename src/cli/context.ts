@@ -44,6 +44,8 @@ export interface ContextOptions {
  */
 const probesPoolMode = (options: ContextOptions) => options.migrates === true;
 
+const qdrantClientOfConfig = (config: Config) => createQdrantClient({ url: config.QDRANT_URL, apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS });
+
 export async function openContext(config: Config, log: Logger, concurrency: number, options: ContextOptions = {}): Promise<CommandContext> {
   const database = await openDatabase(config, log, { checkPoolMode: probesPoolMode(options) });
   const queuePool = createQueuePool(database.url, concurrency);
@@ -59,7 +61,7 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
     await database.close();
     throw error;
   }
-  const qdrant = createQdrantClient({ url: config.QDRANT_URL, apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS });
+  let qdrant: QdrantClient | undefined;
   if (config.QDRANT_API_KEY && /^http:/i.test(config.QDRANT_URL)) {
     log.warn({ qdrantUrl: redactCredentials(config.QDRANT_URL) }, "QDRANT_API_KEY is sent over plain http; use an https:// QDRANT_URL outside a trusted network");
   }
@@ -69,7 +71,10 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
     database,
     queuePool,
     appPool,
-    qdrant,
+    // Made on first use: most commands never talk to Qdrant.
+    get qdrant() {
+      return (qdrant ??= qdrantClientOfConfig(config));
+    },
     async close() {
       await appPool.end();
       await queuePool.end();
@@ -130,10 +135,13 @@ export function createRelay(context: CommandContext, syncs: readonly Sync[]): Re
 /** The context of a config file's command: the database opened on first use, closed by close(). */
 export function openCommandContext(config: Config, log: Logger, app: LoadedConfig): PublicCommandContext & { close(): Promise<void> } {
   let opened: Promise<CommandContext> | null = null;
+  let qdrant: QdrantClient | undefined;
   return {
     env: process.env,
     log,
-    qdrant: createQdrantClient({ url: config.QDRANT_URL, apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS }),
+    get qdrant() {
+      return (qdrant ??= qdrantClientOfConfig(config));
+    },
     get syncs() {
       return app.syncs();
     },

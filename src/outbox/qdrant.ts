@@ -1,4 +1,5 @@
-import { QdrantClient } from "@qdrant/js-client-rest";
+import { createRequire } from "node:module";
+import type { QdrantClient } from "@qdrant/js-client-rest";
 import { ConfigError } from "../config.ts";
 import { OWNER_KEY, STAMP_KEY, type Distance } from "./sync.ts";
 import { redactCredentials, splitCredentials } from "../redact.ts";
@@ -21,8 +22,13 @@ export interface QdrantSettings {
   timeoutMs: number;
 }
 
-/** One client per process: it keeps a pool of keep-alive sockets (undici). */
+/**
+ * One client per process: it keeps a pool of keep-alive sockets (undici). The client and undici
+ * are loaded here, on the first call, not with this module: they are a fifth of a process's
+ * start, and most commands, and workers without syncs, never talk to Qdrant.
+ */
 export function createQdrantClient(settings: QdrantSettings): QdrantClient {
+  const { QdrantClient } = createRequire(import.meta.url)("@qdrant/js-client-rest") as typeof import("@qdrant/js-client-rest");
   // fetch refuses a URL with credentials (and would quote it in its error): they go in a header.
   const { url, authorization } = splitCredentials(settings.url);
   return new QdrantClient({
