@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Installed, the CLI runs the compiled dist/. In the project's own repository it runs the
-// TypeScript sources (through tsx on a Node that cannot strip types), resolving "pgconverge" (imported by task files) to those same
-// sources, so one copy of each module is loaded. tsx, when installed, also loads TypeScript
-// task files; without it, JavaScript task files need no build step.
+// TypeScript sources (through tsx on a Node that cannot strip types), resolving "pgconverge"
+// (imported by task files) to those same sources, so one copy of each module is loaded. tsx,
+// when installed, also loads TypeScript task files on such a Node; without it, JavaScript task
+// files need no build step.
 import { existsSync } from "node:fs";
 import nodeModule from "node:module";
 

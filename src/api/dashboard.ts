@@ -1,10 +1,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { getRequestListener } from "@hono/node-server";
 import type pg from "pg";
 import { CoreShape } from "../config.ts";
 import { ConfigError } from "../configFields.ts";
 import type { DashboardCredentials } from "../dashboard/app.ts";
-import { openDashboard } from "../dashboard/open.ts";
 import { createLogger, type Logger } from "../log.ts";
 import type { SyncDefinition } from "../outbox/sync.ts";
 import { qdrantClientOf, syncsOf, urlOfPool, type QdrantOptions } from "./syncs.ts";
@@ -81,6 +79,8 @@ export async function createDashboard(options: DashboardOptions): Promise<Dashbo
   }
   const syncs = syncsOf(options.syncs ?? []);
   const qdrant = options.qdrant ? qdrantClientOf(options.qdrant, "createDashboard") : undefined;
+  // The HTTP stack loads here, not with the package: most of its users never serve the pages.
+  const [{ openDashboard }, { getRequestListener }] = await Promise.all([import("../dashboard/open.ts"), import("@hono/node-server")]);
   const opened = await openDashboard({
     url: options.databaseUrl ?? urlOfPool(options.pool!),
     poolMode,
