@@ -73,7 +73,7 @@ try {
   relay = new Relay({
     pool: bench.appPool,
     listenUrl: database.url,
-    qdrant: createQdrantClient({ url: fake.url, timeoutMs: 10_000 }),
+    qdrant: await createQdrantClient({ url: fake.url, timeoutMs: 10_000 }),
     syncs: [chunkSync({ collection: COLLECTION, dimensions: DIMENSIONS })],
     log,
     batchSize: 128,

@@ -62,7 +62,7 @@ export async function benchPipeline(server: BenchServer, options: { documents: n
       services: { pipeline: pipelineFor(db, servers) },
       concurrency: options.concurrency,
     });
-    const relay: Relay = relayFor(db, qdrant, { dimensions: MODEL_DIMENSIONS, batchSize: 128, maxBackoffMs: 300 });
+    const relay: Relay = await relayFor(db, qdrant, { dimensions: MODEL_DIMENSIONS, batchSize: 128, maxBackoffMs: 300 });
     t.teardown(() => relay.stop());
     await relay.prepareCollections();
     await relay.start();

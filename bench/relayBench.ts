@@ -55,7 +55,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     pool = await createAppPool(database.url, 8, { statementTimeoutMs: 60_000 });
     const app = pool;
     fake = await startQdrantProcess();
-    const qdrant = createQdrantClient({ url: fake.url, timeoutMs: 10_000 });
+    const qdrant = await createQdrantClient({ url: fake.url, timeoutMs: 10_000 });
     const [{ id: documentId }] = (await queuePool.query(
       "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
     )).rows as [{ id: string }];

@@ -78,7 +78,7 @@ export async function createDashboard(options: DashboardOptions): Promise<Dashbo
     throw new ConfigError("createDashboard: without auth (a password or a token) anyone who reaches the pages reads payloads and errors; give auth, or allowAnonymous: true to serve them read-only to anyone");
   }
   const syncs = syncsOf(options.syncs ?? []);
-  const qdrant = options.qdrant ? qdrantClientOf(options.qdrant, "createDashboard") : undefined;
+  const qdrant = options.qdrant ? await qdrantClientOf(options.qdrant, "createDashboard") : undefined;
   // The HTTP stack loads here, not with the package: most of its users never serve the pages.
   const [{ openDashboard }, { getRequestListener }] = await Promise.all([import("../dashboard/open.ts"), import("@hono/node-server")]);
   const opened = await openDashboard({

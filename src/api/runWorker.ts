@@ -233,7 +233,7 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
   }
   const log = options.logger ?? createLogger("info");
   const syncs = syncsOf(options.syncs ?? []);
-  const qdrant = syncs.length > 0 ? qdrantClientOf(options.qdrant, "runWorker") : null;
+  const qdrant = syncs.length > 0 ? await qdrantClientOf(options.qdrant, "runWorker") : null;
   const cronItems = [...(extras.cronItems ?? []), ...(syncs.length > 0 ? reconcileCronItems(options.reconcileCron, "reconcileCron") : [])];
   const tasks = await tasksOf(options.tasks);
   for (const [identifier, task] of extras.extraTasks ?? []) tasks.set(identifier, task);

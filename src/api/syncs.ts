@@ -71,10 +71,10 @@ function parseOption<T extends z.ZodTypeAny>(name: string, schema: T, value: unk
 }
 
 /** The Qdrant client of these options; a bad option is a ConfigError naming it. */
-export function qdrantClientOf(options: QdrantOptions | undefined, caller: string): { client: QdrantClient } & QdrantSettings {
+export async function qdrantClientOf(options: QdrantOptions | undefined, caller: string): Promise<{ client: QdrantClient } & QdrantSettings> {
   if (options === undefined) throw new ConfigError(`${caller}: syncs need qdrant: { url }`);
   const settings = parseOption("qdrant", QdrantSchema, options);
-  return { client: createQdrantClient(settings), ...settings };
+  return { client: await createQdrantClient(settings), ...settings };
 }
 
 /** Checks the declarations (each through defineSync) and that no collection is declared twice. */
@@ -199,7 +199,7 @@ export type { DriftReport };
 export async function reconcile(options: ReconcileOptions): Promise<DriftReport[]> {
   if (options.databaseUrl === undefined && options.pool === undefined) throw new ConfigError("reconcile: give databaseUrl or pool");
   const syncs = syncsOf(options.syncs);
-  const { client, readConsistency } = qdrantClientOf(options.qdrant, "reconcile");
+  const { client, readConsistency } = await qdrantClientOf(options.qdrant, "reconcile");
   const url = options.databaseUrl ?? urlOfPool(options.pool!);
   const pool = await createAppPool(url, 1, { statementTimeoutMs: CoreShape.shape.APPLY_TIMEOUT_MS.parse(undefined), poolMode: options.databasePoolMode ?? "session" });
   const log = options.logger ?? createLogger("info");

@@ -22,7 +22,8 @@ export interface CommandContext {
   database: Database;
   queuePool: pg.Pool;
   appPool: DatabasePool;
-  qdrant: QdrantClient;
+  /** Made on first use: most commands never talk to Qdrant. */
+  qdrant(): Promise<QdrantClient>;
   close(): Promise<void>;
 }
 
@@ -61,7 +62,7 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
     await database.close();
     throw error;
   }
-  let qdrant: QdrantClient | undefined;
+  let qdrant: Promise<QdrantClient> | undefined;
   if (config.QDRANT_API_KEY && /^http:/i.test(config.QDRANT_URL)) {
     log.warn({ qdrantUrl: redactCredentials(config.QDRANT_URL) }, "QDRANT_API_KEY is sent over plain http; use an https:// QDRANT_URL outside a trusted network");
   }
@@ -71,10 +72,7 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
     database,
     queuePool,
     appPool,
-    // Made on first use: most commands never talk to Qdrant.
-    get qdrant() {
-      return (qdrant ??= qdrantClientOfConfig(config));
-    },
+    qdrant: () => (qdrant ??= qdrantClientOfConfig(config)),
     async close() {
       await appPool.end();
       await queuePool.end();
@@ -116,12 +114,12 @@ export function appMigrations(config: Config): AppMigrations | undefined {
   return statSync(PIPELINE_MIGRATIONS.directory, { throwIfNoEntry: false })?.isDirectory() ? PIPELINE_MIGRATIONS : undefined;
 }
 
-export function createRelay(context: CommandContext, syncs: readonly Sync[]): Relay {
+export async function createRelay(context: CommandContext, syncs: readonly Sync[]): Promise<Relay> {
   const { config } = context;
   return new Relay({
     pool: context.appPool,
     listenUrl: sessionUrlOf(context.database),
-    qdrant: context.qdrant,
+    qdrant: await context.qdrant(),
     syncs,
     log: context.log.child({ component: "relay" }),
     batchSize: config.RELAY_BATCH_SIZE,
@@ -133,15 +131,12 @@ export function createRelay(context: CommandContext, syncs: readonly Sync[]): Re
 }
 
 /** The context of a config file's command: the database opened on first use, closed by close(). */
-export function openCommandContext(config: Config, log: Logger, app: LoadedConfig): PublicCommandContext & { close(): Promise<void> } {
+export async function openCommandContext(config: Config, log: Logger, app: LoadedConfig): Promise<PublicCommandContext & { close(): Promise<void> }> {
   let opened: Promise<CommandContext> | null = null;
-  let qdrant: QdrantClient | undefined;
   return {
     env: process.env,
     log,
-    get qdrant() {
-      return (qdrant ??= qdrantClientOfConfig(config));
-    },
+    qdrant: await qdrantClientOfConfig(config),
     get syncs() {
       return app.syncs();
     },

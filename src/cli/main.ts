@@ -96,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
   if (own && split.args[0] === first) {
     const config = loadConfig();
     const log = createLogger(config.LOG_LEVEL, 2);
-    const context = openCommandContext(config, log, app);
+    const context = await openCommandContext(config, log, app);
     try {
       return await own.run(split.args.slice(1), context);
     } finally {

@@ -20,12 +20,6 @@ export interface ReconcileRun {
   errorId: string | null;
 }
 
-/**
- * Reconciles run in the background, so the request that starts one answers at once and the
- * syncs page shows its progress and result; one at a time per collection in this process (a
- * second one of the same sync is refused, not queued). They read Qdrant with the relay's and
- * the reconciler's read consistency (QDRANT_READ_CONSISTENCY).
- */
 interface BackgroundReconcilesOptions {
   pool: DatabasePool;
   qdrant: QdrantClient;
@@ -33,6 +27,12 @@ interface BackgroundReconcilesOptions {
   log: Logger;
 }
 
+/**
+ * Reconciles run in the background, so the request that starts one answers at once and the
+ * syncs page shows its progress and result; one at a time per collection in this process (a
+ * second one of the same sync is refused, not queued). They read Qdrant with the relay's and
+ * the reconciler's read consistency (QDRANT_READ_CONSISTENCY).
+ */
 export class BackgroundReconciles {
   private readonly runs = new Map<string, ReconcileRun>();
   private readonly pending = new Set<Promise<void>>();

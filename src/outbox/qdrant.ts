@@ -1,4 +1,3 @@
-import { createRequire } from "node:module";
 import type { QdrantClient } from "@qdrant/js-client-rest";
 import { ConfigError } from "../config.ts";
 import { OWNER_KEY, STAMP_KEY, type Distance } from "./sync.ts";
@@ -24,11 +23,11 @@ export interface QdrantSettings {
 
 /**
  * One client per process: it keeps a pool of keep-alive sockets (undici). The client and undici
- * are loaded here, on the first call, not with this module: they are a fifth of a process's
+ * are imported here, on the first call, not with this module: they are a fifth of a process's
  * start, and most commands, and workers without syncs, never talk to Qdrant.
  */
-export function createQdrantClient(settings: QdrantSettings): QdrantClient {
-  const { QdrantClient } = createRequire(import.meta.url)("@qdrant/js-client-rest") as typeof import("@qdrant/js-client-rest");
+export async function createQdrantClient(settings: QdrantSettings): Promise<QdrantClient> {
+  const { QdrantClient } = await import("@qdrant/js-client-rest");
   // fetch refuses a URL with credentials (and would quote it in its error): they go in a header.
   const { url, authorization } = splitCredentials(settings.url);
   return new QdrantClient({

@@ -137,9 +137,9 @@ t.test("the in-repo Qdrant test server", async (t) => {
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  await contract(t, createQdrantClient({ url: fake.url, timeoutMs: 5_000 }));
+  await contract(t, await createQdrantClient({ url: fake.url, timeoutMs: 5_000 }));
 });
 
 t.test("a real Qdrant", { skip: process.env.QDRANT_URL ? false : "QDRANT_URL is not set" }, async (t) => {
-  await contract(t, createQdrantClient({ url: process.env.QDRANT_URL!, apiKey: process.env.QDRANT_API_KEY, timeoutMs: 10_000 }));
+  await contract(t, await createQdrantClient({ url: process.env.QDRANT_URL!, apiKey: process.env.QDRANT_API_KEY, timeoutMs: 10_000 }));
 });

@@ -100,7 +100,7 @@ t.test("a reconcile runs in the background, one at a time per sync, with the con
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  await ensureCollection(createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
+  await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   const dashboard = await createDashboard({ pool: db.pool, auth: { token: TOKEN }, syncs: [CHUNK_SYNC], qdrant: { url: fake.url, readConsistency: "all" }, logger: capturedLog().logger });
   t.teardown(() => dashboard.close());
 

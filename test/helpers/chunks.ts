@@ -79,12 +79,12 @@ export async function pendingOutbox(db: TestDatabase): Promise<number> {
 }
 
 /** A relay for the chunks sync (of `dimensions`, default DIMENSIONS), or for the syncs given in overrides. */
-export function relayFor(db: TestDatabase, fake: FakeQdrant, overrides: Partial<RelayConfig> & { dimensions?: number } = {}): Relay {
+export async function relayFor(db: TestDatabase, fake: FakeQdrant, overrides: Partial<RelayConfig> & { dimensions?: number } = {}): Promise<Relay> {
   const { dimensions = DIMENSIONS, ...rest } = overrides;
   return new Relay({
     pool: db.appPool,
     listenUrl: db.url,
-    qdrant: createQdrantClient({ url: fake.url, timeoutMs: 2_000 }),
+    qdrant: await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }),
     syncs: [chunkSync({ collection: COLLECTION, dimensions })],
     log: testLog,
     batchSize: 32,

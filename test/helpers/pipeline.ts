@@ -64,7 +64,7 @@ export async function startPipeline(
 ): Promise<{ worker: Worker; relay: Relay; pipeline: Pipeline }> {
   const pipeline = pipelineFor(db, servers);
   const worker = await startWorker(t, db, { tasks: await loadTasks(PIPELINE_TASKS_DIR), services: { pipeline }, ...overrides });
-  const relay = relayFor(db, servers.qdrant, { dimensions: MODEL_DIMENSIONS, maxBackoffMs: 300 });
+  const relay = await relayFor(db, servers.qdrant, { dimensions: MODEL_DIMENSIONS, maxBackoffMs: 300 });
   t.teardown(() => relay.stop());
   await relay.start();
   return { worker, relay, pipeline };

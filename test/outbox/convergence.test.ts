@@ -45,7 +45,7 @@ async function convergeRandomCases(t: Test, connection: Connection): Promise<voi
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  const client = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  const client = await createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
   const baseSeed = Number(process.env.CONVERGENCE_SEED ?? Date.now() % 1_000_000);
   let faultsInjected = 0;
 
@@ -68,8 +68,10 @@ async function convergeRandomCases(t: Test, connection: Connection): Promise<voi
         { kind: "delay", ms: 40 },
       ],
     });
-    const relays = Array.from({ length: RELAYS }, (_, relay) =>
-      relayFor(db, fake, { batchSize: 1 + Math.floor(random() * 20), maxBackoffMs: 50, pollIntervalMs: 100, listenUrl: listenUrl(relay) }),
+    const relays = await Promise.all(
+      Array.from({ length: RELAYS }, (_, relay) =>
+        relayFor(db, fake, { batchSize: 1 + Math.floor(random() * 20), maxBackoffMs: 50, pollIntervalMs: 100, listenUrl: listenUrl(relay) }),
+      ),
     );
     t.teardown(() => Promise.all(relays.map((relay) => relay.stop())));
     await Promise.all(relays.map((relay) => relay.start()));

@@ -10,11 +10,11 @@ t.test("batches in flight finish in any order; each row is acknowledged only aft
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  await ensureCollection(createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
+  await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   const documentId = await insertDocument(db);
   const ids = Array.from({ length: 12 }, () => randomUUID());
   for (const id of ids) await putChunk(db, documentId, id, `first ${id}`);
-  const relay = relayFor(db, fake, { batchSize: 4, inFlight: 3, leaseMs: 30_000 });
+  const relay = await relayFor(db, fake, { batchSize: 4, inFlight: 3, leaseMs: 30_000 });
   await relay.prepareCollections();
 
   // The first batch's upsert is held in the server; the two batches claimed after it finish first.

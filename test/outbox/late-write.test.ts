@@ -17,10 +17,10 @@ async function setup(t: Test) {
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  await ensureCollection(createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
+  await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   // A short lease and a long request deadline: the held request outlives its lease.
-  const relay = () => relayFor(db, fake, { leaseMs: LEASE_MS, qdrant: createQdrantClient({ url: fake.url, timeoutMs: 30_000 }) });
-  const [a, b] = [relay(), relay()];
+  const relay = async () => relayFor(db, fake, { leaseMs: LEASE_MS, qdrant: await createQdrantClient({ url: fake.url, timeoutMs: 30_000 }) });
+  const [a, b] = [await relay(), await relay()];
   await a.prepareCollections();
   await b.prepareCollections();
   return { db, fake, a, b };

@@ -23,7 +23,7 @@ async function convergedDatabase(t: Test, fake: FakeQdrant, chunks: number) {
   const db = await createTestDatabase(t);
   const documentId = await insertDocument(db);
   for (let i = 0; i < chunks; i++) await putChunk(db, documentId, randomUUID(), `text ${i} of ${db.url}`);
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
   return { db, relay };
 }

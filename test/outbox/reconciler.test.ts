@@ -16,12 +16,12 @@ async function converged(t: Tap) {
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  const qdrant = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  const qdrant = await createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
   await ensureCollection(qdrant, { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   const documentId = await insertDocument(db);
   const ids = Array.from({ length: 25 }, () => randomUUID());
   for (const id of ids) await putChunk(db, documentId, id, `text ${id}`);
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   while ((await pendingOutbox(db)) > 0) await relay.syncBatch();
   t.same(qdrantPoints(fake), await postgresPoints(db), "in sync before the tampering");
   return { db, fake, qdrant, relay, ids };
@@ -92,7 +92,7 @@ t.test("pgconverge reconcile --repair --json reports the counts, and the worker'
   t.equal(await pendingOutbox(db), 1);
   const [run1] = await db.query<{ missing: string }>("select missing from reconcile_runs");
   t.equal(Number(run1?.missing), 1, "the run is recorded for status");
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   await relay.start();
   t.teardown(() => relay.stop());
   await waitFor("the repair to land", async () => (await pendingOutbox(db)) === 0);
@@ -104,7 +104,7 @@ t.test("pgconverge outbox list shows dead changes with their reason; outbox retr
   const documentId = (await db.query<{ document_id: string }>("select document_id from chunks limit 1"))[0]!.document_id;
   const bad = randomUUID();
   await putChunk(db, documentId, bad, "wrong size", [1, 2]);
-  await relayFor(db, fake).syncBatch();
+  await (await relayFor(db, fake)).syncBatch();
   const env = { ...process.env, DATABASE_URL: db.url, QDRANT_URL: fake.url, QDRANT_COLLECTION: COLLECTION, EMBED_DIMENSIONS: String(DIMENSIONS), LOG_LEVEL: "warn" };
   const { execFile } = await import("node:child_process");
   const run = (args: string[]) =>

@@ -15,7 +15,7 @@ t.test("relay processes SIGKILLed mid-batch: every change still reaches Qdrant, 
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  await ensureCollection(createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
+  await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   const documentId = await insertDocument(db);
   const ids = Array.from({ length: 1_000 }, () => randomUUID());
   for (const [index, id] of ids.entries()) await putChunk(db, documentId, id, `text ${id}`, undefined, index);

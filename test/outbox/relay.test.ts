@@ -11,7 +11,7 @@ async function setup(t: Parameters<typeof createTestDatabase>[0], size = DIMENSI
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  await ensureCollection(createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size, distance: "Cosine" });
+  await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size, distance: "Cosine" });
   return { db, fake };
 }
 
@@ -21,7 +21,7 @@ async function drained(db: Awaited<ReturnType<typeof createTestDatabase>>, timeo
 
 t.test("writes, updates and deletes reach Qdrant with the payload the data contract names", async (t) => {
   const { db, fake } = await setup(t);
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   await relay.start();
   t.teardown(() => relay.stop());
   const documentId = await insertDocument(db, "docs/a.md");
@@ -54,7 +54,7 @@ t.test("ten writes to one key before the relay runs cost one Qdrant write", asyn
   for (let i = 0; i < 10; i++) await putChunk(db, documentId, id, `version ${i}`);
   const [row] = await db.query<{ version: string }>("select version from outbox");
   t.equal(row?.version, "10", "one row, version 10");
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   await relay.syncBatch();
   t.equal(fake.requests.get("PUT /collections/{name}/points"), 1);
   t.same(qdrantPoints(fake), new Map([[id, sha256("version 9")]]));
@@ -65,7 +65,7 @@ t.test("a change written while its sync is in flight is synced again, not acknow
   const documentId = await insertDocument(db);
   const id = randomUUID();
   await putChunk(db, documentId, id, "first");
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   await relay.prepareCollections();
   fake.faults.next({ kind: "delay", ms: 500 });
   const inFlight = relay.syncBatch();
@@ -81,7 +81,7 @@ t.test("a change written while its sync is in flight is synced again, not acknow
 
 t.test("Qdrant down for a while, then back: the relay catches up on its own", async (t) => {
   const { db, fake } = await setup(t);
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   await relay.prepareCollections();
   await relay.start();
   t.teardown(() => relay.stop());
@@ -105,7 +105,7 @@ t.test("429 with Retry-After is honoured", async (t) => {
   const { db, fake } = await setup(t);
   const documentId = await insertDocument(db);
   await putChunk(db, documentId, randomUUID(), "x");
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   await relay.prepareCollections();
   fake.faults.next({ kind: "status", status: 429, retryAfterSeconds: 2, message: "Too many requests" });
   await relay.syncBatch();
@@ -122,7 +122,7 @@ t.test("a wrong vector size ends dead with a clear reason, not in an endless ret
   const [good, bad] = [randomUUID(), randomUUID()];
   await putChunk(db, documentId, good, "good");
   await putChunk(db, documentId, bad, "bad", [0.1, 0.2, 0.3]);
-  await relayFor(db, fake).syncBatch();
+  await (await relayFor(db, fake)).syncBatch();
   const dead = await db.query<{ point_id: string; last_error: string }>("select point_id, last_error from outbox where state = 'dead'");
   t.same(dead, [{ point_id: bad, last_error: `vector has 3 dimensions; collection "${COLLECTION}" expects ${DIMENSIONS}` }]);
   t.same([...qdrantPoints(fake).keys()], [good], "the good point of the same batch went through");
@@ -130,10 +130,10 @@ t.test("a wrong vector size ends dead with a clear reason, not in an endless ret
 
 t.test("Qdrant rejecting a batch (400) kills only the offending points; after the fix, outbox retry converges", async (t) => {
   const { db, fake } = await setup(t);
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   t.ok(await relay.prepareCollections());
   // Someone recreates the collection with another size behind the relay's back.
-  const client = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  const client = await createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
   await client.deleteCollection(COLLECTION);
   await client.createCollection(COLLECTION, { vectors: { size: DIMENSIONS + 1, distance: "Cosine" } });
   const documentId = await insertDocument(db);
@@ -156,7 +156,7 @@ t.test("Qdrant rejecting a batch (400) kills only the offending points; after th
 
 t.test("a collection with another vector size is refused with one clear line", async (t) => {
   const { db, fake } = await setup(t, DIMENSIONS + 4);
-  await t.rejects(relayFor(db, fake).prepareCollections(), {
+  await t.rejects((await relayFor(db, fake)).prepareCollections(), {
     name: "ConfigError",
     message: `Qdrant collection "${COLLECTION}" has ${DIMENSIONS + 4}-dimensional Cosine vectors, but its sync declares ${DIMENSIONS}-dimensional Cosine; sync to another collection or recreate this one`,
   });
@@ -167,7 +167,7 @@ t.test("a missing collection is created; one deleted behind the relay's back is 
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   const documentId = await insertDocument(db);
   const id = randomUUID();
   await putChunk(db, documentId, id, "one");
@@ -187,16 +187,16 @@ t.test("a new write to a dead key makes it pending again", async (t) => {
   const documentId = await insertDocument(db);
   const id = randomUUID();
   await putChunk(db, documentId, id, "bad", [1]);
-  await relayFor(db, fake).syncBatch();
+  await (await relayFor(db, fake)).syncBatch();
   t.equal((await db.query("select 1 from outbox where state = 'dead'")).length, 1);
   await putChunk(db, documentId, id, "fixed");
-  await relayFor(db, fake).syncBatch();
+  await (await relayFor(db, fake)).syncBatch();
   t.same(qdrantPoints(fake), new Map([[id, sha256("fixed")]]));
 });
 
 t.test("notifications wake the relay: a commit reaches Qdrant long before the poll interval", async (t) => {
   const { db, fake } = await setup(t);
-  const relay = relayFor(db, fake, { pollIntervalMs: 60_000 });
+  const relay = await relayFor(db, fake, { pollIntervalMs: 60_000 });
   await relay.start();
   t.teardown(() => relay.stop());
   await new Promise<void>((resolve) => relay.once("idle", () => resolve()));
@@ -221,12 +221,12 @@ t.test("enqueueing inside a rolled-back transaction leaves no change", async (t)
 t.test("a Qdrant older than 1.16 (no conditional updates) is refused at start with one line", async (t) => {
   const { db, fake } = await setup(t);
   fake.version = "1.15.4";
-  const relay = relayFor(db, fake);
+  const relay = await relayFor(db, fake);
   await t.rejects(relay.prepareCollections(), { name: "ConfigError", message: "Qdrant 1.15.4 is too old: pgconverge needs 1.16.0 or later (conditional updates, update_filter)" });
   fake.version = "1.16.0";
   t.equal(await relay.prepareCollections(), true);
   // A proxy in front of Qdrant that refuses GET / does not stop the relay: the version is unknown.
-  const behindProxy = relayFor(db, fake);
+  const behindProxy = await relayFor(db, fake);
   fake.faults.next({ kind: "status", status: 404, message: "Not found" });
   t.equal(await behindProxy.prepareCollections(), true);
 });

@@ -87,7 +87,7 @@ t.test("two tables feed two collections side by side through one relay, and reco
   const fake = new FakeQdrant();
   await fake.start();
   t.teardown(() => fake.stop());
-  const relay = relayFor(db, fake, { syncs: [products, tickets], batchSize: 7 });
+  const relay = await relayFor(db, fake, { syncs: [products, tickets], batchSize: 7 });
   await relay.start();
   t.teardown(() => relay.stop());
 
@@ -113,7 +113,7 @@ t.test("two tables feed two collections side by side through one relay, and reco
   t.notOk(fake.points("tickets").some((point) => point.id === Number(ticketIds[1])), "a deleted row's point is gone");
 
   await relay.stop();
-  const qdrant = createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  const qdrant = await createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
   const owner = await ownerOf(db);
   fake.collections.get("products")!.points.delete(`u:${productIds[3]}`);
   fake.collections.get("products")!.points.get(`u:${productIds[4]}`)!.payload.name = "tampered";
@@ -138,7 +138,7 @@ t.test("a change for a collection no sync declares stays pending, with the reaso
   await fake.start();
   t.teardown(() => fake.stop());
   await enqueuePointChanges(db.appPool, "nobody_declares_me", [randomUUID(), 7]);
-  const relay = relayFor(db, fake, { syncs: [products] });
+  const relay = await relayFor(db, fake, { syncs: [products] });
   await relay.start();
   t.teardown(() => relay.stop());
   await waitFor("the reason to be recorded", async () => (await db.query("select 1 from outbox where last_error is not null")).length === 2);

@@ -130,7 +130,7 @@ t.test("search returns the document that shares the query's words, read back fro
   const fruit = await ingest(db, "/docs/fruit.md", documentOf("banana", "mango"));
   await ingest(db, "/docs/space.md", documentOf("rocket", "orbit"));
   await waitConverged(db, servers.qdrant);
-  const deps = { db: db.appPool, qdrant: createQdrantClient({ url: servers.qdrant.url, timeoutMs: 2_000 }), embedder: pipeline.embedder, collection: COLLECTION };
+  const deps = { db: db.appPool, qdrant: await createQdrantClient({ url: servers.qdrant.url, timeoutMs: 2_000 }), embedder: pipeline.embedder, collection: COLLECTION };
 
   const hits = await search(deps, "which sentence talks about mango", 3);
   t.equal(hits.length, 3);

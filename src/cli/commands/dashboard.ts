@@ -26,7 +26,7 @@ export async function dashboardCommand(config: Config, log: Logger, syncs: reado
     credentials,
     basePath: "",
     syncs,
-    qdrant: context.qdrant,
+    qdrant: await context.qdrant(),
     readConsistency: config.QDRANT_READ_CONSISTENCY,
     log,
   }).catch(async (error) => {

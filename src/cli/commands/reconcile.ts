@@ -24,7 +24,7 @@ export async function reconcileCommand(config: Config, log: Logger, declared: re
     for (const sync of syncs) {
       const result = await reconcile({
         pool: context.appPool,
-        qdrant: context.qdrant,
+        qdrant: await context.qdrant(),
         sync,
         owner,
         repair: flags.repair,

@@ -11,7 +11,7 @@ export async function relayCommand(config: Config, log: Logger, syncs: readonly 
   return withContext(config, log, 2, async (context) => {
     const app = appMigrations(config);
     await migrate({ pool: context.queuePool, databaseDirectUrl: migrationUrlOf(context.database) ?? undefined, logger: log, ...(app ? { app } : {}) });
-    const relay = createRelay(context, syncs);
+    const relay = await createRelay(context, syncs);
     await relay.prepareCollections();
     await relay.start();
     log.info({ relayId: relay.id, collections: syncs.map((sync) => sync.collection) }, "relay started");
