@@ -180,10 +180,10 @@ t.test("defineSync refuses a bad declaration with one line naming it", async (t)
 });
 
 t.test("runWorker's and reconcile's qdrant options take the cluster settings, with the CLI's defaults and one-line errors", async (t) => {
-  t.match(qdrantClientOf({ url: "http://127.0.0.1:6333" }, "runWorker"), { writeOrdering: "medium", readConsistency: "majority" });
-  t.match(qdrantClientOf({ url: "http://127.0.0.1:6333", writeOrdering: "strong", readConsistency: 3 }, "runWorker"), { writeOrdering: "strong", readConsistency: 3 });
-  t.throws(() => qdrantClientOf({ url: "http://127.0.0.1:6333", writeOrdering: "fast" as "weak" }, "runWorker"), { name: "ConfigError", message: /^qdrant\.writeOrdering: / });
-  t.throws(() => qdrantClientOf({ url: "http://127.0.0.1:6333", readConsistency: 0 }, "reconcile"), {
+  t.match(await qdrantClientOf({ url: "http://127.0.0.1:6333" }, "runWorker"), { writeOrdering: "medium", readConsistency: "majority" });
+  t.match(await qdrantClientOf({ url: "http://127.0.0.1:6333", writeOrdering: "strong", readConsistency: 3 }, "runWorker"), { writeOrdering: "strong", readConsistency: 3 });
+  await t.rejects(qdrantClientOf({ url: "http://127.0.0.1:6333", writeOrdering: "fast" as "weak" }, "runWorker"), { name: "ConfigError", message: /^qdrant\.writeOrdering: / });
+  await t.rejects(qdrantClientOf({ url: "http://127.0.0.1:6333", readConsistency: 0 }, "reconcile"), {
     name: "ConfigError",
     message: "qdrant.readConsistency: must be majority, quorum, all or a number of replicas from 1 to 999",
   });
