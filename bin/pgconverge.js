@@ -6,15 +6,12 @@
 // files need no build step.
 import { existsSync } from "node:fs";
 import nodeModule from "node:module";
+import { stripsTypes } from "./stripsTypes.js";
 
 // Node 22.8+: reuses compiled code (and stripped types) across runs, as tsc's own bin does.
 nodeModule.enableCompileCache?.();
 
 const sources = new URL("../src/cli/main.ts", import.meta.url);
-// Node strips TypeScript's types without a warning from 22.18 on in 22.x and from 24.3 on (23.6 to
-// 24.2 warn at every start).
-const [major, minor] = process.versions.node.split(".").map(Number);
-const stripsTypes = Boolean(process.features.typescript) && (major === 22 ? minor >= 18 : major > 24 || (major === 24 && minor >= 3));
 // Every resolution also matches the package's "pgconverge-source" export condition, as
 // `node --conditions=pgconverge-source` would.
 const addCondition = (specifier, context, next) =>
