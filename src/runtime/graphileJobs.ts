@@ -89,12 +89,17 @@ export async function holdsJobLock(tx: CommonQueryMethods, job: Job): Promise<bo
 /**
  * Records, in the caller's transaction, the running job with this key that `add_job` is about
  * to mark exhausted (it replaces a locked job by marking it), so the sweeper completes it
- * rather than dead-lettering it.
+ * rather than dead-lettering it. The job with the key is row-locked until the caller commits:
+ * a worker taking it between this read and add_job's would be marked exhausted with no record
+ * (and dead-lettered after its next transient failure); a worker's fetch skips it instead.
  */
 export async function recordSuperseded(tx: CommonQueryMethods, jobKey: string): Promise<void> {
   await tx.query(sql.unsafe`
+    with keyed as (
+      select id, locked_at from graphile_worker._private_jobs where key = ${jobKey} for update
+    )
     insert into superseded_jobs (job_id)
-    select id from graphile_worker._private_jobs where key = ${jobKey} and locked_at is not null
+    select id from keyed where locked_at is not null
     on conflict do nothing
   `);
 }
@@ -103,13 +108,16 @@ export async function recordSuperseded(tx: CommonQueryMethods, jobKey: string): 
  * The enqueue of `addJob` above as ONE plain-text statement, for an application's own driver
  * (a pg client or pool, anything with `query(text, values)`): one statement is atomic on any
  * of them, even on a pool. The data-modifying CTE reads the same snapshot as add_job, so it
- * sees the running job with this key before add_job marks it. Parameters: identifier,
+ * sees the running job with this key before add_job marks it, and row-locks it so that no worker
+ * takes it in between (see recordSuperseded). Parameters: identifier,
  * payload (json text), queue name, run at, max attempts, job key, priority, job key mode.
  */
 export const ADD_JOB_STATEMENT = `
-  with superseded as (
+  with keyed as (
+    select id, locked_at from graphile_worker._private_jobs where key = $6::text for update
+  ), superseded as (
     insert into superseded_jobs (job_id)
-    select id from graphile_worker._private_jobs where key = $6::text and locked_at is not null
+    select id from keyed where locked_at is not null
     on conflict do nothing
   )
   select graphile_worker.add_job(
@@ -135,10 +143,15 @@ export const ADD_JOBS_STATEMENT = `
   with spec as (
     select * from unnest($1::json[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::int[], $7::bool[], $8::int[])
       with ordinality as spec (payload, queue_name, run_at, max_attempts, job_key, priority, preserve_run_at, segment, n)
+  ), keyed as (
+    -- Row-locked in id order (see recordSuperseded): two batches never wait on each other in a cycle.
+    select id, locked_at from graphile_worker._private_jobs
+    where key in (select job_key from spec where job_key is not null)
+    order by id
+    for update
   ), superseded as (
     insert into superseded_jobs (job_id)
-    select id from graphile_worker._private_jobs
-    where key in (select job_key from spec where job_key is not null) and locked_at is not null
+    select id from keyed where locked_at is not null
     on conflict do nothing
   ), segment as (
     select segment, bool_and(preserve_run_at) as preserve_run_at,

@@ -2,6 +2,7 @@
 // graphile-worker marks it exhausted, but the newer job with its key does its work.
 import t from "tap";
 import { Sweeper } from "../../src/liveness/sweeper.ts";
+import { recordSuperseded } from "../../src/runtime/graphileJobs.ts";
 import { addJob } from "../../src/runtime/queries.ts";
 import { createTestDatabase, testLog } from "../helpers/db.ts";
 
@@ -26,4 +27,20 @@ t.test("a superseded running job of a dead worker is completed, not dead-lettere
   const jobs = await db.query<{ key: string | null; attempts: number }>("select key, attempts from graphile_worker._private_jobs");
   t.same(jobs, [{ key: "doc:1", attempts: 0 }], "the newer job with the key is queued to do the work");
   t.same(await db.query("select * from superseded_jobs"), [], "the record of the supersession is pruned with the job");
+});
+
+t.test("while an enqueue with a job key is open, no worker can take the job with that key (its supersession is decided once)", async (t) => {
+  const db = await createTestDatabase(t);
+  await db.appPool.transaction((tx) => addJob(tx, "effect", { n: 1 }, { jobKey: "doc:1" }));
+  await db.appPool.transaction(async (tx) => {
+    // The first statement of an enqueue: whether a running job has this key is read here. A
+    // worker locking the job between this and add_job would be marked exhausted by add_job with
+    // no record of why, and dead-lettered after its next transient failure.
+    await recordSuperseded(tx, "doc:1");
+    // What a worker's fetch does: lock a free job, skipping locked ones.
+    const taken = await db.query("select id from graphile_worker._private_jobs where key = 'doc:1' and locked_at is null for update skip locked");
+    t.same(taken, [], "the job is held by the enqueue until it commits");
+  });
+  const after = await db.query("select id from graphile_worker._private_jobs where key = 'doc:1' and locked_at is null for update skip locked");
+  t.equal(after.length, 1, "and free again once it has");
 });
