@@ -63,18 +63,35 @@ const STAMP_SEQUENCE = sql.fragment`pg_get_serial_sequence('outbox', 'id')`;
  * writes out of order) cannot bring back an older state.
  */
 export function claimChanges(db: CommonQueryMethods, relayId: string, collections: readonly string[], limit: number, leaseMs: number) {
-  return db.any(sql.type(ClaimedChange)`
-    update outbox set leased_by = ${relayId}, leased_until = now() + make_interval(secs => ${leaseMs / 1000})
-    where id in (
-      select id from outbox
-      where collection = any(${sql.array([...collections], "text")}) and state = 'pending' and next_attempt_at <= now()
-        and (leased_until is null or leased_until < now())
-      order by next_attempt_at
-      limit ${limit}
-      for update skip locked
+  return db.any(claimStatement(relayId, collections, limit, leaseMs));
+}
+
+/**
+ * The claim, for claimChanges and for the test of its plan. Each collection's due changes are
+ * read in the order of its claim index (outbox_claim_idx), `limit` at most, and the earliest of
+ * them leased: the cost is the batch's, whatever the backlog. One scan ordered across
+ * `collection = any(...)` cannot come from that index: it read and sorted every pending row (10
+ * ms at a backlog of 20,000, 60-77 ms at 200,000; now 3-6 ms at both). A collection's rows
+ * locked but not leased are free again when the statement ends.
+ */
+export function claimStatement(relayId: string, collections: readonly string[], limit: number, leaseMs: number) {
+  return sql.type(ClaimedChange)`
+    with candidates as (
+      select due.id, due.next_attempt_at
+      from unnest(${sql.array([...collections], "text")}) as served (collection)
+      cross join lateral (
+        select id, next_attempt_at from outbox
+        where collection = served.collection and state = 'pending' and next_attempt_at <= now()
+          and (leased_until is null or leased_until < now())
+        order by next_attempt_at
+        limit ${limit}
+        for update skip locked
+      ) as due
     )
+    update outbox set leased_by = ${relayId}, leased_until = now() + make_interval(secs => ${leaseMs / 1000})
+    where id = any (array(select id from candidates order by next_attempt_at limit ${limit}))
     returning id, collection, point_id, version, attempts, nextval(${STAMP_SEQUENCE}) as stamp
-  `);
+  `;
 }
 
 export interface Acknowledgement {
