@@ -4,11 +4,14 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { FakeQdrant } from "../test/servers/qdrant.ts";
+import { FakeQdrantGrpc } from "../test/servers/qdrantGrpc.ts";
 
 type Request = { kind: "writtenAt"; collection: string } | { kind: "stop" };
 
 export interface QdrantProcess {
   url: string;
+  /** Its gRPC front (points written over gRPC land in the same collections). */
+  grpcUrl: string;
   /** Point id → Date.now() of its last write, for lag measurements. */
   writtenAt(collection: string): Promise<Map<string, number>>;
   stop(): Promise<void>;
@@ -20,9 +23,10 @@ export async function startQdrantProcess(): Promise<QdrantProcess> {
     child.once("message", resolve);
     child.once("exit", (code) => reject(new Error(`Qdrant test server process exited (${code})`)));
   });
-  const { url } = (await next()) as { url: string };
+  const { url, grpcUrl } = (await next()) as { url: string; grpcUrl: string };
   return {
     url,
+    grpcUrl,
     async writtenAt(collection) {
       const answer = next();
       child.send({ kind: "writtenAt", collection } satisfies Request);
@@ -39,10 +43,12 @@ export async function startQdrantProcess(): Promise<QdrantProcess> {
 
 if (process.argv.includes("--child")) {
   const server = new FakeQdrant();
-  process.send!({ url: await server.start() });
+  const grpc = new FakeQdrantGrpc(server);
+  process.send!({ url: await server.start(), grpcUrl: await grpc.start() });
   process.on("message", async (request: Request) => {
     if (request.kind === "writtenAt") process.send!(server.points(request.collection).map((point) => [String(point.id), point.writtenAt]));
     else {
+      await grpc.stop();
       await server.stop();
       process.disconnect();
     }

@@ -2,11 +2,19 @@
 // commit-to-visible lag (p50/p99) at a steady 1,000 changes/s.
 //   npm run bench:relay            (embedded Postgres; or set DATABASE_URL)
 //   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_RELAY_IN_FLIGHT (the relay's default)
+//   BENCH_RELAY_TRANSPORT (rest | grpc: the relay's writes over REST, or over gRPC as with QDRANT_GRPC_URL)
 // `npm run bench` runs the same measurement (bench/relayBench.ts) next to the queue peers.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { describeMachine, envNumber, startServer } from "./lib.ts";
 import { benchRelay } from "./relayBench.ts";
 
+function relayTransport(): "rest" | "grpc" {
+  const transport = process.env.BENCH_RELAY_TRANSPORT ?? "rest";
+  if (transport !== "rest" && transport !== "grpc") throw new Error(`BENCH_RELAY_TRANSPORT must be rest or grpc (got ${JSON.stringify(transport)})`);
+  return transport;
+}
+
+const transport = relayTransport();
 const server = await startServer();
 try {
   const machine = await describeMachine(server);
@@ -15,11 +23,12 @@ try {
     lagRate: 1_000,
     lagSeconds: envNumber("BENCH_RELAY_LAG_SECONDS", 10),
     ...(process.env.BENCH_RELAY_IN_FLIGHT ? { inFlight: envNumber("BENCH_RELAY_IN_FLIGHT", 1) } : {}),
+    transport,
   });
-  console.log(`relay: ${relay.pointsPerSecond} points/s (${relay.throughputPoints} x ${relay.dimensions}-d backlog, batch ${relay.batchSize}, ${relay.inFlight} in flight, one relay)`);
+  console.log(`relay: ${relay.pointsPerSecond} points/s (${relay.throughputPoints} x ${relay.dimensions}-d backlog, batch ${relay.batchSize}, ${relay.inFlight} in flight, over ${relay.transport}, one relay)`);
   console.log(`relay lag at ${relay.lagRate} changes/s: p50 ${relay.lagP50Ms} ms, p99 ${relay.lagP99Ms} ms, max ${relay.lagMaxMs} ms (${relay.lagSamples} changes)`);
   mkdirSync("bench/results", { recursive: true });
-  writeFileSync("bench/results/relay.json", `${JSON.stringify({ machine, relay }, null, 2)}\n`);
+  writeFileSync(`bench/results/relay${transport === "grpc" ? "-grpc" : ""}.json`, `${JSON.stringify({ machine, relay }, null, 2)}\n`);
 } finally {
   await server.stop();
 }

@@ -8,6 +8,7 @@ import { createAppPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger } from "../src/log.ts";
 import { enqueuePointChanges } from "../src/outbox/outbox.ts";
 import { createQdrantClient } from "../src/outbox/qdrant.ts";
+import { createGrpcPointWrites } from "../src/outbox/qdrantGrpc.ts";
 import { PIPELINE_MIGRATIONS } from "../test/helpers/db.ts";
 import { Relay } from "../src/outbox/relay.ts";
 import { chunkSync } from "../pipeline/chunkSync.ts";
@@ -24,12 +25,15 @@ export interface RelayBenchOptions {
   batchSize?: number;
   /** Batches the relay writes at once (the relay's default unless set). */
   inFlight?: number;
+  /** How the relay writes points: REST (the default) or gRPC (QDRANT_GRPC_URL). */
+  transport?: "rest" | "grpc";
 }
 
 export interface RelayBenchResult {
   dimensions: number;
   batchSize: number;
   inFlight: number | "default";
+  transport: "rest" | "grpc";
   throughputPoints: number;
   pointsPerSecond: number;
   lagRate: number;
@@ -56,11 +60,13 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     const app = pool;
     fake = await startQdrantProcess();
     const qdrant = await createQdrantClient({ url: fake.url, timeoutMs: 10_000 });
+    const transport = options.transport ?? "rest";
+    const points = transport === "grpc" ? await createGrpcPointWrites(fake.grpcUrl, { timeoutMs: 10_000 }) : qdrant;
     const [{ id: documentId }] = (await queuePool.query(
       "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
     )).rows as [{ id: string }];
     relay = new Relay({
-      pool: app, listenUrl: database.url, qdrant, syncs: [chunkSync({ collection: COLLECTION, dimensions })], log,
+      pool: app, listenUrl: database.url, qdrant, points, syncs: [chunkSync({ collection: COLLECTION, dimensions })], log,
       batchSize, pollIntervalMs: 5_000, leaseMs: 60_000, maxBackoffMs: 1_000, inFlight: options.inFlight,
     });
     await relay.prepareCollections();
@@ -111,6 +117,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
       dimensions,
       batchSize,
       inFlight: options.inFlight ?? "default",
+      transport: options.transport ?? "rest",
       throughputPoints: options.points,
       pointsPerSecond: Math.round(options.points / drainSeconds),
       lagRate: Math.round(achievedRate),

@@ -199,6 +199,12 @@ export const CoreShape = z.object({
   DASHBOARD_READER_DATABASE_URL: z.string().superRefine(problemsOf(databaseUrlProblem)).optional(),
   QDRANT_URL: z.string().superRefine(problemsOf(httpUrlProblem)).default("http://127.0.0.1:6333"),
   QDRANT_API_KEY: z.string().min(1).optional(),
+  /**
+   * Qdrant's gRPC URL (its port 6334), e.g. http://127.0.0.1:6334. When set, the relay writes
+   * points over gRPC (vectors as packed float32, a fraction of JSON's CPU on both sides);
+   * collections, the version check and the reconciler stay on QDRANT_URL. Unset: all REST.
+   */
+  QDRANT_GRPC_URL: z.string().superRefine(problemsOf(httpUrlProblem)).optional(),
   /** Deadline of each Qdrant request, ms. */
   QDRANT_TIMEOUT_MS: int(100, 600_000).default(10_000),
   /**

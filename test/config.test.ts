@@ -33,6 +33,9 @@ t.test("Qdrant cluster settings: write ordering and read consistency, with one-l
   t.match(loadConfig({}), { QDRANT_WRITE_ORDERING: "medium", QDRANT_READ_CONSISTENCY: "majority" });
   t.match(loadConfig({ QDRANT_WRITE_ORDERING: "strong", QDRANT_READ_CONSISTENCY: "2" }), { QDRANT_WRITE_ORDERING: "strong", QDRANT_READ_CONSISTENCY: 2 });
   t.throws(() => loadConfig({ QDRANT_WRITE_ORDERING: "fast" }), { name: "ConfigError", message: /^QDRANT_WRITE_ORDERING: .*weak.*medium.*strong.* \(got "fast"\)$/ });
+  t.equal(loadConfig({}).QDRANT_GRPC_URL, undefined, "no gRPC unless asked");
+  t.equal(loadConfig({ QDRANT_GRPC_URL: "http://qdrant:6334" }).QDRANT_GRPC_URL, "http://qdrant:6334");
+  t.throws(() => loadConfig({ QDRANT_GRPC_URL: "qdrant:6334" }), { name: "ConfigError", message: /^QDRANT_GRPC_URL: .*http/ });
   t.throws(() => loadConfig({ QDRANT_READ_CONSISTENCY: "0" }), {
     name: "ConfigError",
     message: 'QDRANT_READ_CONSISTENCY: must be majority, quorum, all or a number of replicas from 1 to 999 (got "0")',

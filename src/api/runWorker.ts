@@ -260,7 +260,7 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
     }
     let relay: Relay | null = null;
     if (qdrant) {
-      relay = createSyncRelay({ pool: appPool, listenUrl: sessionUrl, qdrant: qdrant.client, qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });
+      relay = createSyncRelay({ pool: appPool, listenUrl: sessionUrl, qdrant: qdrant.client, points: qdrant.points, qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });
       // Registered whenever syncs are relayed, so a reconcile scheduled by any worker finds a runner.
       tasks.set(RECONCILE_TASK, createReconcileTask({ pool: appPool, qdrant: qdrant.client, syncs, readConsistency: qdrant.readConsistency }));
     }

@@ -8,7 +8,8 @@ import { createAppPool } from "../db/pools.ts";
 import type { Queryable } from "../db/queryable.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { enqueuePointChanges, readOwner, recordReconcileRun } from "../outbox/outbox.ts";
-import { createQdrantClient, type QdrantClient, type WriteOrdering } from "../outbox/qdrant.ts";
+import { createQdrantClient, type PointWrites, type QdrantClient, type WriteOrdering } from "../outbox/qdrant.ts";
+import { createGrpcPointWrites } from "../outbox/qdrantGrpc.ts";
 import { reconcile as reconcileSync, type DriftReport } from "../outbox/reconciler.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../outbox/reconcileTask.ts";
 import { Relay } from "../outbox/relay.ts";
@@ -18,6 +19,12 @@ import { checkSyncs, defineSync, type PointId, type Sync, type SyncDefinition } 
 export interface QdrantOptions {
   /** Qdrant's REST URL, e.g. `http://127.0.0.1:6333` (QDRANT_URL). */
   url: string;
+  /**
+   * Qdrant's gRPC URL, e.g. `http://127.0.0.1:6334` (QDRANT_GRPC_URL). When set, the relay writes
+   * points over gRPC: vectors go as packed float32 instead of JSON, which costs both sides a
+   * fraction of the CPU. Everything else stays on `url`. Default none (all REST).
+   */
+  grpcUrl?: string;
   /** Qdrant's API key (QDRANT_API_KEY). Default none. */
   apiKey?: string;
   /** Deadline of each Qdrant request, ms (QDRANT_TIMEOUT_MS). Default 10 s: a hung request is retried, not waited on forever. */
@@ -49,6 +56,7 @@ export interface RelayOptions {
 
 const QdrantSchema = z.object({
   url: CoreShape.shape.QDRANT_URL.removeDefault(),
+  grpcUrl: CoreShape.shape.QDRANT_GRPC_URL,
   apiKey: CoreShape.shape.QDRANT_API_KEY,
   timeoutMs: CoreShape.shape.QDRANT_TIMEOUT_MS,
   writeOrdering: CoreShape.shape.QDRANT_WRITE_ORDERING,
@@ -71,10 +79,11 @@ function parseOption<T extends z.ZodTypeAny>(name: string, schema: T, value: unk
 }
 
 /** The Qdrant client of these options; a bad option is a ConfigError naming it. */
-export async function qdrantClientOf(options: QdrantOptions | undefined, caller: string): Promise<{ client: QdrantClient } & QdrantSettings> {
+export async function qdrantClientOf(options: QdrantOptions | undefined, caller: string): Promise<{ client: QdrantClient; points: PointWrites } & QdrantSettings> {
   if (options === undefined) throw new ConfigError(`${caller}: syncs need qdrant: { url }`);
   const settings = parseOption("qdrant", QdrantSchema, options);
-  return { client: await createQdrantClient(settings), ...settings };
+  const client = await createQdrantClient(settings);
+  return { client, points: settings.grpcUrl === undefined ? client : await createGrpcPointWrites(settings.grpcUrl, settings), ...settings };
 }
 
 /** Checks the declarations (each through defineSync) and that no collection is declared twice. */
@@ -91,6 +100,7 @@ export function createSyncRelay(options: {
   /** Where the relay LISTENs (a URL that keeps sessions), or null to poll only. */
   listenUrl: string | null;
   qdrant: QdrantClient;
+  points: PointWrites;
   qdrantTimeoutMs: number;
   writeOrdering: WriteOrdering;
   syncs: readonly Sync[];
@@ -105,6 +115,7 @@ export function createSyncRelay(options: {
     pool: options.pool,
     listenUrl: options.listenUrl,
     qdrant: options.qdrant,
+    points: options.points,
     syncs: options.syncs,
     log: options.log.child({ component: "relay" }),
     writeOrdering: options.writeOrdering,
@@ -132,6 +143,7 @@ export function syncOptionsFromConfig(config: Config, syncs: readonly SyncDefini
     syncs,
     qdrant: {
       url: config.QDRANT_URL,
+      ...(config.QDRANT_GRPC_URL ? { grpcUrl: config.QDRANT_GRPC_URL } : {}),
       timeoutMs: config.QDRANT_TIMEOUT_MS,
       writeOrdering: config.QDRANT_WRITE_ORDERING,
       readConsistency: config.QDRANT_READ_CONSISTENCY,

@@ -10,6 +10,7 @@ import type { Logger } from "../log.ts";
 import { redactCredentials } from "../redact.ts";
 import { describeError } from "../runtime/errors.ts";
 import { createQdrantClient, type QdrantClient } from "../outbox/qdrant.ts";
+import { createGrpcPointWrites } from "../outbox/qdrantGrpc.ts";
 import { Relay } from "../outbox/relay.ts";
 import type { Sync } from "../outbox/sync.ts";
 import type { CommandContext as PublicCommandContext } from "../api/defineConfig.ts";
@@ -63,8 +64,9 @@ export async function openContext(config: Config, log: Logger, concurrency: numb
     throw error;
   }
   let qdrant: Promise<QdrantClient> | undefined;
-  if (config.QDRANT_API_KEY && /^http:/i.test(config.QDRANT_URL)) {
-    log.warn({ qdrantUrl: redactCredentials(config.QDRANT_URL) }, "QDRANT_API_KEY is sent over plain http; use an https:// QDRANT_URL outside a trusted network");
+  const plainHttp = [config.QDRANT_URL, config.QDRANT_GRPC_URL].filter((url) => url !== undefined && /^http:/i.test(url));
+  if (config.QDRANT_API_KEY && plainHttp.length > 0) {
+    log.warn({ qdrantUrls: plainHttp.map((url) => redactCredentials(url!)) }, "QDRANT_API_KEY is sent over plain http; use https:// Qdrant URLs outside a trusted network");
   }
   return {
     config,
@@ -120,6 +122,7 @@ export async function createRelay(context: CommandContext, syncs: readonly Sync[
     pool: context.appPool,
     listenUrl: sessionUrlOf(context.database),
     qdrant: await context.qdrant(),
+    ...(config.QDRANT_GRPC_URL ? { points: await createGrpcPointWrites(config.QDRANT_GRPC_URL, { apiKey: config.QDRANT_API_KEY, timeoutMs: config.QDRANT_TIMEOUT_MS }) } : {}),
     syncs,
     log: context.log.child({ component: "relay" }),
     batchSize: config.RELAY_BATCH_SIZE,

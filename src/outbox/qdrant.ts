@@ -1,4 +1,4 @@
-import type { QdrantClient } from "@qdrant/js-client-rest";
+import type { QdrantClient, Schemas } from "@qdrant/js-client-rest";
 import { ConfigError } from "../config.ts";
 import { OWNER_KEY, STAMP_KEY, type Distance } from "./sync.ts";
 import { redactCredentials, splitCredentials } from "../redact.ts";
@@ -39,6 +39,18 @@ export async function createQdrantClient(settings: QdrantSettings): Promise<Qdra
     // The version probe is a request at construction that nobody awaits; we check by using it.
     checkCompatibility: false,
   });
+}
+
+/**
+ * The relay's writes of points: the REST client's `upsert` and `delete`, or the same requests
+ * over gRPC (createGrpcPointWrites, QDRANT_GRPC_URL). Both wait for the write and order it.
+ */
+export interface PointWrites {
+  upsert(
+    collection: string,
+    request: { wait: true; ordering: WriteOrdering; points: Array<{ id: string | number; vector: number[]; payload: Record<string, unknown> }>; update_filter: Schemas["Filter"] },
+  ): Promise<unknown>;
+  delete(collection: string, request: { wait: true; ordering: WriteOrdering; filter: Schemas["Filter"] }): Promise<unknown>;
 }
 
 export interface CollectionSpec {

@@ -7,7 +7,7 @@ import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
 import { acknowledge, claimChanges, enqueuePointChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import { ConfigError } from "../config.ts";
-import { checkQdrantVersion, describeQdrantError, ensureCollection, float32Vector, olderThan, retryAfterMs, statusOf, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
+import { checkQdrantVersion, describeQdrantError, ensureCollection, float32Vector, olderThan, retryAfterMs, statusOf, type PointWrites, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
 import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, STAMP_KEY, type PointState, type Sync } from "./sync.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
@@ -21,6 +21,8 @@ export interface RelayConfig {
    */
   listenUrl: string | null;
   qdrant: QdrantClient;
+  /** How points are written: over gRPC when QDRANT_GRPC_URL is set; by default the REST client's upsert and delete. */
+  points?: PointWrites;
   /**
    * The syncs this relay serves, one collection each. A point whose
    * vector has another size than its sync declares is dead without a request.
@@ -218,12 +220,12 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
       return { id: qdrantPointId(change.point_id), vector: float32Vector(point.vector), payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash, [STAMP_KEY]: change.stamp } };
     };
     const stamped = (group: ClaimedChange[]) => olderThan(owner, group.map((change) => ({ id: qdrantPointId(change.point_id), stamp: change.stamp })));
-    const { qdrant } = this.config;
-    await this.write(sync, upserts, (group) => qdrant.upsert(collection, { wait: true, ordering, points: group.map(asPoint), update_filter: stamped(group) }), report, true);
+    const writes = this.config.points ?? this.config.qdrant;
+    await this.write(sync, upserts, (group) => writes.upsert(collection, { wait: true, ordering, points: group.map(asPoint), update_filter: stamped(group) }), report, true);
     await this.write(
       sync,
       deletes,
-      (group) => qdrant.delete(collection, { wait: true, ordering, filter: { must: [{ has_id: group.map((change) => qdrantPointId(change.point_id)) }, stamped(group)] } }),
+      (group) => writes.delete(collection, { wait: true, ordering, filter: { must: [{ has_id: group.map((change) => qdrantPointId(change.point_id)) }, stamped(group)] } }),
       report,
       false,
     );

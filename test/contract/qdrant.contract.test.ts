@@ -3,8 +3,10 @@
 // server is wrong and the other tests prove nothing.
 import { randomUUID } from "node:crypto";
 import t, { type Test } from "tap";
-import { checkQdrantVersion, createQdrantClient, describeQdrantError, olderThan, statusOf, type QdrantClient } from "../../src/outbox/qdrant.ts";
+import { checkQdrantVersion, createQdrantClient, describeQdrantError, olderThan, statusOf, type PointWrites, type QdrantClient } from "../../src/outbox/qdrant.ts";
+import { createGrpcPointWrites } from "../../src/outbox/qdrantGrpc.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
+import { FakeQdrantGrpc } from "../servers/qdrantGrpc.ts";
 
 async function contract(t: Test, client: QdrantClient) {
   const name = `pgconverge_contract_${randomUUID().slice(0, 8)}`;
@@ -133,6 +135,40 @@ async function contract(t: Test, client: QdrantClient) {
   t.equal((await client.scroll(name, { limit: 100, consistency: "all", with_payload: false })).points.some((point) => point.id === 30), false, "the refused write wrote nothing");
 }
 
+/** The relay's writes over gRPC, read back over REST: what they store, refuse and leave alone. */
+async function grpcWritesContract(t: Test, client: QdrantClient, points: PointWrites) {
+  const name = `pgconverge_contract_grpc_${randomUUID().slice(0, 8)}`;
+  t.teardown(() => client.deleteCollection(name).catch(() => {}));
+  await client.createCollection(name, { vectors: { size: 4, distance: "Dot" } });
+  await client.createPayloadIndex(name, { field_name: "pgconverge_version", field_schema: "integer", wait: true });
+  const [mine, uuid] = [randomUUID(), randomUUID()];
+  const payload = { pgconverge_owner: mine, pgconverge_version: 5, integer: 3, double: 1.5, text: "x", flag: true, list: [1, "a"], object: { key: null } };
+  const write = (id: string | number, stamp: number, vector: number[]) =>
+    points.upsert(name, { wait: true, ordering: "medium", points: [{ id, vector, payload: { ...payload, pgconverge_version: stamp } }], update_filter: olderThan(mine, [{ id, stamp }]) });
+  await write(1, 5, [0.25, 0.5, 0, -1]);
+  await write(uuid, 5, [1, 0, 0, 0]);
+  const stored = await client.retrieve(name, { ids: [1, uuid], with_payload: true, with_vector: true });
+  t.same(
+    stored.map((point) => [point.id, point.vector, point.payload]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+    [
+      [1, [0.25, 0.5, 0, -1], payload],
+      [uuid, [1, 0, 0, 0], payload],
+    ],
+    "integer and UUID ids, the vector, and every JSON payload type as written",
+  );
+  await write(1, 4, [0, 0, 0, 0]);
+  t.same((await client.retrieve(name, { ids: [1], with_vector: true }))[0]?.vector, [0.25, 0.5, 0, -1], "a smaller stamp does not replace the point");
+  await write(1, 6, [0, 0, 1, 0]);
+  t.same((await client.retrieve(name, { ids: [1], with_vector: true }))[0]?.vector, [0, 0, 1, 0], "a greater one does");
+  const refused = await write(2, 1, [1, 2, 3]).then(() => null, (error: unknown) => ({ status: statusOf(error), message: describeQdrantError(error) }));
+  t.match(refused, { status: 400, message: /^Qdrant 400: .*Vector dimension error: expected dim: 4, got 3/ });
+  const guardedDelete = (stamp: number) => points.delete(name, { wait: true, ordering: "medium", filter: { must: [{ has_id: [1, uuid] }, olderThan(mine, [{ id: 1, stamp }, { id: uuid, stamp }])] } });
+  await guardedDelete(6);
+  t.same((await client.retrieve(name, { ids: [1, uuid] })).map((point) => point.id), [1], "a delete removes only the points with a smaller stamp");
+  await guardedDelete(7);
+  t.same(await client.retrieve(name, { ids: [1, uuid] }), []);
+}
+
 t.test("the in-repo Qdrant test server", async (t) => {
   const fake = new FakeQdrant();
   await fake.start();
@@ -142,4 +178,21 @@ t.test("the in-repo Qdrant test server", async (t) => {
 
 t.test("a real Qdrant", { skip: process.env.QDRANT_URL ? false : "QDRANT_URL is not set" }, async (t) => {
   await contract(t, await createQdrantClient({ url: process.env.QDRANT_URL!, apiKey: process.env.QDRANT_API_KEY, timeoutMs: 10_000 }));
+});
+
+t.test("the in-repo Qdrant test server's gRPC front", async (t) => {
+  const fake = new FakeQdrant();
+  await fake.start();
+  const grpc = new FakeQdrantGrpc(fake);
+  await grpc.start();
+  t.teardown(async () => {
+    await grpc.stop();
+    await fake.stop();
+  });
+  await grpcWritesContract(t, await createQdrantClient({ url: fake.url, timeoutMs: 5_000 }), await createGrpcPointWrites(grpc.url, { timeoutMs: 5_000 }));
+});
+
+t.test("a real Qdrant's gRPC API", { skip: process.env.QDRANT_URL && process.env.QDRANT_GRPC_URL ? false : "QDRANT_URL and QDRANT_GRPC_URL are not set" }, async (t) => {
+  const settings = { apiKey: process.env.QDRANT_API_KEY, timeoutMs: 10_000 };
+  await grpcWritesContract(t, await createQdrantClient({ url: process.env.QDRANT_URL!, ...settings }), await createGrpcPointWrites(process.env.QDRANT_GRPC_URL!, settings));
 });

@@ -21,7 +21,7 @@ interface Collection {
   indexes: Map<string, string>;
 }
 
-class HttpError extends Error {
+export class HttpError extends Error {
   readonly status: number;
 
   constructor(status: number, message: string) {
@@ -168,8 +168,7 @@ export class FakeQdrant extends TestServer {
       // The body first: a held request is served after its client may have gone.
       const body = request.method === "GET" || request.method === "DELETE" ? {} : await readJson(request);
       if (fault && (await this.faults.apply(fault, request, response, (_status, message) => ({ status: { error: message }, time: 0 })))) return;
-      checkQuery(url);
-      const result = this.route(request.method ?? "GET", url, body as Record<string, unknown>);
+      const result = this.serve(request.method ?? "GET", url, body as Record<string, unknown>);
       if (request.socket.destroyed) return;
       // GET / answers bare, without the envelope, as Qdrant does.
       if (url.pathname === "/") {
@@ -184,6 +183,15 @@ export class FakeQdrant extends TestServer {
       else if (error instanceof SyntaxError) send(400, { status: { error: `Format error in JSON body: ${error.message}` } });
       else send(500, { status: { error: `Service internal error: ${String(error)}` } });
     }
+  }
+
+  /**
+   * One request as the REST API has it: counted, its query checked and kept, then routed. The
+   * gRPC front (qdrantGrpc.ts) serves its writes through here too.
+   */
+  serve(method: string, url: URL, body: Record<string, unknown>): unknown {
+    checkQuery(url);
+    return this.route(method, url, body);
   }
 
   private count(route: string): void {

@@ -1,0 +1,130 @@
+// The relay's writes over Qdrant's gRPC API (QDRANT_GRPC_URL): the same points, payloads,
+// conditional writes and failure handling as over REST, against the gRPC front of the Qdrant
+// test server (the official @qdrant/js-client-grpc on one side, its own service definition on
+// the other).
+import { randomUUID } from "node:crypto";
+import t from "tap";
+import { runWorker } from "../../src/index.ts";
+import { createQdrantClient, ensureCollection, olderThan } from "../../src/outbox/qdrant.ts";
+import { createGrpcPointWrites } from "../../src/outbox/qdrantGrpc.ts";
+import { CHUNK_SYNC, COLLECTION, DIMENSIONS, deleteChunk, insertDocument, ownerOf, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256, vectorFor } from "../helpers/chunks.ts";
+import { createTestDatabase, PIPELINE_MIGRATIONS, testLog, waitFor } from "../helpers/db.ts";
+import { FakeQdrant } from "../servers/qdrant.ts";
+import { FakeQdrantGrpc } from "../servers/qdrantGrpc.ts";
+
+async function setup(t: Parameters<typeof createTestDatabase>[0]) {
+  const db = await createTestDatabase(t);
+  const fake = new FakeQdrant();
+  await fake.start();
+  const grpc = new FakeQdrantGrpc(fake);
+  await grpc.start();
+  t.teardown(async () => {
+    await grpc.stop();
+    await fake.stop();
+  });
+  await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
+  const points = await createGrpcPointWrites(grpc.url, { timeoutMs: 2_000 });
+  return { db, fake, grpc, points };
+}
+
+const drained = (db: Awaited<ReturnType<typeof createTestDatabase>>) => waitFor("the outbox to drain", async () => (await pendingOutbox(db)) === 0, { timeoutMs: 30_000 });
+
+t.test("writes, updates and deletes go over gRPC with the payload the data contract names, ordered", async (t) => {
+  const { db, fake, grpc, points } = await setup(t);
+  const relay = await relayFor(db, fake, { points });
+  await relay.start();
+  t.teardown(() => relay.stop());
+  const documentId = await insertDocument(db, "docs/a.md");
+  const [a, b] = [randomUUID(), randomUUID()];
+  await putChunk(db, documentId, a, "alpha");
+  await putChunk(db, documentId, b, "beta");
+  await drained(db);
+  const point = fake.points(COLLECTION).find((p) => p.id === a);
+  const stamp = point?.payload.pgconverge_version;
+  t.ok(Number.isSafeInteger(stamp) && (stamp as number) > 0, "the version stamp, an integer");
+  t.same(point?.payload, {
+    document_id: documentId,
+    chunk_index: 0,
+    content_sha256: sha256("alpha"),
+    source: "docs/a.md",
+    pgconverge_owner: await ownerOf(db),
+    pgconverge_hash: sha256("alpha"),
+    pgconverge_version: stamp,
+  });
+  t.same(point?.vector, vectorFor("alpha").map(Math.fround), "the vector, at float32 as Qdrant stores it");
+  t.equal(fake.queries.get("PUT /collections/{name}/points")?.get("ordering"), "medium");
+  await putChunk(db, documentId, a, "alpha, edited");
+  await deleteChunk(db, b);
+  await drained(db);
+  t.same(qdrantPoints(fake), new Map([[a, sha256("alpha, edited")]]));
+  t.ok((grpc.calls.get("Upsert") ?? 0) >= 2 && grpc.calls.get("Delete") === 1, "the writes went over gRPC");
+  t.equal(fake.requests.get("PUT /collections/{name}/points"), grpc.calls.get("Upsert"), "and none over REST");
+});
+
+t.test("a write with a smaller stamp neither replaces nor deletes the stored point", async (t) => {
+  const { fake, points } = await setup(t);
+  const id = randomUUID();
+  const write = (stamp: number, vector: number[]) =>
+    points.upsert(COLLECTION, { wait: true, ordering: "medium", points: [{ id, vector, payload: { pgconverge_owner: "me", pgconverge_version: stamp } }], update_filter: olderThan("me", [{ id, stamp }]) });
+  await write(7, [1, 0, 0, 0]);
+  await write(6, [0, 1, 0, 0]);
+  t.same(fake.points(COLLECTION)[0]?.vector, [1, 0, 0, 0], "the older upsert was refused by its update_filter");
+  await points.delete(COLLECTION, { wait: true, ordering: "medium", filter: { must: [{ has_id: [id] }, olderThan("me", [{ id, stamp: 5 }])] } });
+  t.equal(fake.points(COLLECTION).length, 1, "the older delete matched nothing");
+  await points.delete(COLLECTION, { wait: true, ordering: "strong", filter: { must: [{ has_id: [id] }, olderThan("me", [{ id, stamp: 8 }])] } });
+  t.equal(fake.points(COLLECTION).length, 0, "a newer delete removed it");
+  t.equal(fake.queries.get("POST /collections/{name}/points/delete")?.get("ordering"), "strong");
+});
+
+t.test("a refused point is found in its batch and dead with Qdrant's reason; the others land", async (t) => {
+  const { db, fake, points } = await setup(t);
+  const documentId = await insertDocument(db);
+  const ids = [randomUUID(), randomUUID(), randomUUID()];
+  for (const id of ids) await putChunk(db, documentId, id, `text ${id}`);
+  const relay = await relayFor(db, fake, { points });
+  await relay.prepareCollections();
+  // The batch, then its first point alone, are refused; the other two go through one by one.
+  fake.faults.next({ kind: "status", status: 400, message: "Wrong input: bad point" }, 2);
+  const report = await relay.syncBatch();
+  t.match(report, { claimed: 3, synced: 2, dead: 1 });
+  const dead = await db.query<{ last_error: string }>("select last_error from outbox where state = 'dead'");
+  t.same(dead, [{ last_error: "Qdrant 400: Wrong input: bad point" }]);
+  t.equal(fake.points(COLLECTION).length, 2);
+});
+
+t.test("429 with Retry-After is honoured; an unreachable server kills nothing", async (t) => {
+  const { db, fake, grpc, points } = await setup(t);
+  const documentId = await insertDocument(db);
+  await putChunk(db, documentId, randomUUID(), "x");
+  const relay = await relayFor(db, fake, { points });
+  await relay.prepareCollections();
+  fake.faults.next({ kind: "status", status: 429, retryAfterSeconds: 2, message: "Too many requests" });
+  t.match(await relay.syncBatch(), { retried: 1, dead: 0 });
+  const [row] = await db.query<{ wait_s: number; last_error: string }>("select extract(epoch from next_attempt_at - updated_at)::float8 as wait_s, last_error from outbox");
+  t.ok(row!.wait_s >= 1.9, `next attempt ${row!.wait_s.toFixed(2)} s later`);
+  t.equal(row!.last_error, "Qdrant 429: Too many requests");
+
+  await grpc.stop();
+  await db.query("update outbox set next_attempt_at = now()");
+  t.match(await relay.syncBatch(), { retried: 1, dead: 0 }, "transient while the gRPC port is closed");
+  await grpc.start();
+  await db.query("update outbox set next_attempt_at = now()");
+  t.match(await relay.syncBatch(), { synced: 1 });
+  t.same(qdrantPoints(fake), await postgresPoints(db));
+});
+
+t.test("runWorker's qdrant.grpcUrl sends the relay's writes over gRPC; a bad one is one line", async (t) => {
+  const { db, fake, grpc } = await setup(t);
+  await t.rejects(runWorker({ databaseUrl: db.url, tasks: {}, syncs: [CHUNK_SYNC], qdrant: { url: fake.url, grpcUrl: "localhost:6334" }, logger: testLog }), {
+    name: "ConfigError",
+    message: /^qdrant\.grpcUrl: .*http/,
+  });
+  const worker = await runWorker({ databaseUrl: db.url, tasks: {}, syncs: [CHUNK_SYNC], qdrant: { url: fake.url, grpcUrl: grpc.url }, appMigrations: PIPELINE_MIGRATIONS, logger: testLog });
+  t.teardown(() => worker.stop());
+  const documentId = await insertDocument(db);
+  const id = randomUUID();
+  await putChunk(db, documentId, id, "over grpc");
+  await drained(db);
+  t.same(qdrantPoints(fake), new Map([[id, sha256("over grpc")]]));
+  t.equal(grpc.calls.get("Upsert"), 1);
+});
