@@ -2,6 +2,7 @@ import pg from "pg";
 import { createPool, SchemaValidationError, type DatabasePool, type Interceptor } from "slonik";
 import { CONNECT_TIMEOUT_MS, KEEP_ALIVE, type PoolMode } from "./connections.ts";
 import { retryLostOutcomes } from "./outcomeRetry.ts";
+import { createPgDriver } from "./slonikDriver.ts";
 
 /*
  * The connection budget of one worker process (README, Production: Connection budget): the queue
@@ -109,5 +110,7 @@ function createSlonikPool(url: string, applicationName: string, size: number, op
     idleInTransactionSessionTimeout: onSession ? options.statementTimeoutMs : "DISABLE_TIMEOUT",
     captureStackTrace: false,
     interceptors: [resultParser, ...(options.interceptors ?? [])],
+    // slonik's pg driver, but its set-up connection survives being cut (slonikDriver.ts).
+    driverFactory: createPgDriver(),
   });
 }
