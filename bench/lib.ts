@@ -1,7 +1,7 @@
 // What the benchmarks share: one Postgres server (embedded unless DATABASE_URL), a fresh
 // database per scenario, timing and percentile helpers, and a description of the machine.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -30,6 +30,15 @@ export async function startServer(): Promise<BenchServer> {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A process's time on a CPU so far, ns (/proc/PID/schedstat, exact); null once it has ended or off Linux. */
+export function onCpuNs(pid: number): number | null {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+  } catch {
+    return null;
+  }
 }
 
 export interface BenchDatabase {

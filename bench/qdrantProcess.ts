@@ -12,6 +12,8 @@ export interface QdrantProcess {
   url: string;
   /** Its gRPC front (points written over gRPC land in the same collections). */
   grpcUrl: string;
+  /** The server process, for its CPU time. */
+  pid: number;
   /** Point id → Date.now() of its last write, for lag measurements. */
   writtenAt(collection: string): Promise<Map<string, number>>;
   stop(): Promise<void>;
@@ -27,6 +29,7 @@ export async function startQdrantProcess(): Promise<QdrantProcess> {
   return {
     url,
     grpcUrl,
+    pid: child.pid!,
     async writtenAt(collection) {
       const answer = next();
       child.send({ kind: "writtenAt", collection } satisfies Request);

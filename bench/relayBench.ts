@@ -7,13 +7,13 @@ import { migrate } from "../src/db/migrate.ts";
 import { createAppPool, createQueuePool } from "../src/db/pools.ts";
 import { createLogger } from "../src/log.ts";
 import { enqueuePointChanges } from "../src/outbox/outbox.ts";
-import { createQdrantClient } from "../src/outbox/qdrant.ts";
+import { createQdrantClient, restPointWrites } from "../src/outbox/qdrant.ts";
 import { createGrpcPointWrites } from "../src/outbox/qdrantGrpc.ts";
 import { PIPELINE_MIGRATIONS } from "../test/helpers/db.ts";
 import { Relay } from "../src/outbox/relay.ts";
 import { chunkSync } from "../pipeline/chunkSync.ts";
 import { startQdrantProcess, type QdrantProcess } from "./qdrantProcess.ts";
-import { createDatabase, percentile, sleep, type BenchServer } from "./lib.ts";
+import { createDatabase, onCpuNs, percentile, sleep, type BenchServer } from "./lib.ts";
 
 export interface RelayBenchOptions {
   /** Size of the backlog drained for the throughput figure. */
@@ -41,6 +41,12 @@ export interface RelayBenchResult {
   lagP99Ms: number;
   lagMaxMs: number;
   lagSamples: number;
+  /**
+   * CPU time per point while the backlog drained, µs: the relay's process (user + system), the
+   * Qdrant test server's, and the Postgres backends serving the bench database (null unless
+   * Postgres runs on this machine).
+   */
+  cpuPerPointUs: { relay: number; qdrantTestServer: number | null; postgres: number | null };
 }
 
 const COLLECTION = "bench";
@@ -61,7 +67,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     fake = await startQdrantProcess();
     const qdrant = await createQdrantClient({ url: fake.url, timeoutMs: 10_000 });
     const transport = options.transport ?? "rest";
-    const points = transport === "grpc" ? await createGrpcPointWrites(fake.grpcUrl, { timeoutMs: 10_000 }) : qdrant;
+    const points = transport === "grpc" ? await createGrpcPointWrites(fake.grpcUrl, { timeoutMs: 10_000 }) : restPointWrites(qdrant);
     const [{ id: documentId }] = (await queuePool.query(
       "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
     )).rows as [{ id: string }];
@@ -86,13 +92,47 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
       return ids;
     };
     const pending = async () => Number((await queuePool.query("select count(*) from outbox")).rows[0].count);
+    // Counted from the relay's batch reports, not polled: a count every 20 ms scanned the whole
+    // outbox, CPU taken from the relay on a small machine.
+    let synced = 0;
+    let onSynced: (() => void) | null = null;
+    relay.on("batch", (report) => {
+      synced += report.synced;
+      onSynced?.();
+    });
+    const drained = async (changes: number) => {
+      while (synced < changes) await new Promise<void>((resolve) => (onSynced = resolve));
+      const left = await pending();
+      if (left > 0) throw new Error(`${left} outbox changes left after ${synced} were synced`);
+    };
 
     // 1. Throughput: a backlog drained by one relay.
     for (let written = 0; written < options.points; written += 1000) await writeChunks(Math.min(1000, options.points - written), written);
+    // Backend process ids are this machine's only when the server is (embedded, or on loopback).
+    const postgresHere = server.embedded || ["127.0.0.1", "localhost", "[::1]"].includes(new URL(server.adminUrl).hostname);
+    const backends = async () =>
+      postgresHere ? (await queuePool.query<{ pid: number }>("select pid from pg_stat_activity where datname = current_database()")).rows.map((row) => row.pid) : [];
+    const postgresAtStart = new Map((await backends()).map((pid) => [pid, onCpuNs(pid)]));
+    const serverAtStart = onCpuNs(fake.pid);
+    const relayAtStart = process.cpuUsage();
     let started = performance.now();
     await relay.start();
-    while ((await pending()) > 0) await sleep(20);
+    await drained(options.points);
     const drainSeconds = (performance.now() - started) / 1000;
+    const relayCpu = process.cpuUsage(relayAtStart);
+    const serverCpuNs = onCpuNs(fake.pid);
+    // A backend that started during the drain counts whole.
+    const postgresNs = (await backends()).map((pid) => {
+      const now = onCpuNs(pid);
+      const before = postgresAtStart.has(pid) ? postgresAtStart.get(pid) : 0;
+      return now === null || before === null || before === undefined ? null : now - before;
+    });
+    const perPoint = (ns: number) => Math.round(ns / 1000 / options.points);
+    const cpuPerPointUs = {
+      relay: Math.round((relayCpu.user + relayCpu.system) / options.points),
+      qdrantTestServer: serverCpuNs === null || serverAtStart === null ? null : perPoint(serverCpuNs - serverAtStart),
+      postgres: postgresNs.length === 0 || postgresNs.includes(null) ? null : perPoint(postgresNs.reduce<number>((sum, ns) => sum + ns!, 0)),
+    };
 
     // 2. Lag at a steady rate: a batch every 10 ms, commit time to visible in the test server.
     const perTick = Math.max(1, Math.round(options.lagRate / 100));
@@ -108,7 +148,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
       if (wait > 0) await sleep(wait);
     }
     const achievedRate = committedAt.size / ((performance.now() - started) / 1000);
-    while ((await pending()) > 0) await sleep(20);
+    await drained(options.points + committedAt.size);
     const lags = [...(await fake.writtenAt(COLLECTION))]
       .filter(([id]) => committedAt.has(id))
       .map(([id, writtenAt]) => writtenAt - committedAt.get(id)!)
@@ -125,6 +165,7 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
       lagP99Ms: percentile(lags, 99),
       lagMaxMs: lags.at(-1) ?? Number.NaN,
       lagSamples: lags.length,
+      cpuPerPointUs,
     };
   } finally {
     await relay?.stop();

@@ -13,10 +13,9 @@
 // pg_stat_bgwriter: server-wide, so anything else running on the server is in them too); and
 // what the scenario's own clients wrote to the server, per statement: protocol messages and
 // bytes, and socket writes (calls into the socket, each one write or writev system call).
-import { readFileSync } from "node:fs";
 import net from "node:net";
 import pg from "pg";
-import { envNumber, round, startServer, type BenchDatabase } from "./lib.ts";
+import { envNumber, onCpuNs, round, startServer, type BenchDatabase } from "./lib.ts";
 import { graphileThroughput, oneRowBatchTask, oneRowTask, pgconvergeThroughput, TUNED_CONCURRENCY, TUNED_ENV, type ThroughputResult, type WindowObserver } from "./queue.ts";
 
 const SCENARIOS = ["applyBatch-tuned", "apply-tuned", "gw-noop-localqueue"] as const;
@@ -110,15 +109,6 @@ interface Snapshot {
   database: Record<string, number>;
   wal: Record<string, number>;
   bgwriter: Record<string, number>;
-}
-
-/** A process's time on a CPU so far, ns (/proc/PID/schedstat; exact, not in clock ticks); null once it has ended or off Linux. */
-function onCpuNs(pid: number): number | null {
-  try {
-    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
-  } catch {
-    return null;
-  }
 }
 
 const numeric = (row: Record<string, unknown>) =>

@@ -1,7 +1,10 @@
 // What a batch of vectors costs the relay on its way through (128 points x 768 floats, the
 // body of one upsert): reading a real[] column's text as pg does, and printing the JSON body,
-// by where the numbers come from and how they are printed.
+// by where the numbers come from and how they are printed; and the same batch as the gRPC
+// message the relay sends with QDRANT_GRPC_URL (packed float32), encoded and decoded.
 //   node --import tsx bench/vectorJson.ts
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { UpsertPointsSchema } from "@qdrant/js-client-grpc";
 import pgTypes from "pg-types";
 import { float32Vector } from "../src/outbox/qdrant.ts";
 
@@ -24,7 +27,7 @@ const fromPostgres = batch(() => shortest(Math.random() * 2 - 1));
 const doubles = batch(() => Math.random() * 2 - 1);
 const float32Exact = batch(() => Math.fround(Math.random() * 2 - 1));
 
-function time(name: string, run: () => string): void {
+function time(name: string, run: () => string | Uint8Array): void {
   let bytes = 0;
   run();
   const started = performance.now();
@@ -47,3 +50,20 @@ time("JSON.stringify, float32 values as doubles", () => JSON.stringify({ points:
 time("float32Vector + JSON.stringify, values from a real[] column", () => JSON.stringify({ points: rounded(fromPostgres) }));
 time("float32Vector + JSON.stringify, doubles", () => JSON.stringify({ points: rounded(doubles) }));
 time("float32Vector + JSON.stringify, float32 values as doubles", () => JSON.stringify({ points: rounded(float32Exact) }));
+
+// Over gRPC: the message built and encoded (the relay), then decoded (the server).
+const upsertPoints = (points: typeof doubles) =>
+  toBinary(
+    UpsertPointsSchema,
+    create(UpsertPointsSchema, {
+      collectionName: "bench",
+      points: points.map((point) => ({
+        id: { pointIdOptions: { case: "uuid" as const, value: point.id } },
+        vectors: { vectorsOptions: { case: "vector" as const, value: { vector: { case: "dense" as const, value: { data: point.vector } } } } },
+        payload: { stamp: { kind: { case: "integerValue" as const, value: BigInt(point.payload.stamp) } } },
+      })),
+    }),
+  );
+time("gRPC: UpsertPoints built and encoded (protobuf-es), doubles", () => upsertPoints(doubles));
+const encoded = upsertPoints(doubles);
+time("gRPC: the same message decoded (the server's side)", () => (fromBinary(UpsertPointsSchema, encoded), encoded));

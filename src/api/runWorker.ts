@@ -16,7 +16,7 @@ import type { Relay } from "../outbox/relay.ts";
 import type { SyncDefinition } from "../outbox/sync.ts";
 import { Worker } from "../worker.ts";
 import { serviceFlowOf, type ServiceFlowOptions } from "../flow/serviceSettings.ts";
-import { createReconcileTask, createSyncRelay, qdrantClientOf, RECONCILE_TASK, reconcileCronItems, syncsOf, urlOfPool, type QdrantOptions, type RelayOptions } from "./syncs.ts";
+import { createReconcileTask, createSyncRelay, pointWritesOf, qdrantClientOf, RECONCILE_TASK, reconcileCronItems, syncsOf, urlOfPool, type QdrantOptions, type RelayOptions } from "./syncs.ts";
 
 /**
  * The worker's settings, the same ones `pgconverge worker` reads from the environment (named
@@ -260,7 +260,7 @@ export async function createWorker(options: RunWorkerOptions<TaskRecord>, extras
     }
     let relay: Relay | null = null;
     if (qdrant) {
-      relay = createSyncRelay({ pool: appPool, listenUrl: sessionUrl, qdrant: qdrant.client, points: qdrant.points, qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });
+      relay = createSyncRelay({ pool: appPool, listenUrl: sessionUrl, qdrant: qdrant.client, points: await pointWritesOf(qdrant), qdrantTimeoutMs: qdrant.timeoutMs, writeOrdering: qdrant.writeOrdering, syncs, relay: options.relay, log });
       // Registered whenever syncs are relayed, so a reconcile scheduled by any worker finds a runner.
       tasks.set(RECONCILE_TASK, createReconcileTask({ pool: appPool, qdrant: qdrant.client, syncs, readConsistency: qdrant.readConsistency }));
     }

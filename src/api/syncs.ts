@@ -8,7 +8,7 @@ import { createAppPool } from "../db/pools.ts";
 import type { Queryable } from "../db/queryable.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { enqueuePointChanges, readOwner, recordReconcileRun } from "../outbox/outbox.ts";
-import { createQdrantClient, type PointWrites, type QdrantClient, type WriteOrdering } from "../outbox/qdrant.ts";
+import { createQdrantClient, restPointWrites, type PointWrites, type QdrantClient, type WriteOrdering } from "../outbox/qdrant.ts";
 import { createGrpcPointWrites } from "../outbox/qdrantGrpc.ts";
 import { reconcile as reconcileSync, type DriftReport } from "../outbox/reconciler.ts";
 import { createReconcileTask, RECONCILE_TASK } from "../outbox/reconcileTask.ts";
@@ -79,11 +79,15 @@ function parseOption<T extends z.ZodTypeAny>(name: string, schema: T, value: unk
 }
 
 /** The Qdrant client of these options; a bad option is a ConfigError naming it. */
-export async function qdrantClientOf(options: QdrantOptions | undefined, caller: string): Promise<{ client: QdrantClient; points: PointWrites } & QdrantSettings> {
+export async function qdrantClientOf(options: QdrantOptions | undefined, caller: string): Promise<{ client: QdrantClient } & QdrantSettings> {
   if (options === undefined) throw new ConfigError(`${caller}: syncs need qdrant: { url }`);
   const settings = parseOption("qdrant", QdrantSchema, options);
-  const client = await createQdrantClient(settings);
-  return { client, points: settings.grpcUrl === undefined ? client : await createGrpcPointWrites(settings.grpcUrl, settings), ...settings };
+  return { client: await createQdrantClient(settings), ...settings };
+}
+
+/** How a relay of these settings writes points: over gRPC when `grpcUrl` is set, else with the REST client. */
+export function pointWritesOf(qdrant: { client: QdrantClient } & QdrantSettings): Promise<PointWrites> | PointWrites {
+  return qdrant.grpcUrl === undefined ? restPointWrites(qdrant.client) : createGrpcPointWrites(qdrant.grpcUrl, qdrant);
 }
 
 /** Checks the declarations (each through defineSync) and that no collection is declared twice. */

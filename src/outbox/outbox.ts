@@ -71,8 +71,11 @@ export function claimChanges(db: CommonQueryMethods, relayId: string, collection
  * read in the order of its claim index (outbox_claim_idx), `limit` at most, and the earliest of
  * them leased: the cost is the batch's, whatever the backlog. One scan ordered across
  * `collection = any(...)` cannot come from that index: it read and sorted every pending row (10
- * ms at a backlog of 20,000, 60-77 ms at 200,000; now 3-6 ms at both). A collection's rows
- * locked but not leased are free again when the statement ends.
+ * ms at a backlog of 20,000, 60-77 ms at 200,000; now 3-6 ms at both). The rows are locked as
+ * they are read (SKIP LOCKED), so a relay claiming at the same moment reads past them to the
+ * next ones instead of finding the same few taken; with several collections up to `limit` per
+ * collection are locked for one batch, and those not leased are free again when the claim's
+ * transaction ends (the relay claims outside one, so at the end of the statement).
  */
 export function claimStatement(relayId: string, collections: readonly string[], limit: number, leaseMs: number) {
   return sql.type(ClaimedChange)`

@@ -48,9 +48,21 @@ export async function createQdrantClient(settings: QdrantSettings): Promise<Qdra
 export interface PointWrites {
   upsert(
     collection: string,
-    request: { wait: true; ordering: WriteOrdering; points: Array<{ id: string | number; vector: number[]; payload: Record<string, unknown> }>; update_filter: Schemas["Filter"] },
+    request: { wait: true; ordering: WriteOrdering; points: Array<{ id: string | number; vector: readonly number[]; payload: Record<string, unknown> }>; update_filter: Schemas["Filter"] },
   ): Promise<unknown>;
   delete(collection: string, request: { wait: true; ordering: WriteOrdering; filter: Schemas["Filter"] }): Promise<unknown>;
+  /** Checks, once before the first write, that the other end is a recent enough Qdrant (a ConfigError if not). */
+  check?(): Promise<void>;
+  /** Closes its connections; the relay calls it when it stops. */
+  close?(): void;
+}
+
+/** The point writes over REST: vectors printed at float32 precision (float32Vector), as JSON. */
+export function restPointWrites(client: QdrantClient): PointWrites {
+  return {
+    upsert: (collection, request) => client.upsert(collection, { ...request, points: request.points.map((point) => ({ ...point, vector: float32Vector(point.vector) })) }),
+    delete: (collection, request) => client.delete(collection, request),
+  };
 }
 
 export interface CollectionSpec {
@@ -73,12 +85,17 @@ export async function checkQdrantVersion(client: QdrantClient): Promise<void> {
     if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429) return;
     throw error;
   }
+  checkVersion(version);
+}
+
+/** A ConfigError if `version` (a server's, e.g. "1.15.2") is older than MIN_QDRANT_VERSION; one it cannot read passes. */
+export function checkVersion(version: string | undefined, how = ""): void {
   const parts = /^(\d+)\.(\d+)\.(\d+)/.exec(version ?? "");
   if (!parts) return;
   const [major, minor, patch] = parts.slice(1).map(Number) as [number, number, number];
   const [wantMajor, wantMinor, wantPatch] = MIN_QDRANT_VERSION.split(".").map(Number) as [number, number, number];
   if (major * 1e6 + minor * 1e3 + patch < wantMajor * 1e6 + wantMinor * 1e3 + wantPatch) {
-    throw new ConfigError(`Qdrant ${version} is too old: pgconverge needs ${MIN_QDRANT_VERSION} or later (conditional updates, update_filter)`);
+    throw new ConfigError(`Qdrant ${version}${how ? ` ${how}` : ""} is too old: pgconverge needs ${MIN_QDRANT_VERSION} or later (conditional updates, update_filter)`);
   }
 }
 

@@ -1,7 +1,10 @@
+import type { GenService } from "@bufbuild/protobuf/codegenv2";
+import type { Client } from "@connectrpc/connect";
+import type { DeletePointsSchema, HealthCheckReplySchema, HealthCheckRequestSchema, PointsOperationResponseSchema, UpsertPoints, UpsertPointsSchema } from "@qdrant/js-client-grpc";
 import type { Schemas } from "@qdrant/js-client-rest";
-import type { UpsertPoints } from "@qdrant/js-client-grpc";
+import { ConfigError } from "../config.ts";
 import { splitCredentials } from "../redact.ts";
-import type { PointWrites, QdrantSettings, WriteOrdering } from "./qdrant.ts";
+import { checkVersion, type PointWrites, type QdrantSettings, type WriteOrdering } from "./qdrant.ts";
 
 type RestFilter = Schemas["Filter"];
 type RestCondition = Schemas["Condition"];
@@ -12,7 +15,35 @@ type PointStruct = UpsertPoints["points"][number];
 type PointId = NonNullable<PointStruct["id"]>;
 type Value = PointStruct["payload"][string];
 
-/** Qdrant's HTTP status for a gRPC status code, as Qdrant maps them; unreachable ones have none. */
+/** The two services of Qdrant's gRPC API the relay calls, as the official client's descriptors name them. */
+export type PointsService = GenService<{
+  upsert: { methodKind: "unary"; input: typeof UpsertPointsSchema; output: typeof PointsOperationResponseSchema };
+  delete: { methodKind: "unary"; input: typeof DeletePointsSchema; output: typeof PointsOperationResponseSchema };
+}>;
+export type QdrantService = GenService<{ healthCheck: { methodKind: "unary"; input: typeof HealthCheckRequestSchema; output: typeof HealthCheckReplySchema } }>;
+
+/**
+ * The Points and Qdrant services from the official client's file descriptors. The package
+ * exports the descriptor of qdrant.proto, not the service files it imports; they are its
+ * dependencies.
+ */
+export function qdrantServices(grpc: typeof import("@qdrant/js-client-grpc")): { points: PointsService; qdrant: QdrantService } {
+  const files = [grpc.file_qdrant, ...grpc.file_qdrant.dependencies];
+  const service = (typeName: string) => {
+    const found = files.flatMap((file) => file.services).find((each) => each.typeName === typeName);
+    if (!found) throw new Error(`@qdrant/js-client-grpc has no ${typeName} service`);
+    return found;
+  };
+  return { points: service("qdrant.Points") as PointsService, qdrant: service("qdrant.Qdrant") as QdrantService };
+}
+
+/**
+ * The REST status Qdrant answers for the same failure as this gRPC code, where it is one the
+ * relay must tell apart: a refused point (400) is permanent, a rate limit (429) and Qdrant's own
+ * failures (5xx, such as a shard being moved, FAILED_PRECONDITION) are transient. Unavailable,
+ * deadline, cancel and Aborted (connect's code for a reset connection) carry none: like a refused
+ * REST connection, they are transient.
+ */
 const HTTP_STATUS_OF_CODE: Record<number, number> = {
   2: 500, // Unknown
   3: 400, // InvalidArgument
@@ -20,8 +51,7 @@ const HTTP_STATUS_OF_CODE: Record<number, number> = {
   6: 409, // AlreadyExists
   7: 403, // PermissionDenied
   8: 429, // ResourceExhausted
-  9: 400, // FailedPrecondition
-  10: 409, // Aborted
+  9: 500, // FailedPrecondition
   11: 400, // OutOfRange
   12: 501, // Unimplemented
   13: 500, // Internal
@@ -32,52 +62,80 @@ const HTTP_STATUS_OF_CODE: Record<number, number> = {
 /**
  * A failed gRPC write, shaped as the REST client's errors are (`status`, `data.status.error`,
  * `retry_after`), so the relay tells permanent from transient failures, finds a culprit point and
- * honours Retry-After whichever way its writes go. Unavailable, deadline and cancel codes carry
- * no status: like a refused REST connection, they are transient.
+ * honours Retry-After whichever way its writes go.
  */
 export class QdrantGrpcError extends Error {
   readonly status: number | undefined;
   readonly data: { status: { error: string } };
   readonly retry_after: number | undefined;
 
-  constructor(error: { message: string; rawMessage?: string; code: number; retry_after?: unknown }) {
+  constructor(error: { message: string; rawMessage: string; code: number; metadata: Headers }) {
     super(error.message, { cause: error });
     this.name = "QdrantGrpcError";
     this.status = HTTP_STATUS_OF_CODE[error.code];
-    this.data = { status: { error: error.rawMessage ?? error.message } };
-    this.retry_after = typeof error.retry_after === "number" ? error.retry_after : undefined;
+    this.data = { status: { error: error.rawMessage } };
+    const retryAfter = Number(error.metadata.get("retry-after") ?? Number.NaN);
+    this.retry_after = Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter : undefined;
   }
 }
 
+/** HTTP/2 pings on an idle or busy connection: a connection dropped silently (a NAT, a load balancer) is found in seconds, not at the next TCP timeout. */
+const PING_INTERVAL_MS = 15_000;
+const PING_TIMEOUT_MS = 10_000;
+/** An unused connection is closed after this long. */
+const IDLE_CONNECTION_MS = 60_000;
+
 /**
- * The relay's point writes over Qdrant's gRPC API (QDRANT_GRPC_URL, port 6334) with the official
- * client. A vector goes as packed float32 (3 KiB for 768 dimensions, copied) instead of JSON
- * (about 7.4 KiB printed here and parsed there): bench/vectorJson.ts and BENCHMARKS.md measure
- * both. Collections, the version check and the reconciler stay on REST. The requests are the
- * REST ones, translated: the same points, payloads, conditional `update_filter` and ordering.
+ * The relay's point writes over Qdrant's gRPC API (QDRANT_GRPC_URL, port 6334), with the
+ * official client's service descriptors and message types on connect's gRPC transport (its
+ * QdrantClient cannot ping an idle connection, be closed, or say a Retry-After over 9 s). A
+ * vector goes as packed float32 (3 KiB for 768 dimensions, copied) instead of JSON (about 7.4
+ * KiB printed here and parsed there); BENCHMARKS.md measures both. Collections and the
+ * reconciler stay on REST. The requests are the REST ones, translated: the same points,
+ * payloads (as JSON would carry them), conditional `update_filter` and ordering.
  */
 export async function createGrpcPointWrites(grpcUrl: string, settings: Omit<QdrantSettings, "url">): Promise<PointWrites> {
-  const grpc = await import("@qdrant/js-client-grpc");
+  const [grpc, connect, { createGrpcTransport, Http2SessionManager }] = await Promise.all([
+    import("@qdrant/js-client-grpc"),
+    import("@connectrpc/connect"),
+    import("@connectrpc/connect-node"),
+  ]);
+  const services = qdrantServices(grpc);
   const { url, authorization } = splitCredentials(grpcUrl);
-  const points = new grpc.QdrantClient({
-    url,
-    // As over REST: the key as a plain header (the client warns on stdout of a key over http).
-    headers: { ...(settings.apiKey ? { "api-key": settings.apiKey } : {}), ...(authorization ? { authorization } : {}) },
-    timeout: settings.timeoutMs,
-    checkCompatibility: false,
-    // Float32 bytes of embeddings barely compress: gzip would cost more CPU than it saves.
-    compression: false,
-  }).api("points");
+  const headers: Record<string, string> = { ...(settings.apiKey ? { "api-key": settings.apiKey } : {}), ...(authorization ? { authorization } : {}) };
+  const sessions = new Http2SessionManager(url, { pingIntervalMs: PING_INTERVAL_MS, pingTimeoutMs: PING_TIMEOUT_MS, idleConnectionTimeoutMs: IDLE_CONNECTION_MS });
+  const transport = createGrpcTransport({
+    baseUrl: url,
+    sessionManager: sessions,
+    defaultTimeoutMs: settings.timeoutMs,
+    interceptors: [
+      (next) => (request) => {
+        for (const [name, value] of Object.entries(headers)) request.header.set(name, value);
+        return next(request);
+      },
+    ],
+  });
+  const points: Client<PointsService> = connect.createClient(services.points, transport);
+  const qdrant: Client<QdrantService> = connect.createClient(services.qdrant, transport);
   const ordering = (value: WriteOrdering) => ({ type: { weak: grpc.WriteOrderingType.Weak, medium: grpc.WriteOrderingType.Medium, strong: grpc.WriteOrderingType.Strong }[value] });
   const failed = (error: unknown): never => {
-    // The client's own 429 error (with Retry-After) fails connect's instanceof checks (theirs and
-    // ours), so connect wraps it as Unknown: the client's error is then the cause.
-    const cause = (error as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
-    if (cause?.code === grpc.ConnectErrorCode.ResourceExhausted) throw new QdrantGrpcError(cause as ConstructorParameters<typeof QdrantGrpcError>[0]);
-    if (error instanceof grpc.ConnectError && HTTP_STATUS_OF_CODE[error.code] !== undefined) throw new QdrantGrpcError(error);
+    if (error instanceof connect.ConnectError && HTTP_STATUS_OF_CODE[error.code] !== undefined) throw new QdrantGrpcError(error);
     throw error;
   };
   return {
+    async check() {
+      let version: string;
+      try {
+        ({ version } = await qdrant.healthCheck({}));
+      } catch (error) {
+        // Something answers HTTP/2 there, but not Qdrant's gRPC API (a REST port, a proxy path).
+        if (error instanceof connect.ConnectError && error.code === connect.Code.Unimplemented) {
+          throw new ConfigError(`QDRANT_GRPC_URL does not serve Qdrant's gRPC API (${error.rawMessage}); it is Qdrant's gRPC port, 6334 by default`);
+        }
+        return failed(error);
+      }
+      checkVersion(version, "over gRPC");
+    },
     async upsert(collection, request) {
       await points
         .upsert({
@@ -99,6 +157,9 @@ export async function createGrpcPointWrites(grpcUrl: string, settings: Omit<Qdra
         })
         .catch(failed);
     },
+    close() {
+      sessions.abort();
+    },
   };
 }
 
@@ -110,21 +171,36 @@ function pointStruct(point: { id: string | number; vector: readonly number[]; pa
   return {
     id: pointId(point.id),
     vectors: { vectorsOptions: { case: "vector", value: { vector: { case: "dense", value: { data: point.vector } } } } },
-    payload: Object.fromEntries(Object.entries(point.payload).map(([key, value]) => [key, jsonValue(value)])),
+    payload: Object.fromEntries(Object.entries(asJson(point.payload)).map(([key, value]) => [key, jsonValue(value)])),
   } as PointStruct;
 }
 
-/** A JSON payload value as Qdrant's gRPC Value: integers as integer_value, as Qdrant reads JSON. */
+const INT64 = { min: -(2n ** 63n), max: 2n ** 63n - 1n };
+
+/**
+ * The payload as JSON carries it over REST, so both ways store the same: a Date as its string,
+ * a key whose value is undefined left out, NaN and Infinity as null, and a BigInt as an integer
+ * where Node.js can print one (JSON.rawJSON, as the REST client does). An integer beyond 2^53
+ * keeps its digits (read back as a BigInt).
+ */
+function asJson(payload: Record<string, unknown>): Record<string, unknown> {
+  const rawJson = (JSON as { rawJSON?: (text: string) => unknown }).rawJSON;
+  const text = JSON.stringify(payload, rawJson ? (_key, value: unknown) => (typeof value === "bigint" ? rawJson(String(value)) : value) : undefined);
+  const reviver = (_key: string, value: unknown, context?: { source?: string }) =>
+    typeof value === "number" && Number.isInteger(value) && !Number.isSafeInteger(value) && context?.source && /^-?\d+$/.test(context.source) ? BigInt(context.source) : value;
+  return JSON.parse(text, reviver as (key: string, value: unknown) => unknown) as Record<string, unknown>;
+}
+
+/** A value of parsed JSON as Qdrant's gRPC Value: integers as integer_value, as Qdrant reads JSON. */
 function jsonValue(value: unknown): Value {
   const kind = (() => {
-    if (value === null || value === undefined) return { case: "nullValue", value: 0 };
+    if (value === null) return { case: "nullValue", value: 0 };
     if (typeof value === "boolean") return { case: "boolValue", value };
     if (typeof value === "string") return { case: "stringValue", value };
     if (typeof value === "number") return Number.isSafeInteger(value) ? { case: "integerValue", value: BigInt(value) } : { case: "doubleValue", value };
-    if (typeof value === "bigint") return { case: "integerValue", value };
+    if (typeof value === "bigint") return value >= INT64.min && value <= INT64.max ? { case: "integerValue", value } : { case: "doubleValue", value: Number(value) };
     if (Array.isArray(value)) return { case: "listValue", value: { values: value.map(jsonValue) } };
-    if (typeof value === "object") return { case: "structValue", value: { fields: Object.fromEntries(Object.entries(value).map(([key, field]) => [key, jsonValue(field)])) } };
-    throw new TypeError(`payload value of type ${typeof value} cannot be sent to Qdrant`);
+    return { case: "structValue", value: { fields: Object.fromEntries(Object.entries(value as object).map(([key, field]) => [key, jsonValue(field)])) } };
   })();
   return { kind } as Value;
 }

@@ -7,7 +7,7 @@ import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
 import { acknowledge, claimChanges, enqueuePointChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import { ConfigError } from "../config.ts";
-import { checkQdrantVersion, describeQdrantError, ensureCollection, float32Vector, olderThan, retryAfterMs, statusOf, type PointWrites, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
+import { checkQdrantVersion, describeQdrantError, ensureCollection, olderThan, restPointWrites, retryAfterMs, statusOf, type PointWrites, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
 import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, STAMP_KEY, type PointState, type Sync } from "./sync.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
@@ -21,7 +21,10 @@ export interface RelayConfig {
    */
   listenUrl: string | null;
   qdrant: QdrantClient;
-  /** How points are written: over gRPC when QDRANT_GRPC_URL is set; by default the REST client's upsert and delete. */
+  /**
+   * How points are written: over gRPC when QDRANT_GRPC_URL is set (createGrpcPointWrites); by
+   * default with the REST client. Checked before the first write, closed when the relay stops.
+   */
   points?: PointWrites;
   /**
    * The syncs this relay serves, one collection each. A point whose
@@ -91,6 +94,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
   private readonly syncs: Map<string, Sync>;
   private owner: string | null = null;
   private versionChecked = false;
+  private restWrites: PointWrites | null = null;
   /** Undeclared collections already warned about. */
   private readonly warned = new Set<string>();
 
@@ -124,6 +128,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     const listener = this.listener;
     this.listener = null;
     await listener?.stop();
+    this.config.points?.close?.();
   }
 
   /** Wakes the loop now (used on notifications). */
@@ -142,7 +147,10 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     for (const sync of this.config.syncs) {
       if (this.ready.has(sync.collection)) continue;
       try {
-        if (!this.versionChecked) await checkQdrantVersion(this.config.qdrant);
+        if (!this.versionChecked) {
+          await checkQdrantVersion(this.config.qdrant);
+          await this.config.points?.check?.();
+        }
         this.versionChecked = true;
         const outcome = await ensureCollection(this.config.qdrant, { name: sync.collection, size: sync.vectors.size, distance: sync.vectors.distance });
         if (outcome === "created") this.config.log.info({ collection: sync.collection, size: sync.vectors.size }, "Qdrant collection created");
@@ -217,10 +225,10 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     const asPoint = (change: ClaimedChange) => {
       const point = points.get(change.point_id)!;
       // The reserved keys last: an application's payload cannot forge the owner or the stamp.
-      return { id: qdrantPointId(change.point_id), vector: float32Vector(point.vector), payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash, [STAMP_KEY]: change.stamp } };
+      return { id: qdrantPointId(change.point_id), vector: point.vector, payload: { ...point.payload, [OWNER_KEY]: owner, [HASH_KEY]: point.hash, [STAMP_KEY]: change.stamp } };
     };
     const stamped = (group: ClaimedChange[]) => olderThan(owner, group.map((change) => ({ id: qdrantPointId(change.point_id), stamp: change.stamp })));
-    const writes = this.config.points ?? this.config.qdrant;
+    const writes = this.config.points ?? (this.restWrites ??= restPointWrites(this.config.qdrant));
     await this.write(sync, upserts, (group) => writes.upsert(collection, { wait: true, ordering, points: group.map(asPoint), update_filter: stamped(group) }), report, true);
     await this.write(
       sync,

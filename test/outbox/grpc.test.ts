@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import t from "tap";
 import { runWorker } from "../../src/index.ts";
-import { createQdrantClient, ensureCollection, olderThan } from "../../src/outbox/qdrant.ts";
+import { createQdrantClient, ensureCollection, olderThan, restPointWrites } from "../../src/outbox/qdrant.ts";
 import { createGrpcPointWrites } from "../../src/outbox/qdrantGrpc.ts";
 import { CHUNK_SYNC, COLLECTION, DIMENSIONS, deleteChunk, insertDocument, ownerOf, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256, vectorFor } from "../helpers/chunks.ts";
 import { createTestDatabase, PIPELINE_MIGRATIONS, testLog, waitFor } from "../helpers/db.ts";
@@ -24,6 +24,7 @@ async function setup(t: Parameters<typeof createTestDatabase>[0]) {
   });
   await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   const points = await createGrpcPointWrites(grpc.url, { timeoutMs: 2_000 });
+  t.teardown(() => points.close?.());
   return { db, fake, grpc, points };
 }
 
@@ -92,17 +93,29 @@ t.test("a refused point is found in its batch and dead with Qdrant's reason; the
   t.equal(fake.points(COLLECTION).length, 2);
 });
 
-t.test("429 with Retry-After is honoured; an unreachable server kills nothing", async (t) => {
+t.test("429 with its Retry-After, a reset, a shard being moved and a closed port are retried; nothing dies", async (t) => {
   const { db, fake, grpc, points } = await setup(t);
   const documentId = await insertDocument(db);
   await putChunk(db, documentId, randomUUID(), "x");
   const relay = await relayFor(db, fake, { points });
   await relay.prepareCollections();
-  fake.faults.next({ kind: "status", status: 429, retryAfterSeconds: 2, message: "Too many requests" });
+  const next = () => db.query<{ wait_s: number; last_error: string; state: string }>("select extract(epoch from next_attempt_at - updated_at)::float8 as wait_s, last_error, state from outbox");
+  fake.faults.next({ kind: "status", status: 429, retryAfterSeconds: 30, message: "Too many requests" });
   t.match(await relay.syncBatch(), { retried: 1, dead: 0 });
-  const [row] = await db.query<{ wait_s: number; last_error: string }>("select extract(epoch from next_attempt_at - updated_at)::float8 as wait_s, last_error from outbox");
-  t.ok(row!.wait_s >= 1.9, `next attempt ${row!.wait_s.toFixed(2)} s later`);
-  t.equal(row!.last_error, "Qdrant 429: Too many requests");
+  const [limited] = await next();
+  t.ok(limited!.wait_s >= 29.9, `next attempt ${limited!.wait_s.toFixed(2)} s later, as Retry-After: 30 asked`);
+  t.equal(limited!.last_error, "Qdrant 429: Too many requests");
+  const failures = [
+    { fault: { kind: "reset" } as const, reason: /^Qdrant unreachable: .*ECONNRESET/ },
+    // Qdrant's gRPC code for "no target shard" during a shard transfer (a 500 over REST).
+    { fault: { kind: "status", status: 500, grpcCode: 9, message: "Service internal error: No target shard 0 found for update" } as const, reason: /^Qdrant 500: .*No target shard/ },
+  ];
+  for (const { fault, reason } of failures) {
+    await db.query("update outbox set next_attempt_at = now()");
+    fake.faults.next(fault);
+    t.match(await relay.syncBatch(), { retried: 1, dead: 0 }, `${fault.kind} ${"grpcCode" in fault ? fault.grpcCode : ""}: transient, even for a batch of one`);
+    t.match((await next())[0], { state: "pending", last_error: reason });
+  }
 
   await grpc.stop();
   await db.query("update outbox set next_attempt_at = now()");
@@ -111,6 +124,46 @@ t.test("429 with Retry-After is honoured; an unreachable server kills nothing", 
   await db.query("update outbox set next_attempt_at = now()");
   t.match(await relay.syncBatch(), { synced: 1 });
   t.same(qdrantPoints(fake), await postgresPoints(db));
+});
+
+t.test("a payload is stored as REST stores it, whatever JSON makes of its values", async (t) => {
+  const { fake, grpc } = await setup(t);
+  const client = await createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  const overRest = restPointWrites(client);
+  const overGrpc = await createGrpcPointWrites(grpc.url, { apiKey: "grpc-key", timeoutMs: 2_000 });
+  t.teardown(() => overGrpc.close?.());
+  const payload = {
+    when: new Date("2026-12-03T04:00:00Z"),
+    absent: undefined,
+    nan: Number.NaN,
+    infinite: Number.POSITIVE_INFINITY,
+    integer: 7,
+    double: 0.5,
+    // Node.js 20 has no JSON.rawJSON: neither way can print a BigInt there.
+    ...("rawJSON" in JSON ? { big: 2n ** 60n } : {}),
+    nested: { list: [1, "two", null, { deep: true }], gone: undefined },
+  };
+  const write = (writes: typeof overRest, id: string) => writes.upsert(COLLECTION, { wait: true, ordering: "medium", points: [{ id, vector: [1, 0, 0, 0], payload }], update_filter: olderThan("me", []) });
+  const [rest, grpcId] = [randomUUID(), randomUUID()];
+  await write(overRest, rest);
+  await write(overGrpc, grpcId);
+  const stored = (id: string) => fake.points(COLLECTION).find((point) => point.id === id)?.payload;
+  t.same(stored(grpcId), stored(rest), `the same payload: ${JSON.stringify(stored(rest), (_key, value: unknown) => (typeof value === "bigint" ? String(value) : value))}`);
+  t.same([...grpc.apiKeys], ["grpc-key"], "the API key went as the api-key header");
+});
+
+t.test("the version check over gRPC: an old Qdrant, and a server that is not Qdrant's gRPC API, are one line each", async (t) => {
+  const { fake, points } = await setup(t);
+  fake.version = "1.15.3";
+  await t.rejects(points.check!(), { name: "ConfigError", message: "Qdrant 1.15.3 over gRPC is too old: pgconverge needs 1.16.0 or later (conditional updates, update_filter)" });
+  fake.version = "1.20.0";
+  await points.check!();
+  const elsewhere = new FakeQdrantGrpc(fake, { healthCheck: false });
+  await elsewhere.start();
+  t.teardown(() => elsewhere.stop());
+  const wrong = await createGrpcPointWrites(elsewhere.url, { timeoutMs: 2_000 });
+  t.teardown(() => wrong.close?.());
+  await t.rejects(wrong.check!(), { name: "ConfigError", message: /^QDRANT_GRPC_URL does not serve Qdrant's gRPC API \(.*\); it is Qdrant's gRPC port, 6334 by default$/ });
 });
 
 t.test("runWorker's qdrant.grpcUrl sends the relay's writes over gRPC; a bad one is one line", async (t) => {

@@ -2,8 +2,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 
 /** A fault the test servers can inject into requests. */
 export type Fault =
-  /** An error status; after `delayMs` when given (a slow failure, e.g. a struggling upstream's 503). */
-  | { kind: "status"; status: number; retryAfterSeconds?: number; message?: string; delayMs?: number }
+  /** An error status; after `delayMs` when given (a slow failure, e.g. a struggling upstream's 503). `grpcCode`: what the Qdrant test server's gRPC front answers instead of the status's usual code. */
+  | { kind: "status"; status: number; retryAfterSeconds?: number; message?: string; delayMs?: number; grpcCode?: number }
   | { kind: "reset" }
   | { kind: "delay"; ms: number }
   /**

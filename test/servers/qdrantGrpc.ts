@@ -1,27 +1,18 @@
 // Qdrant's gRPC API (its port 6334) in front of a FakeQdrant, for the relay's writes over gRPC:
-// Points.Upsert and Points.Delete, served by connect-node with the service definition shipped
-// in the official @qdrant/js-client-grpc, so the client is exercised exactly as against Qdrant.
+// Points.Upsert, Points.Delete and Qdrant.HealthCheck, served by connect-node with the service
+// definitions shipped in the official @qdrant/js-client-grpc.
 // Each request is translated to its REST body and served by the FakeQdrant (same points, same
 // filter semantics, same counters under the REST route names, same fault schedule); the other
 // RPCs answer Unimplemented.
 import { createServer, type Http2Server, type Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { createRequire } from "node:module";
-import { pathToFileURL } from "node:url";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { GenService } from "@bufbuild/protobuf/codegenv2";
-import { WriteOrderingType, type DeletePoints, type DeletePointsSchema, type PointsOperationResponseSchema, type UpsertPoints, type UpsertPointsSchema } from "@qdrant/js-client-grpc";
+import { WriteOrderingType, type DeletePoints, type UpsertPoints } from "@qdrant/js-client-grpc";
+import { qdrantServices } from "../../src/outbox/qdrantGrpc.ts";
 import { HttpError, type FakeQdrant } from "./qdrant.ts";
 
-// The package exports its messages, not its service definitions: those are read from its files.
-const packageEntry = createRequire(import.meta.url).resolve("@qdrant/js-client-grpc");
-const { Points } = (await import(pathToFileURL(packageEntry.replace(/dist[/\\]cjs[/\\]index\.js$/, "dist/esm/proto/points_service_pb.js")).href)) as {
-  Points: GenService<{
-    upsert: { methodKind: "unary"; input: typeof UpsertPointsSchema; output: typeof PointsOperationResponseSchema };
-    delete: { methodKind: "unary"; input: typeof DeletePointsSchema; output: typeof PointsOperationResponseSchema };
-  }>;
-};
+const { points: Points, qdrant: Qdrant } = qdrantServices(await import("@qdrant/js-client-grpc"));
 
 type Filter = NonNullable<UpsertPoints["updateFilter"]>;
 type Condition = Filter["must"][number];
@@ -101,9 +92,15 @@ export class FakeQdrantGrpc {
   private readonly fake: FakeQdrant;
   /** RPCs served, by name ("Upsert", "Delete"); the FakeQdrant counts them under their REST routes too. */
   readonly calls = new Map<string, number>();
+  /** Every api-key header it was sent. */
+  readonly apiKeys = new Set<string>();
 
-  constructor(fake: FakeQdrant) {
+  /** Whether it serves Qdrant.HealthCheck (the version check); without it, it answers Unimplemented as a server that is not Qdrant's gRPC API does. */
+  private readonly healthCheck: boolean;
+
+  constructor(fake: FakeQdrant, options: { healthCheck?: boolean } = {}) {
     this.fake = fake;
+    this.healthCheck = options.healthCheck ?? true;
   }
 
   get url(): string {
@@ -112,7 +109,8 @@ export class FakeQdrantGrpc {
 
   async start(port = this.port): Promise<string> {
     if (this.server) return this.url;
-    const routes = (router: ConnectRouter) =>
+    const routes = (router: ConnectRouter) => {
+      if (this.healthCheck) router.service(Qdrant, { healthCheck: () => ({ title: "qdrant - vector search engine", version: this.fake.version }) });
       router.service(Points, {
         upsert: async (request: UpsertPoints, context) => {
           const body = {
@@ -131,6 +129,7 @@ export class FakeQdrantGrpc {
           return this.serve(context, "Delete", "POST", `/collections/${encodeURIComponent(request.collectionName)}/points/delete${writeQuery(request)}`, body);
         },
       });
+    };
     // HTTP/2's default flow-control windows (64 KiB) would have a 400 KiB batch wait on window
     // updates, round trip after round trip; Qdrant's server (tonic) opens them wider.
     const server = createServer({ settings: { initialWindowSize: WINDOW_BYTES } }, connectNodeAdapter({ routes, grpcWeb: false, connect: false }));
@@ -155,13 +154,15 @@ export class FakeQdrantGrpc {
 
   /**
    * Serves one write through the FakeQdrant, after the next fault of its schedule: a status
-   * becomes its gRPC code (with retry-after), a delay or a hold waits, a reset is Unavailable
-   * (a connect-node handler cannot cut its connection).
+   * becomes its gRPC code (with retry-after), a delay or a hold waits, a reset is Aborted (what
+   * connect's client reports for a reset connection; a handler cannot cut its own).
    */
   private async serve(context: HandlerContext, rpc: string, method: string, path: string, body: Record<string, unknown>) {
     this.calls.set(rpc, (this.calls.get(rpc) ?? 0) + 1);
     const authorization = context.requestHeader.get("authorization");
     if (authorization) this.fake.authorizations.add(authorization);
+    const apiKey = context.requestHeader.get("api-key");
+    if (apiKey) this.apiKeys.add(apiKey);
     const fault = this.fake.faults.take();
     if (fault) {
       this.fake.faults.injected++;
@@ -171,11 +172,11 @@ export class FakeQdrantGrpc {
       } else if (fault.kind === "delay") {
         await new Promise((resolve) => setTimeout(resolve, fault.ms));
       } else if (fault.kind === "reset") {
-        throw new ConnectError("connection reset (test fault)", Code.Unavailable);
+        throw new ConnectError("read ECONNRESET (test fault)", Code.Aborted);
       } else {
         if (fault.delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
         const metadata = fault.retryAfterSeconds === undefined ? undefined : new Headers({ "retry-after": String(fault.retryAfterSeconds) });
-        throw new ConnectError(fault.message ?? `injected fault ${fault.status}`, codeOf(fault.status), metadata);
+        throw new ConnectError(fault.message ?? `injected fault ${fault.status}`, fault.grpcCode ?? codeOf(fault.status), metadata);
       }
     }
     try {
