@@ -149,11 +149,8 @@ async function grpcWritesContract(t: Test, client: QdrantClient, points: PointWr
   await write(uuid, 5, [1, 0, 0, 0]);
   const stored = await client.retrieve(name, { ids: [1, uuid], with_payload: true, with_vector: true });
   t.same(
-    stored.map((point) => [point.id, point.vector, point.payload]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
-    [
-      [1, [0.25, 0.5, 0, -1], payload],
-      [uuid, [1, 0, 0, 0], payload],
-    ],
+    Object.fromEntries(stored.map((point) => [`${typeof point.id} ${point.id}`, [point.vector, point.payload]])),
+    { "number 1": [[0.25, 0.5, 0, -1], payload], [`string ${uuid}`]: [[1, 0, 0, 0], payload] },
     "integer and UUID ids, the vector, and every JSON payload type as written",
   );
   await write(1, 4, [0, 0, 0, 0]);
