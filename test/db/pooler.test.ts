@@ -59,7 +59,8 @@ t.test("three concurrent migrates through the pooler take turns: all succeed, ea
   const expected = readMigrations().length + readMigrations(PIPELINE_MIGRATIONS.directory).length;
   t.same(counts, { rows: String(expected), distinct: String(expected) }, "every migration recorded once");
   t.equal(results.filter((result) => result.stdout.startsWith("applied")).length, 1, "one migrator applied them, the others found the schema up to date");
-  const locks = await db.query("select 1 from pg_locks where locktype = 'advisory'");
+  // pg_locks is the whole server's: only this database's locks (other test files migrate meanwhile).
+  const locks = await db.query("select 1 from pg_locks l join pg_database d on d.oid = l.database where l.locktype = 'advisory' and d.datname = current_database()");
   t.equal(locks.length, 0, "no advisory lock left on any server connection");
 });
 
