@@ -1,7 +1,7 @@
 // What the benchmarks share: one Postgres server (embedded unless DATABASE_URL), a fresh
 // database per scenario, timing and percentile helpers, and a description of the machine.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, totalmem, tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -32,10 +32,14 @@ export async function startServer(): Promise<BenchServer> {
   };
 }
 
-/** A process's time on a CPU so far, ns (/proc/PID/schedstat, exact); null once it has ended or off Linux. */
+/**
+ * A process's time on a CPU so far, all its threads, ns (/proc/PID/task/TID/schedstat, exact, not
+ * in clock ticks; a Node.js process's GC and libuv threads count too); null once it has ended or
+ * off Linux.
+ */
 export function onCpuNs(pid: number): number | null {
   try {
-    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+    return readdirSync(`/proc/${pid}/task`).reduce((sum, thread) => sum + Number(readFileSync(`/proc/${pid}/task/${thread}/schedstat`, "utf8").split(" ")[0]), 0);
   } catch {
     return null;
   }

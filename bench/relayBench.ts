@@ -101,14 +101,22 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
       onSynced?.();
     });
     const drained = async (changes: number) => {
-      while (synced < changes) await new Promise<void>((resolve) => (onSynced = resolve));
+      const deadline = Date.now() + 600_000;
+      while (synced < changes) {
+        if (Date.now() > deadline) throw new Error(`the relay synced ${synced} of ${changes} changes in 10 minutes`);
+        await new Promise<void>((resolve) => {
+          onSynced = resolve;
+          setTimeout(resolve, 1_000);
+        });
+      }
       const left = await pending();
       if (left > 0) throw new Error(`${left} outbox changes left after ${synced} were synced`);
     };
 
     // 1. Throughput: a backlog drained by one relay.
     for (let written = 0; written < options.points; written += 1000) await writeChunks(Math.min(1000, options.points - written), written);
-    // Backend process ids are this machine's only when the server is (embedded, or on loopback).
+    // Backend process ids are this machine's only when the server is (embedded, or on loopback;
+    // not a container's published port).
     const postgresHere = server.embedded || ["127.0.0.1", "localhost", "[::1]"].includes(new URL(server.adminUrl).hostname);
     const backends = async () =>
       postgresHere ? (await queuePool.query<{ pid: number }>("select pid from pg_stat_activity where datname = current_database()")).rows.map((row) => row.pid) : [];

@@ -202,7 +202,8 @@ export const CoreShape = z.object({
   /**
    * Qdrant's gRPC URL (its port 6334), e.g. http://127.0.0.1:6334. When set, the relay writes
    * points over gRPC (vectors as packed float32, a fraction of JSON's CPU on both sides);
-   * collections, the version check and the reconciler stay on QDRANT_URL. Unset: all REST.
+   * Qdrant's version is checked on both; collections and the reconciler stay on QDRANT_URL.
+   * Unset: all REST.
    */
   QDRANT_GRPC_URL: z.string().superRefine(problemsOf(httpUrlProblem)).optional(),
   /** Deadline of each Qdrant request, ms. */

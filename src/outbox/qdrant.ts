@@ -170,6 +170,12 @@ export function describeQdrantError(error: unknown): string {
   return redactCredentials(`Qdrant unreachable: ${detail ?? String(error)}`.replace(/\s+/g, " "));
 }
 
+/** The index of the vector's first value that is not a finite float32 (NaN, ±Infinity, beyond ±3.4e38), or -1. */
+export function nonFloat32At(vector: readonly number[]): number {
+  for (let i = 0; i < vector.length; i++) if (!Number.isFinite(Math.fround(vector[i]!))) return i;
+  return -1;
+}
+
 /** Exact powers of ten as doubles (10^22 is the last one a double holds exactly). */
 const POW10 = Array.from({ length: 23 }, (_, exponent) => 10 ** exponent);
 

@@ -79,9 +79,14 @@ export class QdrantGrpcError extends Error {
   }
 }
 
-/** HTTP/2 pings on an idle or busy connection: a connection dropped silently (a NAT, a load balancer) is found in seconds, not at the next TCP timeout. */
+/**
+ * HTTP/2 pings while writes are open, and one before a connection idle for longer is used
+ * again: a connection dropped silently (a NAT, a load balancer) is replaced within seconds, not
+ * at the next TCP timeout. The ping's own timeout is well under a request's deadline, so the
+ * first write after such a drop gets a new connection rather than a timeout.
+ */
 const PING_INTERVAL_MS = 15_000;
-const PING_TIMEOUT_MS = 10_000;
+const PING_TIMEOUT_MS = 3_000;
 /** An unused connection is closed after this long. */
 const IDLE_CONNECTION_MS = 60_000;
 
@@ -132,6 +137,9 @@ export async function createGrpcPointWrites(grpcUrl: string, settings: Omit<Qdra
         if (error instanceof connect.ConnectError && error.code === connect.Code.Unimplemented) {
           throw new ConfigError(`QDRANT_GRPC_URL does not serve Qdrant's gRPC API (${error.rawMessage}); it is Qdrant's gRPC port, 6334 by default`);
         }
+        // As over REST, a refusal (a proxy's, an API key's) is left for the writes to report.
+        const status = error instanceof connect.ConnectError ? HTTP_STATUS_OF_CODE[error.code] : undefined;
+        if (status !== undefined && status >= 400 && status < 500 && status !== 429) return;
         return failed(error);
       }
       checkVersion(version, "over gRPC");

@@ -7,7 +7,7 @@ import type { Logger } from "../log.ts";
 import { classifyError, describeError } from "../runtime/errors.ts";
 import { acknowledge, claimChanges, enqueuePointChanges, flagUndeclared, markDead, nextDueInMs, readOwner, scheduleRetry, type ClaimedChange } from "./outbox.ts";
 import { ConfigError } from "../config.ts";
-import { checkQdrantVersion, describeQdrantError, ensureCollection, olderThan, restPointWrites, retryAfterMs, statusOf, type PointWrites, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
+import { checkQdrantVersion, describeQdrantError, ensureCollection, nonFloat32At, olderThan, restPointWrites, retryAfterMs, statusOf, type PointWrites, type QdrantClient, type WriteOrdering } from "./qdrant.ts";
 import { checkSyncs, HASH_KEY, OWNER_KEY, pointIdText, qdrantPointId, STAMP_KEY, type PointState, type Sync } from "./sync.ts";
 
 export const OUTBOX_CHANNEL = "pgconverge_outbox";
@@ -218,6 +218,11 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
       else if (point.vector.length !== vectors.size) {
         await markDead(pool, this.id, change, `vector has ${point.vector.length} dimensions; collection "${collection}" expects ${vectors.size}`);
         report.dead++;
+      } else if (nonFloat32At(point.vector) !== -1) {
+        // Refused by Qdrant over REST (printed as null), stored unchecked over gRPC: refused here either way.
+        const index = nonFloat32At(point.vector);
+        await markDead(pool, this.id, change, `vector value ${point.vector[index]} at index ${index} is not a finite float32`);
+        report.dead++;
       } else upserts.push(change);
     }
     const owner = this.owner!;
@@ -307,7 +312,7 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     const limit = Math.max(1, this.config.inFlight ?? IN_FLIGHT_BATCHES);
     const inFlight = new Set<Promise<void>>();
     const failed = (error: unknown) => {
-      if (error instanceof ConfigError) log.error({ error: error.message }, "relay cannot sync; fix the collection, the relay keeps checking");
+      if (error instanceof ConfigError) log.error({ error: error.message }, "relay cannot sync until this is fixed; it keeps checking");
       else log.warn({ error: describeError(error) }, "relay pass failed; retrying after the poll interval");
     };
     let failures = 0;

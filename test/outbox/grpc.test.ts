@@ -5,8 +5,10 @@
 import { randomUUID } from "node:crypto";
 import t from "tap";
 import { runWorker } from "../../src/index.ts";
+import { enqueuePointChanges } from "../../src/outbox/outbox.ts";
 import { createQdrantClient, ensureCollection, olderThan, restPointWrites } from "../../src/outbox/qdrant.ts";
 import { createGrpcPointWrites } from "../../src/outbox/qdrantGrpc.ts";
+import { defineSync, type PointId } from "../../src/outbox/sync.ts";
 import { CHUNK_SYNC, COLLECTION, DIMENSIONS, deleteChunk, insertDocument, ownerOf, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256, vectorFor } from "../helpers/chunks.ts";
 import { createTestDatabase, PIPELINE_MIGRATIONS, testLog, waitFor } from "../helpers/db.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
@@ -164,6 +166,35 @@ t.test("the version check over gRPC: an old Qdrant, and a server that is not Qdr
   const wrong = await createGrpcPointWrites(elsewhere.url, { timeoutMs: 2_000 });
   t.teardown(() => wrong.close?.());
   await t.rejects(wrong.check!(), { name: "ConfigError", message: /^QDRANT_GRPC_URL does not serve Qdrant's gRPC API \(.*\); it is Qdrant's gRPC port, 6334 by default$/ });
+});
+
+t.test("a vector with NaN, Infinity or a value beyond float32 is dead before any write, over gRPC as over REST", async (t) => {
+  const { db, fake, grpc, points } = await setup(t);
+  const [good, nan, huge] = [randomUUID(), randomUUID(), randomUUID()];
+  const vectors = new Map<PointId, number[]>([
+    [good, [1, 0, 0, 0]],
+    [nan, [0, Number.NaN, 0, 0]],
+    [huge, [0, 0, 1e39, 0]],
+  ]);
+  const sync = defineSync({
+    collection: COLLECTION,
+    vectors: { size: DIMENSIONS },
+    load: async (_db, ids) => new Map(ids.map((id) => [id, { vector: vectors.get(id)!, payload: {}, hash: "h" }])),
+    page: async () => [],
+  });
+  const client = await createQdrantClient({ url: fake.url, timeoutMs: 2_000 });
+  for (const writes of [points, restPointWrites(client)]) {
+    await db.query("delete from outbox");
+    await enqueuePointChanges(db.appPool, COLLECTION, [...vectors.keys()]);
+    t.match(await (await relayFor(db, fake, { syncs: [sync], points: writes })).syncBatch(), { synced: 1, dead: 2 });
+    const dead = await db.query<{ point_id: string; last_error: string }>("select point_id, last_error from outbox where state = 'dead' order by last_error");
+    t.same(dead, [
+      { point_id: huge, last_error: "vector value 1e+39 at index 2 is not a finite float32" },
+      { point_id: nan, last_error: "vector value NaN at index 1 is not a finite float32" },
+    ]);
+  }
+  t.same([...qdrantPoints(fake).keys()], [good]);
+  t.equal(grpc.calls.get("Upsert"), 1, "one write over gRPC, with the good point only");
 });
 
 t.test("runWorker's qdrant.grpcUrl sends the relay's writes over gRPC; a bad one is one line", async (t) => {
