@@ -214,14 +214,14 @@ export class Relay extends EventEmitter<{ batch: [BatchReport]; idle: [] }> {
     const deletes: ClaimedChange[] = [];
     for (const change of claimed) {
       const point = points.get(change.point_id);
+      const badValue = point ? nonFloat32At(point.vector) : -1;
       if (!point) deletes.push(change);
       else if (point.vector.length !== vectors.size) {
         await markDead(pool, this.id, change, `vector has ${point.vector.length} dimensions; collection "${collection}" expects ${vectors.size}`);
         report.dead++;
-      } else if (nonFloat32At(point.vector) !== -1) {
+      } else if (badValue !== -1) {
         // Refused by Qdrant over REST (printed as null), stored unchecked over gRPC: refused here either way.
-        const index = nonFloat32At(point.vector);
-        await markDead(pool, this.id, change, `vector value ${point.vector[index]} at index ${index} is not a finite float32`);
+        await markDead(pool, this.id, change, `vector value ${point.vector[badValue]} at index ${badValue} is not a finite float32`);
         report.dead++;
       } else upserts.push(change);
     }

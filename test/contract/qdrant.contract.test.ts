@@ -6,7 +6,7 @@ import t, { type Test } from "tap";
 import { checkQdrantVersion, createQdrantClient, describeQdrantError, olderThan, statusOf, type PointWrites, type QdrantClient } from "../../src/outbox/qdrant.ts";
 import { createGrpcPointWrites } from "../../src/outbox/qdrantGrpc.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
-import { FakeQdrantGrpc } from "../servers/qdrantGrpc.ts";
+import { startQdrantWithGrpc } from "../servers/qdrantGrpc.ts";
 
 async function contract(t: Test, client: QdrantClient) {
   const name = `pgconverge_contract_${randomUUID().slice(0, 8)}`;
@@ -178,14 +178,7 @@ t.test("a real Qdrant", { skip: process.env.QDRANT_URL ? false : "QDRANT_URL is 
 });
 
 t.test("the in-repo Qdrant test server's gRPC front", async (t) => {
-  const fake = new FakeQdrant();
-  await fake.start();
-  const grpc = new FakeQdrantGrpc(fake);
-  await grpc.start();
-  t.teardown(async () => {
-    await grpc.stop();
-    await fake.stop();
-  });
+  const { fake, grpc } = await startQdrantWithGrpc(t);
   await grpcWritesContract(t, await createQdrantClient({ url: fake.url, timeoutMs: 5_000 }), await createGrpcPointWrites(grpc.url, { timeoutMs: 5_000 }));
 });
 

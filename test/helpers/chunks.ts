@@ -69,6 +69,22 @@ export async function postgresPoints(db: TestDatabase): Promise<Map<string, stri
   return new Map(rows.map((row) => [row.id, row.content_sha256]));
 }
 
+/**
+ * The payload the data contract names for a chunk written by putChunk (the first of its
+ * document), as the relay writes it with its reserved keys, for the stamp the point carries.
+ */
+export async function contractPayload(db: TestDatabase, chunk: { documentId: string; source: string; content: string }, stamp: unknown) {
+  return {
+    document_id: chunk.documentId,
+    chunk_index: 0,
+    content_sha256: sha256(chunk.content),
+    source: chunk.source,
+    pgconverge_owner: await ownerOf(db),
+    pgconverge_hash: sha256(chunk.content),
+    pgconverge_version: stamp,
+  };
+}
+
 export function qdrantPoints(fake: FakeQdrant): Map<string, string> {
   return new Map(fake.points(COLLECTION).map((point) => [String(point.id), String(point.payload.content_sha256)]));
 }

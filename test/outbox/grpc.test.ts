@@ -9,21 +9,13 @@ import { enqueuePointChanges } from "../../src/outbox/outbox.ts";
 import { createQdrantClient, ensureCollection, olderThan, restPointWrites } from "../../src/outbox/qdrant.ts";
 import { createGrpcPointWrites } from "../../src/outbox/qdrantGrpc.ts";
 import { defineSync, type PointId } from "../../src/outbox/sync.ts";
-import { CHUNK_SYNC, COLLECTION, DIMENSIONS, deleteChunk, insertDocument, ownerOf, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256, vectorFor } from "../helpers/chunks.ts";
+import { CHUNK_SYNC, COLLECTION, contractPayload, DIMENSIONS, deleteChunk, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256, vectorFor } from "../helpers/chunks.ts";
 import { createTestDatabase, PIPELINE_MIGRATIONS, testLog, waitFor } from "../helpers/db.ts";
-import { FakeQdrant } from "../servers/qdrant.ts";
-import { FakeQdrantGrpc } from "../servers/qdrantGrpc.ts";
+import { FakeQdrantGrpc, startQdrantWithGrpc } from "../servers/qdrantGrpc.ts";
 
 async function setup(t: Parameters<typeof createTestDatabase>[0]) {
   const db = await createTestDatabase(t);
-  const fake = new FakeQdrant();
-  await fake.start();
-  const grpc = new FakeQdrantGrpc(fake);
-  await grpc.start();
-  t.teardown(async () => {
-    await grpc.stop();
-    await fake.stop();
-  });
+  const { fake, grpc } = await startQdrantWithGrpc(t);
   await ensureCollection(await createQdrantClient({ url: fake.url, timeoutMs: 2_000 }), { name: COLLECTION, size: DIMENSIONS, distance: "Cosine" });
   const points = await createGrpcPointWrites(grpc.url, { timeoutMs: 2_000 });
   t.teardown(() => points.close?.());
@@ -45,15 +37,7 @@ t.test("writes, updates and deletes go over gRPC with the payload the data contr
   const point = fake.points(COLLECTION).find((p) => p.id === a);
   const stamp = point?.payload.pgconverge_version;
   t.ok(Number.isSafeInteger(stamp) && (stamp as number) > 0, "the version stamp, an integer");
-  t.same(point?.payload, {
-    document_id: documentId,
-    chunk_index: 0,
-    content_sha256: sha256("alpha"),
-    source: "docs/a.md",
-    pgconverge_owner: await ownerOf(db),
-    pgconverge_hash: sha256("alpha"),
-    pgconverge_version: stamp,
-  });
+  t.same(point?.payload, await contractPayload(db, { documentId, source: "docs/a.md", content: "alpha" }, stamp));
   t.same(point?.vector, vectorFor("alpha").map(Math.fround), "the vector, at float32 as Qdrant stores it");
   t.equal(fake.queries.get("PUT /collections/{name}/points")?.get("ordering"), "medium");
   await putChunk(db, documentId, a, "alpha, edited");

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import t from "tap";
 import { enqueuePointChanges, retryDead } from "../../src/outbox/outbox.ts";
 import { createQdrantClient, ensureCollection } from "../../src/outbox/qdrant.ts";
-import { COLLECTION, DIMENSIONS, deleteChunk, ownerOf, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256 } from "../helpers/chunks.ts";
+import { COLLECTION, contractPayload, deleteChunk, DIMENSIONS, insertDocument, pendingOutbox, postgresPoints, putChunk, qdrantPoints, relayFor, sha256 } from "../helpers/chunks.ts";
 import { createTestDatabase, waitFor } from "../helpers/db.ts";
 import { FakeQdrant } from "../servers/qdrant.ts";
 
@@ -32,15 +32,7 @@ t.test("writes, updates and deletes reach Qdrant with the payload the data contr
   const point = fake.points(COLLECTION).find((p) => p.id === a);
   const stamp = point?.payload.pgconverge_version;
   t.ok(Number.isSafeInteger(stamp) && (stamp as number) > 0, "the write's version stamp, a positive integer");
-  t.same(point?.payload, {
-    document_id: documentId,
-    chunk_index: 0,
-    content_sha256: sha256("alpha"),
-    source: "docs/a.md",
-    pgconverge_owner: await ownerOf(db),
-    pgconverge_hash: sha256("alpha"),
-    pgconverge_version: stamp,
-  });
+  t.same(point?.payload, await contractPayload(db, { documentId, source: "docs/a.md", content: "alpha" }, stamp));
   await putChunk(db, documentId, a, "alpha, edited");
   await deleteChunk(db, b);
   await drained(db);

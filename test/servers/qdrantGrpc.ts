@@ -10,7 +10,7 @@ import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@co
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { WriteOrderingType, type DeletePoints, type UpsertPoints } from "@qdrant/js-client-grpc";
 import { qdrantServices } from "../../src/outbox/qdrantGrpc.ts";
-import { HttpError, type FakeQdrant } from "./qdrant.ts";
+import { FakeQdrant, HttpError } from "./qdrant.ts";
 
 const { points: Points, qdrant: Qdrant } = qdrantServices(await import("@qdrant/js-client-grpc"));
 
@@ -84,6 +84,19 @@ function writeQuery(request: { wait?: boolean | undefined; ordering?: { type: Wr
 }
 
 const WINDOW_BYTES = 16 << 20;
+
+/** A Qdrant test server and its gRPC front, both stopped at the end of the test. */
+export async function startQdrantWithGrpc(t: { teardown(fn: () => Promise<void>): void }): Promise<{ fake: FakeQdrant; grpc: FakeQdrantGrpc }> {
+  const fake = new FakeQdrant();
+  await fake.start();
+  const grpc = new FakeQdrantGrpc(fake);
+  await grpc.start();
+  t.teardown(async () => {
+    await grpc.stop();
+    await fake.stop();
+  });
+  return { fake, grpc };
+}
 
 export class FakeQdrantGrpc {
   private server: Http2Server | null = null;
