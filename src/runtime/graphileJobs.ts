@@ -107,10 +107,12 @@ export async function recordSuperseded(tx: CommonQueryMethods, jobKey: string): 
 /**
  * The enqueue of `addJob` above as ONE plain-text statement, for an application's own driver
  * (a pg client or pool, anything with `query(text, values)`): one statement is atomic on any
- * of them, even on a pool. The data-modifying CTE reads the same snapshot as add_job, so it
- * sees the running job with this key before add_job marks it, and row-locks it so that no worker
- * takes it in between (see recordSuperseded). Parameters: identifier,
- * payload (json text), queue name, run at, max attempts, job key, priority, job key mode.
+ * of them, even on a pool. The supersession record is written before add_job runs, and row-locks
+ * the running job with this key so that no worker takes it in between (see recordSuperseded).
+ * "Before" is the WHERE's sub-select: Postgres runs a data-modifying CTE that the main query does
+ * not read only after the main query, and by then add_job has taken the job's key, so the CTE
+ * would find no job (a test replaces a running job through this statement). Parameters:
+ * identifier, payload (json text), queue name, run at, max attempts, job key, priority, job key mode.
  */
 export const ADD_JOB_STATEMENT = `
   with keyed as (
@@ -119,6 +121,7 @@ export const ADD_JOB_STATEMENT = `
     insert into superseded_jobs (job_id)
     select id from keyed where locked_at is not null
     on conflict do nothing
+    returning job_id
   )
   select graphile_worker.add_job(
     identifier => $1::text,
@@ -129,7 +132,8 @@ export const ADD_JOB_STATEMENT = `
     job_key => $6::text,
     priority => $7::int,
     job_key_mode => coalesce($8::text, 'replace')
-  ) is not null as added`;
+  ) is not null as added
+  where (select count(*) from superseded) >= 0`;
 
 /**
  * Many jobs of one task in ONE statement (addJobs), with the result of as many add_job calls in
@@ -138,6 +142,7 @@ export const ADD_JOB_STATEMENT = `
  * add_job runs for a single job. Parameters are arrays, one element per job: payloads (json
  * text), queue names, run ats, max attempts, job keys, priorities, whether the job key mode is
  * preserve_run_at, segment numbers (ascending); then the identifier. Returns how many were added.
+ * The supersession records are written first, as in ADD_JOB_STATEMENT (the WHERE's sub-select).
  */
 export const ADD_JOBS_STATEMENT = `
   with spec as (
@@ -153,13 +158,15 @@ export const ADD_JOBS_STATEMENT = `
     insert into superseded_jobs (job_id)
     select id from keyed where locked_at is not null
     on conflict do nothing
+    returning job_id
   ), segment as (
     select segment, bool_and(preserve_run_at) as preserve_run_at,
            array_agg(row($9::text, payload, queue_name, run_at, max_attempts, job_key, priority, null)::graphile_worker.job_spec order by n) as specs
     from spec group by segment
   )
   select coalesce(sum((select count(*) from graphile_worker.add_jobs(segment.specs, segment.preserve_run_at))), 0)::int as added
-  from (select * from segment order by segment) as segment`;
+  from (select * from segment order by segment) as segment
+  where (select count(*) from superseded) >= 0`;
 
 /**
  * Re-stamps `locked_at` of the jobs these lock holders still hold, when older than `olderThan`

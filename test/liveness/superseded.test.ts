@@ -1,10 +1,11 @@
 // A running job replaced through its job_key, whose worker then dies, is not a dead letter:
 // graphile-worker marks it exhausted, but the newer job with its key does its work.
+import { addJob as addJobPublic, addJobs } from "pgconverge";
 import t from "tap";
 import { Sweeper } from "../../src/liveness/sweeper.ts";
 import { recordSuperseded } from "../../src/runtime/graphileJobs.ts";
 import { addJob } from "../../src/runtime/queries.ts";
-import { createTestDatabase, testLog } from "../helpers/db.ts";
+import { createTestDatabase, testLog, type TestDatabase } from "../helpers/db.ts";
 
 t.test("a superseded running job of a dead worker is completed, not dead-lettered; a plain exhausted one still is", async (t) => {
   const db = await createTestDatabase(t);
@@ -44,3 +45,26 @@ t.test("while an enqueue with a job key is open, no worker can take the job with
   const after = await db.query("select id from graphile_worker._private_jobs where key = 'doc:1' and locked_at is null for update skip locked");
   t.equal(after.length, 1, "and free again once it has");
 });
+
+// The public enqueue is one statement for any driver: its supersession record must be written
+// before add_job marks the running job, in that same statement (chaos test: an edit racing a
+// running ingest left it exhausted with no record, and it was dead-lettered once its worker died).
+const publicEnqueues: Array<[string, (db: TestDatabase) => Promise<void>]> = [
+  ["addJob", (db) => addJobPublic(db.pool, "effect", { n: 1 }, { jobKey: "doc:1" })],
+  ["addJobs", (db) => addJobs(db.pool, "effect", [{ payload: { n: 0 } }, { payload: { n: 1 }, spec: { jobKey: "doc:1" } }])],
+];
+for (const [name, enqueue] of publicEnqueues) {
+  t.test(`the public ${name} replacing a running job records it as superseded: its dead worker's run is completed, not dead-lettered`, async (t) => {
+    const db = await createTestDatabase(t);
+    const sweeper = new Sweeper({ pool: db.appPool, log: testLog, deadAfterMs: 1_000, intervalMs: 60_000, historyRetentionDays: 7 });
+    await enqueue(db);
+    await db.query("update graphile_worker._private_jobs set locked_at = now(), locked_by = 'w-gone', attempts = attempts + 1 where key = 'doc:1'");
+    await db.query("insert into workers (id, hostname, pid, concurrency, locker_ids, started_at, heartbeat_at) values ('gone', 'h', 1, 1, '{w-gone}', now() - interval '2 minutes', now() - interval '1 minute')");
+    await enqueue(db);
+    t.same(await db.query("select count(*)::int as n from superseded_jobs"), [{ n: 1 }], "the replaced running job is recorded");
+    t.match(await sweeper.sweep(), { deadWorkers: 1, deadLettered: 0, completed: 1 });
+    t.same(await db.query("select * from dead_letters"), [], "nothing is dead");
+    const keyed = await db.query<{ attempts: number }>("select attempts from graphile_worker._private_jobs where key = 'doc:1'");
+    t.same(keyed, [{ attempts: 0 }], "the newer job with the key is queued to do the work");
+  });
+}
