@@ -52,7 +52,9 @@ export function graphileLogger(log: Logger): GraphileLogger {
       const method = DEBUG_MESSAGE.test(message) ? "debug" : level === "warning" ? "warn" : level;
       if (!log.isLevelEnabled(method)) return;
       child ??= log.child({ component: "graphile-worker", ...scope });
-      const fields = meta?.error ? { error: describeError(meta.error) } : {};
+      // A failed outcome batch puts its error under fatalError.
+      const error = meta?.error ?? meta?.fatalError;
+      const fields = error ? { error: describeError(error) } : {};
       child[method](fields, message.split("\n", 1)[0]);
     };
   };

@@ -12,6 +12,7 @@ import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
 import type { AnyTask } from "./runtime/defineTask.ts";
 import { toGraphileTask } from "./runtime/executor.ts";
+import { describeError } from "./runtime/errors.ts";
 import { ServiceGate, type ServiceLimit } from "./flow/serviceGate.ts";
 import { serviceFlowFromConfig, serviceFlowOf } from "./flow/serviceSettings.ts";
 import { DueNudger } from "./flow/dueNudger.ts";
@@ -130,6 +131,16 @@ export class BreakingMigrationError extends Error {
   readonly exitCode = 57;
 }
 
+/**
+ * graphile-worker's runner ended without being asked to: its pool shut itself down (a failed
+ * outcome batch, "queue is in an inconsistent state"; a failed local queue). Its runner then
+ * resolves as if stopped, while this process would go on heartbeating for jobs nothing runs or
+ * completes, keeping them locked for good. So the worker stops (deregistering releases them).
+ */
+export class RunnerStoppedError extends Error {
+  override name = "RunnerStoppedError";
+}
+
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
 
@@ -150,6 +161,10 @@ export class Worker {
   /** The notice of a breaking migration that shut graphile-worker's pool down, if one did. */
   private breakingMigration: string | null = null;
   private runnerEnded = false;
+  /** Set by stop(): a runner ending after it was asked to. */
+  private stopRequested = false;
+  /** Why graphile-worker's pool shut itself down, from its events. */
+  private poolFailure: string | null = null;
   private dueNudger: DueNudger | null = null;
 
   private readonly config: WorkerConfig;
@@ -193,6 +208,8 @@ export class Worker {
       this.heartbeat.addLocker(workerPool.id);
     });
     events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
+    events.on("pool:fatalError", ({ error, action }) => (this.poolFailure ??= `${action} failed: ${describeError(error)}`));
+    events.on("pool:gracefulShutdown", ({ message }) => (this.poolFailure ??= message));
     // On a session graphile-worker's own listener hears the notice and shuts its pool down (and
     // sets process.exitCode); done then says why the pool stopped.
     events.on("pool:listen:notification", ({ message }) => {
@@ -295,8 +312,9 @@ export class Worker {
   }
 
   /**
-   * Settles when the runner stops: rejects on a fatal error, and with a BreakingMigrationError
-   * when a breaking migration stopped it; otherwise (stop()) resolves.
+   * Settles when the runner stops: resolves after stop(); rejects with a BreakingMigrationError
+   * when a breaking migration stopped it, with a RunnerStoppedError when it stopped on its own,
+   * and on a fatal error.
    */
   get done(): Promise<void> {
     const runner = this.runner;
@@ -304,6 +322,9 @@ export class Worker {
     return runner.promise.then(() => {
       if (this.breakingMigration !== null) {
         throw new BreakingMigrationError(`graphile-worker's schema had a breaking migration (${this.breakingMigration}); restart on the new version`);
+      }
+      if (!this.stopRequested) {
+        throw new RunnerStoppedError(`graphile-worker's runner stopped on its own (${this.poolFailure ?? "no reason given"}); stopping this worker so that its jobs are released`);
       }
     });
   }
@@ -313,6 +334,7 @@ export class Worker {
    * are released and retried), then deregisters.
    */
   stop(): Promise<void> {
+    this.stopRequested = true;
     this.stopping ??= this.stopOnce();
     return this.stopping;
   }

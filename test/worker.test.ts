@@ -58,6 +58,29 @@ t.test("a stray promise rejection stops the worker in order: one log line, relea
   t.same(await db.query("select locked_by from graphile_worker.jobs where task_identifier = 'effect'"), [{ locked_by: null }], "its locked job was released");
 });
 
+t.test("graphile-worker's runner stopping on its own stops the whole worker: one log line, released jobs, exit 1", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const worker = spawnWorker(t, db, { WORKER_LOCAL_QUEUE_SIZE: "4" });
+  await waitForRegistration(db, worker.child.pid!);
+  // graphile-worker records completions in batches and shuts its pool down when one fails ("queue
+  // is in an inconsistent state"): here a completion refused by the database. Its runner then
+  // ends, resolving as if stopped; a process that went on heartbeating would hold the job forever.
+  await db.query(`
+    create function test_refuse_completion() returns trigger language plpgsql as $$ begin raise exception 'completion refused'; end $$;
+    create trigger test_refuse_completion before delete on graphile_worker._private_jobs for each row execute function test_refuse_completion();
+  `);
+  await addJobs(db, "effect", [{ n: 1 }]);
+  const exit = await Promise.race([worker.exited, new Promise<null>((resolve) => setTimeout(() => resolve(null), 30_000))]);
+  t.not(exit, null, "the process exits");
+  t.equal(exit?.code, 1, worker.output());
+  const lines = worker.output().trim().split("\n");
+  t.ok(lines.some((line) => /"msg":"stopped by a failure"/.test(line) && /graphile-worker's runner stopped on its own/.test(line)), "one log line says why");
+  t.equal((await db.query("select 1 from workers")).length, 0, "deregistered");
+  t.same(await db.query("select locked_by from graphile_worker.jobs"), [{ locked_by: null }], "the job it could not complete was released, to be completed by the next worker (its effects are recorded: the re-run is a no-op)");
+  t.same(await db.query("select count(*)::int as n from test_effects"), [{ n: 1 }], "applied once");
+});
+
 t.test("hundreds of job slots share a bounded number of connections", async (t) => {
   const db = await createTestDatabase(t);
   await createEffectsTable(db);

@@ -1,3 +1,5 @@
+import { createWriteStream } from "node:fs";
+import { join } from "node:path";
 import { spawnWorker, type WorkerProcess } from "../../test/helpers/worker.ts";
 
 export interface SelfExit {
@@ -95,6 +97,13 @@ export class WorkerFleet {
     this.spawned++;
     const member: Member = { process: worker, killedByUs: false };
     this.members.add(member);
+    // CHAOS_WORKER_LOGS=<dir>: every worker's whole output, to follow a job through a failed run.
+    const logDir = process.env.CHAOS_WORKER_LOGS;
+    if (logDir) {
+      const file = createWriteStream(join(logDir, `worker-${worker.child.pid}.log`));
+      worker.child.stdout!.pipe(file);
+      worker.child.stderr!.pipe(file);
+    }
     let pending = "";
     worker.child.stdout!.setEncoding("utf8").on("data", (data: string) => {
       const lines = (pending + data).split("\n");

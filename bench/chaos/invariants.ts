@@ -99,7 +99,15 @@ export async function checkInvariants(pool: pg.Pool, qdrant: FakeQdrant, live: R
            (select count(*)::int from dead_letters) as dead,
            (select count(*)::int from outbox where state = 'pending') as outbox_pending,
            (select count(*)::int from outbox where state = 'dead') as outbox_dead`);
-  checks.push(check("no jobs left", queue!.jobs === 0, `${queue!.jobs} jobs in graphile_worker._private_jobs`));
+  // What is left says why: locked by whom and since when, due when, after which error.
+  const { rows: left } = await pool.query<{ line: string }>(`
+    select format('job %s %s %s/%s key %s queue %s locked_by %s locked %s s ago, due in %s s, revision %s: %s',
+                  j.id, t.identifier, j.attempts, j.max_attempts, coalesce(j.key, '-'), coalesce(j.job_queue_id::text, '-'),
+                  coalesce(j.locked_by, '-'), coalesce(round(extract(epoch from now() - j.locked_at))::text, '-'),
+                  round(extract(epoch from j.run_at - now())), j.revision, coalesce(left(j.last_error, 100), '-')) as line
+    from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+    order by j.id limit 5`);
+  checks.push(check("no jobs left", queue!.jobs === 0, `${queue!.jobs} jobs in graphile_worker._private_jobs${left.map((row) => `; ${row.line}`).join("")}`));
   const { rows: dead } = await pool.query<{ line: string }>(
     "select format('job %s %s %s %s/%s: %s', job_id, task, reason, attempts, max_attempts, left(last_error, 100)) as line from dead_letters order by id limit 5");
   checks.push(check("no dead letters", queue!.dead === 0,
