@@ -4,6 +4,7 @@ import type pg from "pg";
 import type { Config } from "./config.ts";
 import type { DatabasePool } from "slonik";
 import type { PoolMode } from "./db/connections.ts";
+import { retryingConnects } from "./db/connectRetry.ts";
 import { Listener } from "./db/listener.ts";
 import { FlowControl } from "./flow/flowControl.ts";
 import { resolveLimits, unusedLimitNames, type WorkerFlowOptions } from "./flow/options.ts";
@@ -246,7 +247,8 @@ export class Worker {
     }
     const pooled = config.poolMode === "transaction";
     this.runner = await run({
-      pgPool: config.queuePool,
+      // Its connects wait out a restarting server (see retryingConnects).
+      pgPool: retryingConnects(config.queuePool),
       // A transaction-mode pooler shares server connections: a statement prepared under a name
       // on one is missing on (or collides with) the next.
       noPreparedStatements: pooled,

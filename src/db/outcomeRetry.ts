@@ -29,8 +29,8 @@ export function isLostConnection(error: unknown): boolean {
   return typeof message === "string" && /Connection terminated|not queryable|Connection ended/i.test(message);
 }
 
-/** Retries of an outcome statement, jittered from 100 ms up to 5 s apart: about half a minute. */
-const RETRY = { retries: 10, minTimeout: 100, maxTimeout: 5_000, factor: 2, randomize: true } as const;
+/** Retries after a lost connection, jittered from 100 ms up to 5 s apart: about half a minute. */
+export const LOST_CONNECTION_RETRY = { retries: 10, minTimeout: 100, maxTimeout: 5_000, factor: 2, randomize: true } as const;
 
 const covered = new WeakSet<pg.Pool>();
 
@@ -54,7 +54,7 @@ export function retryLostOutcomes(pool: pg.Pool): void {
       if (args.length !== 1 || !(result instanceof Promise) || !isOutcomeQuery(config)) return result;
       return result.catch((error: unknown) => {
         if (!isLostConnection(error)) throw error;
-        return pRetry(() => runAlone(pool, config, sentAt), { ...RETRY, shouldRetry: ({ error }) => isLostConnection(error) });
+        return pRetry(() => runAlone(pool, config, sentAt), { ...LOST_CONNECTION_RETRY, shouldRetry: ({ error }) => isLostConnection(error) });
       });
     };
   });
