@@ -4,7 +4,8 @@
 //                       (TUNED_ENV of bench/queue.ts; the numerator of tx_vs_gw_noop_localqueue)
 //   apply-tuned         the same with the per-job apply
 //   gw-noop-localqueue  graphile-worker's no-op with its local queue (the denominator)
-// BENCH_JOBS (20000). Prints, as JSON: the throughput; the window on CLOCK_MONOTONIC (seconds,
+// BENCH_JOBS (20000). Prints, as JSON: the throughput; the event loop's utilisation over the window;
+// the window on CLOCK_MONOTONIC (seconds,
 // the clock a sampling profiler can be told to stamp with, to cut its samples to the window);
 // the pids of the server processes that served the scenario's database in the window; the WAL
 // positions at its ends and the database's oid (to decode exactly this window's WAL records of
@@ -14,6 +15,7 @@
 // what the scenario's own clients wrote to the server, per statement: protocol messages and
 // bytes, and socket writes (calls into the socket, each one write or writev system call).
 import net from "node:net";
+import { performance, type EventLoopUtilization } from "node:perf_hooks";
 import pg from "pg";
 import { envNumber, onCpuNs, round, startServer, type BenchDatabase } from "./lib.ts";
 import { graphileThroughput, oneRowBatchTask, oneRowTask, pgconvergeThroughput, TUNED_CONCURRENCY, TUNED_ENV, type ThroughputResult, type WindowObserver } from "./queue.ts";
@@ -132,6 +134,8 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
   const serverCpu = new Map<number, { first: number; last: number }>();
   let nodeCpuStart: NodeJS.CpuUsage | null = null;
   let nodeCpu: NodeJS.CpuUsage | null = null;
+  let eventLoopStart: EventLoopUtilization | null = null;
+  let eventLoop: EventLoopUtilization | null = null;
   let sampling: Promise<void> | null = null;
   let stopSampling = false;
 
@@ -186,6 +190,7 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
       // Processes already there when the window opens: only their time after this counts.
       for (const cpu of serverCpu.values()) cpu.first = cpu.last;
       nodeCpuStart = process.cpuUsage();
+      eventLoopStart = performance.eventLoopUtilization();
       counting = true;
       sampling = (async () => {
         while (!stopSampling) {
@@ -197,6 +202,7 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
     async finished() {
       drainedAt = monotonicSeconds();
       nodeCpu = process.cpuUsage(nodeCpuStart!);
+      eventLoop = performance.eventLoopUtilization(eventLoopStart!);
       counting = false;
       stopSampling = true;
       await sampling;
@@ -228,6 +234,9 @@ function observe(): WindowObserver & { report(): Record<string, unknown> } {
           nodeSystem: round(nodeCpu!.system / jobs, 1),
           postgres: serverOnThisMachine && serverCpu.size ? round([...serverCpu.values()].reduce((sum, cpu) => sum + cpu.last - cpu.first, 0) / 1000 / jobs, 1) : null,
         },
+        // The share of the window Node.js's main thread was busy (a socket write it waits in
+        // while the server process it woke takes the CPU counts as busy): near 1, it is the bound.
+        eventLoopUtilization: round(eventLoop!.utilization, 3),
         databasePerJob: perJob(db),
         serverWideWal: { ...wal, perJob: perJob(wal) },
         serverWideBgwriter: bgwriter,
