@@ -56,3 +56,20 @@ t.test("a worker run from code applies the application's own migrations after pg
   t.same(recorded, [{ set: "shop", name: "000001_stamped.sql" }]);
   t.same(await db.query("select count(*)::int as n from stamped"), [{ n: 0 }], "the table exists");
 });
+
+t.test("a worker whose graphile-worker runner stops on its own: done rejects, saying so, after it deregistered and released its jobs", async (t) => {
+  const db = await createTestDatabase(t);
+  await db.query("create table stamped (n int not null, stamp text not null)");
+  // graphile-worker gives a batch of completions up at its first error and shuts its pool down.
+  await db.query(`
+    create function test_refuse_completion() returns trigger language plpgsql as $$ begin raise exception 'completion refused'; end $$;
+    create trigger test_refuse_completion before delete on graphile_worker._private_jobs for each row execute function test_refuse_completion();
+  `);
+  const worker = await runWorker({ pool: db.pool, tasks: { record }, services: { stamp: () => "x" }, logger: testLog, concurrency: 2, localQueueSize: 4, migrate: false });
+  await db.query("select graphile_worker.add_job('record', json_build_object('n', 1))");
+  await t.rejects(worker.done, { message: /^graphile-worker's runner stopped on its own \(completeJob failed: .*completion refused\)/ });
+  t.same(await db.query("select * from workers"), [], "deregistered");
+  t.same(await db.query("select locked_by from graphile_worker.jobs"), [{ locked_by: null }], "the job is free for the next worker");
+  t.same(await db.query("select n from stamped"), [{ n: 1 }], "its effects committed once");
+  await worker.stop();
+});
