@@ -9,6 +9,7 @@ import { Listener } from "./db/listener.ts";
 import { FlowControl } from "./flow/flowControl.ts";
 import { resolveLimits, unusedLimitNames, type WorkerFlowOptions } from "./flow/options.ts";
 import { Heartbeat } from "./liveness/heartbeat.ts";
+import { LostJobs } from "./liveness/lostJobs.ts";
 import { Sweeper } from "./liveness/sweeper.ts";
 import { graphileLogger, type Logger } from "./log.ts";
 import type { AnyTask } from "./runtime/defineTask.ts";
@@ -142,6 +143,12 @@ export class RunnerStoppedError extends Error {
   override name = "RunnerStoppedError";
 }
 
+/**
+ * Heartbeats between two looks for lost jobs (60 s at the default interval): each look scans
+ * graphile-worker's jobs table, and a lost job waits two looks.
+ */
+const LOST_JOB_LOOK_EVERY = 30;
+
 /** After the abort, how long aborted jobs get to unwind before they are force-released. */
 const ABORT_GRACE_MS = 5_000;
 
@@ -153,6 +160,7 @@ const ABORT_GRACE_MS = 5_000;
 export class Worker {
   readonly heartbeat: Heartbeat;
   readonly sweeper: Sweeper;
+  private readonly lostJobs: LostJobs;
   /** Null when none of this worker's tasks has a fleet-wide limit. */
   private readonly flow: FlowControl | null;
   private runner: Runner | null = null;
@@ -164,8 +172,10 @@ export class Worker {
   private runnerEnded = false;
   /** Set by stop(): a runner ending after it was asked to. */
   private stopRequested = false;
-  /** Why graphile-worker's pool shut itself down, from its events. */
-  private poolFailure: string | null = null;
+  /** graphile-worker's pool began shutting down before stop() was called, and why. */
+  private selfStopped: string | null = null;
+  /** Aborted when the worker stops: graphile-worker's connects stop waiting for the server. */
+  private readonly connects = new AbortController();
   private dueNudger: DueNudger | null = null;
 
   private readonly config: WorkerConfig;
@@ -178,6 +188,12 @@ export class Worker {
       concurrency: config.concurrency,
       intervalMs: config.heartbeatIntervalMs,
       tasks: [...config.tasks.keys()],
+    });
+    this.lostJobs = new LostJobs({
+      pool: config.livenessPool,
+      log: config.log,
+      lockers: () => this.heartbeat.lockers,
+      intervalMs: LOST_JOB_LOOK_EVERY * config.heartbeatIntervalMs,
     });
     this.sweeper = new Sweeper({
       pool: config.livenessPool,
@@ -209,8 +225,18 @@ export class Worker {
       this.heartbeat.addLocker(workerPool.id);
     });
     events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
-    events.on("pool:fatalError", ({ error, action }) => (this.poolFailure ??= `${action} failed: ${describeError(error)}`));
-    events.on("pool:gracefulShutdown", ({ message }) => (this.poolFailure ??= message));
+    // The jobs this process holds, for LostJobs: fetched into the local queue or started, until
+    // returned or ended.
+    events.on("localQueue:getJobs:complete", ({ jobs }) => jobs.forEach((job) => this.lostJobs.hold(job.id)));
+    events.on("job:start", ({ job }) => this.lostJobs.hold(job.id));
+    events.on("localQueue:returnJobs", ({ jobs }) => jobs.forEach((job) => this.lostJobs.drop(job.id)));
+    events.on("job:complete", ({ job }) => this.lostJobs.drop(job.id));
+    // A pool shutdown that stop() did not ask for: the fatal error comes first and says more.
+    let fatal: string | null = null;
+    events.on("pool:fatalError", ({ error, action }) => (fatal ??= `${action} failed: ${describeError(error)}`));
+    events.on("pool:gracefulShutdown", ({ message }) => {
+      if (!this.stopRequested) this.selfStopped ??= fatal ?? message;
+    });
     // On a session graphile-worker's own listener hears the notice and shuts its pool down (and
     // sets process.exitCode); done then says why the pool stopped.
     events.on("pool:listen:notification", ({ message }) => {
@@ -248,7 +274,7 @@ export class Worker {
     const pooled = config.poolMode === "transaction";
     this.runner = await run({
       // Its connects wait out a restarting server (see retryingConnects).
-      pgPool: retryingConnects(config.queuePool),
+      pgPool: retryingConnects(config.queuePool, this.connects.signal),
       // A transaction-mode pooler shares server connections: a statement prepared under a name
       // on one is missing on (or collides with) the next.
       noPreparedStatements: pooled,
@@ -274,6 +300,7 @@ export class Worker {
     if (pooled) await this.listenForJobs();
     await this.heartbeat.beat();
     this.sweeper.start();
+    this.lostJobs.start();
     config.log.info({ workerId: this.id, concurrency: config.concurrency, tasks: [...config.tasks.keys()] }, "worker started");
   }
 
@@ -325,8 +352,9 @@ export class Worker {
       if (this.breakingMigration !== null) {
         throw new BreakingMigrationError(`graphile-worker's schema had a breaking migration (${this.breakingMigration}); restart on the new version`);
       }
-      if (!this.stopRequested) {
-        throw new RunnerStoppedError(`graphile-worker's runner stopped on its own (${this.poolFailure ?? "no reason given"}); stopping this worker so that its jobs are released`);
+      // Also when stop() came while graphile-worker was already shutting its pool down.
+      if (this.selfStopped !== null || !this.stopRequested) {
+        throw new RunnerStoppedError(`graphile-worker's runner stopped on its own (${this.selfStopped ?? "no reason given"}); stopping this worker so that its jobs are released`);
       }
     });
   }
@@ -350,16 +378,26 @@ export class Worker {
       const deadline = new Promise<"deadline">((resolve) => {
         timer = setTimeout(() => resolve("deadline"), shutdownTimeoutMs + ABORT_GRACE_MS);
       });
-      const result = await Promise.race([runner.stop().then(() => "stopped" as const), deadline]).catch((error) => {
+      // Until the runner has ended, not just until stop() returns: graphile-worker's stop()
+      // returns at once (or rejects, "already stopped") when its pool is already shutting itself
+      // down, with jobs still running, and deregistering now would release them under their run.
+      const stopped = runner
+        .stop()
+        .catch((error: unknown) => log.debug({ error: String(error) }, "graphile-worker's runner was already stopping"))
+        .then(() => runner.promise)
+        .then(() => "stopped" as const);
+      const result = await Promise.race([stopped, deadline]).catch((error) => {
         log.warn({ error: String(error) }, "graceful stop failed; releasing in-flight jobs");
         return "deadline" as const;
       });
       clearTimeout(timer);
       if (result === "deadline") await runner.kill("shutdown deadline passed").catch(() => {});
     }
+    this.connects.abort();
     this.dueNudger?.stop();
     await this.jobListener?.stop();
     await this.sweeper.stop();
+    await this.lostJobs.stop();
     await this.heartbeat.stop().catch((error) => log.warn({ error: String(error) }, "could not deregister"));
     log.info({ workerId: this.id }, "worker stopped");
   }

@@ -11,13 +11,29 @@ import { isLostConnection, LOST_CONNECTION_RETRY } from "./outcomeRetry.ts";
  * inconsistent state"), and a fetch that fails while Postgres restarts does the same; a restart
  * should cost a wait, not the worker. Other errors (authentication, a missing database, too many
  * connections) fail at once. Only this view retries: an application's own pool handed to
- * runWorker keeps its behaviour everywhere else.
+ * runWorker keeps its behaviour everywhere else. Once `signal` aborts (the worker stops), a
+ * connect waiting for its next try fails with its error instead: one that succeeded after the
+ * worker had deregistered would lock jobs under a holder nobody releases.
  */
-export function retryingConnects(pool: pg.Pool): pg.Pool {
+export function retryingConnects(pool: pg.Pool, signal: AbortSignal): pg.Pool {
   const connect = (callback?: unknown) => {
-    // The callback form is pg-pool's own, for its query(): left as it is.
+    // The callback form (graphile-worker's LISTEN, which has its own backoff; pg-pool's query()) is left as it is.
     if (typeof callback === "function") return pool.connect(callback as Parameters<pg.Pool["connect"]>[0]);
-    return pRetry(() => pool.connect(), { ...LOST_CONNECTION_RETRY, shouldRetry: ({ error }) => isLostConnection(error) });
+    let lastError: unknown;
+    return pRetry(
+      (attempt) => {
+        // After `signal`, a retry ends with the error it was retrying, as if none had been made
+        // (the first try still runs: graphile-worker returns its unrun jobs while it stops).
+        if (attempt > 1 && signal.aborted) throw lastError;
+        return pool.connect();
+      },
+      {
+        ...LOST_CONNECTION_RETRY,
+        unref: true,
+        onFailedAttempt: ({ error }) => void (lastError = error),
+        shouldRetry: ({ error }) => !signal.aborted && isLostConnection(error),
+      },
+    );
   };
   return new Proxy(pool, {
     get(target, property) {

@@ -52,6 +52,11 @@ export class Heartbeat extends EventEmitter<{ beat: [{ ok: boolean }] }> {
     this.schedule();
   }
 
+  /** The graphile-worker worker and pool ids of this process recorded so far. */
+  get lockers(): readonly string[] {
+    return [...this.lockerIds];
+  }
+
   /** Records a graphile-worker worker or pool id of this process and beats at once. */
   addLocker(id: string): void {
     if (this.lockerIds.has(id)) return;

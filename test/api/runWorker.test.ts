@@ -73,3 +73,33 @@ t.test("a worker whose graphile-worker runner stops on its own: done rejects, sa
   t.same(await db.query("select n from stamped"), [{ n: 1 }], "its effects committed once");
   await worker.stop();
 });
+
+t.test("stop() while graphile-worker shuts its pool down on its own: a job still running keeps its lock and finishes before the worker deregisters; done still rejects", async (t) => {
+  const db = await createTestDatabase(t);
+  await db.query("create table stamped (n int not null, stamp text not null)");
+  const slow = defineTask({
+    payload: z.object({ n: z.number().int(), ms: z.number().int() }),
+    prepare: ({ payload }) => new Promise<void>((resolve) => setTimeout(resolve, payload.ms)),
+    async apply({ payload, tx }) {
+      await tx.query(sql.unsafe`insert into stamped (n, stamp) values (${payload.n}, 'slow')`);
+    },
+  });
+  // Only job 1's completion is refused: graphile-worker starts shutting its pool down while job 2 prepares.
+  await db.query(`
+    create function test_refuse_completion() returns trigger language plpgsql as $$ begin raise exception 'completion refused'; end $$;
+    create trigger test_refuse_completion before delete on graphile_worker._private_jobs for each row when (old.payload->>'n' = '1') execute function test_refuse_completion();
+  `);
+  const worker = await runWorker({ pool: db.pool, tasks: { slow }, services: {}, logger: testLog, concurrency: 2, localQueueSize: 4, migrate: false });
+  const done = worker.done.then(() => null, (error: unknown) => error);
+  await db.query("select graphile_worker.add_job('slow', json_build_object('n', 1, 'ms', 0)), graphile_worker.add_job('slow', json_build_object('n', 2, 'ms', 2500))");
+  await waitFor("job 1 to be applied", async () => (await db.query("select 1 from stamped where n = 1")).length === 1);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const stopping = worker.stop();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.same(await db.query("select 1 from workers"), [{ "?column?": 1 }], "still registered while job 2 runs");
+  t.same(await db.query("select payload->>'n' as n from graphile_worker._private_jobs where locked_by is not null order by 1"), [{ n: "1" }, { n: "2" }], "job 2 keeps its lock while it runs");
+  await stopping;
+  t.match(await done, { message: /^graphile-worker's runner stopped on its own \(completeJob failed: .*completion refused\)/ }, "done rejects, saying why");
+  t.same(await db.query("select n from stamped order by n"), [{ n: 1 }, { n: 2 }], "job 2 finished before the worker deregistered");
+  t.same(await db.query("select * from workers"), [], "deregistered");
+});

@@ -2,53 +2,19 @@
 // restarts waits for it to come back instead of failing. graphile-worker gives up a batch of
 // completions at its first error and then shuts its pool down (the worker stops): a restart
 // under a worker with a local queue ended the worker (chaos test).
-import net from "node:net";
 import pg from "pg";
 import t from "tap";
 import { retryingConnects } from "../../src/db/connectRetry.ts";
 import { createTestDatabase } from "../helpers/db.ts";
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** Forwards `port` to the database, from when it is started: until then the port refuses connections. */
-function forwarder(port: number, target: URL) {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on("error", () => {});
-      socket.on("close", () => sockets.delete(socket));
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  return {
-    start: () => new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve)),
-    stop: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
+import { forwarder, freePort } from "../helpers/forwarder.ts";
 
 t.test("a connect refused (the server restarting) is retried until the server is back; the pool itself is unchanged", async (t) => {
   const db = await createTestDatabase(t, { pipeline: false });
-  const port = await freePort();
-  const url = new URL(db.url);
-  const proxy = forwarder(port, url);
+  const proxy = forwarder(await freePort(), db.url);
   t.teardown(() => proxy.stop());
-  const through = new URL(db.url);
-  through.hostname = "127.0.0.1";
-  through.port = String(port);
-  const pool = new pg.Pool({ connectionString: through.toString(), max: 2 });
+  const pool = new pg.Pool({ connectionString: proxy.url, max: 2 });
   t.teardown(() => pool.end());
-  const retrying = retryingConnects(pool);
+  const retrying = retryingConnects(pool, new AbortController().signal);
 
   await t.rejects(pool.connect(), { code: "ECONNREFUSED" }, "the pool as the application holds it fails at once");
   const connecting = retrying.connect();
@@ -68,6 +34,27 @@ t.test("an error that is not a lost connection fails at once", async (t) => {
   const pool = new pg.Pool({ connectionString: url.toString(), max: 1 });
   t.teardown(() => pool.end());
   const started = Date.now();
-  await t.rejects(retryingConnects(pool).connect(), { code: "3D000" });
+  await t.rejects(retryingConnects(pool, new AbortController().signal).connect(), { code: "3D000" });
   t.ok(Date.now() - started < 2_000, "not retried");
+});
+
+t.test("once the worker stops (its signal aborts), a connect waiting to retry fails with its own error and never connects; a new one still tries once", async (t) => {
+  const db = await createTestDatabase(t, { pipeline: false });
+  const proxy = forwarder(await freePort(), db.url);
+  t.teardown(() => proxy.stop());
+  const pool = new pg.Pool({ connectionString: proxy.url, max: 2 });
+  t.teardown(() => pool.end());
+  const stopped = new AbortController();
+  const retrying = retryingConnects(pool, stopped.signal);
+  const connecting = retrying.connect().then(
+    (client) => (client.release(), "connected"),
+    (error: { code?: string }) => error.code,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  stopped.abort();
+  await proxy.start();
+  t.equal(await connecting, "ECONNREFUSED", "the refused connect's own error, not an abort");
+  const client = await retrying.connect();
+  t.same((await client.query("select 1 as one")).rows, [{ one: 1 }], "a connect after the stop is tried once, as the pool would");
+  client.release();
 });

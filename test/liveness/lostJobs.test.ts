@@ -1,0 +1,54 @@
+// Jobs locked under a live worker's lock holders that it does not run (a fetch whose reply was
+// lost with its connection) are released while it lives; the jobs it holds never are.
+import t from "tap";
+import { LostJobs } from "../../src/liveness/lostJobs.ts";
+import { createTestDatabase, testLog, waitFor } from "../helpers/db.ts";
+import { createEffectsTable, effectCounts } from "../helpers/fixtures.ts";
+import { startWorker } from "../helpers/worker.ts";
+
+const lockStates = async (db: Awaited<ReturnType<typeof createTestDatabase>>) =>
+  db.query<{ n: string; locked_by: string | null; attempts: number }>(
+    "select payload->>'n' as n, locked_by, attempts from graphile_worker._private_jobs order by id",
+  );
+
+t.test("a job locked under this process's holders and not held is released after two looks at the same lock; held ones and others' never", async (t) => {
+  const db = await createTestDatabase(t);
+  await db.query("select graphile_worker.add_job('effect', json_build_object('n', n)) from generate_series(1, 4) n");
+  // As a fetch does: locked, its attempt counted. 1: held (running here); 2: lost; 3: another worker's; 4: lost, then locked again.
+  await db.query(`
+    update graphile_worker._private_jobs
+    set locked_by = case when payload->>'n' = '3' then 'w-other' else 'w-here' end, locked_at = now() - interval '1 second', attempts = 1`);
+  const lost = new LostJobs({ pool: db.appPool, log: testLog, lockers: () => ["w-here"], intervalMs: 60_000 });
+  const [one] = await db.query<{ id: string }>("select id::text from graphile_worker._private_jobs where payload->>'n' = '1'");
+  lost.hold(one!.id);
+
+  t.equal(await lost.look(), 0, "the first look only notes what is not held");
+  await db.query("update graphile_worker._private_jobs set locked_at = now() where payload->>'n' = '4'");
+  t.equal(await lost.look(), 1, "the second releases what it saw at the same lock time");
+  t.same(await lockStates(db), [
+    { n: "1", locked_by: "w-here", attempts: 1 },
+    { n: "2", locked_by: null, attempts: 0 },
+    { n: "3", locked_by: "w-other", attempts: 1 },
+    { n: "4", locked_by: "w-here", attempts: 1 },
+  ], "job 2 released with its attempt given back; the held job, the other worker's, and the one locked again kept");
+  t.equal(await lost.look(), 1, "job 4, seen twice at its new lock time, goes at the next look");
+
+  lost.drop(one!.id);
+  t.equal(await lost.look(), 0);
+  t.equal(await lost.look(), 1, "a job dropped (ended) but still locked is released too");
+  t.same((await lockStates(db)).map((job) => job.locked_by), [null, null, "w-other", null]);
+});
+
+t.test("a live worker releases a job locked under its holder that it is not running, and the job runs", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  // 300 ms heartbeats: a look every 9 s.
+  const worker = await startWorker(t, db);
+  const [registration] = await db.query<{ locker_ids: string[] }>("select locker_ids from workers where id = $1", [worker.id]);
+  // A fetch whose reply was lost: locked under this worker's holder, its attempt counted, never seen by it.
+  await db.query(`select graphile_worker.add_job('effect', json_build_object('n', 1))`);
+  await db.query("update graphile_worker._private_jobs set locked_by = $1, locked_at = now(), attempts = 1", [registration!.locker_ids[0]]);
+  await waitFor("the lost job to be released and run", async () => (await effectCounts(db)).rows === 1, { timeoutMs: 40_000 });
+  t.same(await effectCounts(db), { rows: 1, distinct: 1 });
+  t.same(await db.query("select 1 from workers where id = $1", [worker.id]), [{ "?column?": 1 }], "the worker lives on");
+});
