@@ -19,17 +19,23 @@ export interface LostJobsConfig {
  * under a live worker that never saw them, and its heartbeat keeps that lock fresh for good.
  * (A stopping worker releases them with its registration; this is for one that goes on.)
  *
- * The process says which jobs it holds (hold/drop, from graphile-worker's events: fetched into
- * its local queue or started; returned or ended). A job locked under its holders that it does not
- * hold is lost only if it is seen so twice, at the same lock time, a whole interval apart: a
- * fetch whose reply is still on its way, or an outcome still being recorded, is gone from the
- * list or held by then. Releasing a job that did run would cost a wasted run, not a second
- * commit: its transaction checks the lock it started under.
+ * The process says which jobs it holds (hold, from graphile-worker's events: fetched into its
+ * local queue or started) and which it is done with (drop: returned or ended). A dropped job stays
+ * held until a look finds it no longer locked under this process: graphile-worker's statements
+ * that return or complete it run after those events, and are retried for minutes when the
+ * database is away. So the only candidates are jobs no event ever reported, and one is lost only
+ * if it is seen so at two looks at least half an interval apart, at the same lock time: a fetch
+ * whose reply was still on its way at the first look has been reported by the second. Releasing a
+ * job that did run would cost a wasted run, not a second commit: its transaction checks the lock
+ * it started under.
  */
 export class LostJobs {
   private readonly held = new Set<string>();
-  /** Jobs seen locked and not held at the last look, with their lock times. */
+  /** Held jobs the process is done with, forgotten once a look finds them unlocked. */
+  private readonly dropped = new Set<string>();
+  /** Jobs seen locked and not held at the last look, with their lock times, and when that look read them. */
   private suspects = new Map<string, string>();
+  private suspectsSeenAt = 0;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<number> | null = null;
 
@@ -39,12 +45,14 @@ export class LostJobs {
     this.config = config;
   }
 
-  hold(jobId: string): void {
-    this.held.add(jobId);
+  // Ids as strings: an application's pool may parse int8 otherwise.
+  hold(jobId: string | number): void {
+    this.held.add(String(jobId));
+    this.dropped.delete(String(jobId));
   }
 
-  drop(jobId: string): void {
-    this.held.delete(jobId);
+  drop(jobId: string | number): void {
+    if (this.held.has(String(jobId))) this.dropped.add(String(jobId));
   }
 
   start(): void {
@@ -70,9 +78,24 @@ export class LostJobs {
     const lockers = this.config.lockers();
     if (lockers.length === 0) return 0;
     try {
-      const unheld = (await jobsLockedBy(pool, lockers)).filter((job) => !this.held.has(job.id));
-      const lost = unheld.filter((job) => this.suspects.get(job.id) === job.lockedAt);
-      this.suspects = new Map(unheld.filter((job) => !lost.includes(job)).map((job) => [job.id, job.lockedAt]));
+      const readAt = performance.now();
+      const locked = await jobsLockedBy(pool, lockers);
+      const lockedIds = new Set(locked.map((job) => job.id));
+      for (const id of this.dropped) {
+        if (!lockedIds.has(id)) {
+          this.held.delete(id);
+          this.dropped.delete(id);
+        }
+      }
+      const unheld = locked.filter((job) => !this.held.has(job.id));
+      const apart = readAt - this.suspectsSeenAt >= this.config.intervalMs / 2;
+      const lost = apart ? unheld.filter((job) => this.suspects.get(job.id) === job.lockedAt) : [];
+      // A look too soon after the last (the timer firing right after a slow look) keeps the
+      // earlier suspects and their time, unless there were none.
+      if (apart || this.suspects.size === 0) {
+        this.suspects = new Map(unheld.filter((job) => !lost.includes(job)).map((job) => [job.id, job.lockedAt]));
+        this.suspectsSeenAt = readAt;
+      }
       if (lost.length === 0) return 0;
       const released = await releaseLostJobs(pool, lockers, lost);
       if (released > 0) log.warn({ jobIds: lost.map((job) => job.id), released }, "released jobs locked by this worker that it was not running (a fetch whose reply was lost)");

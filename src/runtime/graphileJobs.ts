@@ -187,12 +187,13 @@ export async function refreshJobLocks(db: CommonQueryMethods, lockers: readonly 
 const LockedJob = z.object({ id: z.coerce.string(), locked_at: z.string() });
 
 /**
- * The jobs locked under these lock holders, with their lock times as text (compared as they
- * were read). No index serves locked_by: a scan of the table, run once a minute (LostJobs).
+ * The jobs locked under these lock holders, with their lock times as epoch microseconds (a
+ * timestamp's text depends on the session's DateStyle and TimeZone, and may not read back as
+ * the same instant). No index serves locked_by: a scan of the table, run once a minute (LostJobs).
  */
 export async function jobsLockedBy(db: CommonQueryMethods, lockers: readonly string[]): Promise<Array<{ id: string; lockedAt: string }>> {
   const rows = await db.any(sql.type(LockedJob)`
-    select id, locked_at::text from graphile_worker._private_jobs
+    select id, (extract(epoch from locked_at) * 1000000)::int8::text as locked_at from graphile_worker._private_jobs
     where locked_by = any(${sql.array([...lockers], "text")})
   `);
   return rows.map((row) => ({ id: row.id, lockedAt: row.locked_at }));
@@ -201,21 +202,26 @@ export async function jobsLockedBy(db: CommonQueryMethods, lockers: readonly str
 /**
  * Releases these jobs as graphile-worker returns unrun jobs from its local queue (lock cleared,
  * the attempt the fetch counted given back, their named queue unlocked), each only if it is
- * still locked by one of these holders at the lock time given: locked again since, it is not
- * the lock that was lost. Notifies "jobs:insert" so that idle workers fetch them at once.
- * Returns how many were released.
+ * still locked by one of these holders at the lock time given (jobsLockedBy's): locked again
+ * since, it is not the lock that was lost. A job row locked by a transaction is skipped (an
+ * enqueue replacing it, a claim): the next look sees it again. Notifies "jobs:insert" so that idle
+ * workers fetch them at once. Returns how many were released.
  */
 export async function releaseLostJobs(db: CommonQueryMethods, lockers: readonly string[], jobs: ReadonlyArray<{ id: string; lockedAt: string }>): Promise<number> {
   if (jobs.length === 0) return 0;
   const row = await db.one(sql.type(z.object({ released: z.number() }))`
-    with lost (id, locked_at) as (
-      select * from unnest(${sql.array(jobs.map((job) => job.id), "int8")}, ${sql.array(jobs.map((job) => job.lockedAt), "text")})
+    with lost as (
+      select jobs.id from graphile_worker._private_jobs as jobs
+      join unnest(${sql.array(jobs.map((job) => job.id), "int8")}, ${sql.array(jobs.map((job) => job.lockedAt), "int8")}) as seen (id, locked_at_us)
+        on jobs.id = seen.id and (extract(epoch from jobs.locked_at) * 1000000)::int8 = seen.locked_at_us
+      where jobs.locked_by = any(${sql.array([...lockers], "text")})
+      order by jobs.id
+      for update of jobs skip locked
     ), released as (
       update graphile_worker._private_jobs as jobs
       set locked_by = null, locked_at = null, attempts = greatest(attempts - 1, 0)
       from lost
-      where jobs.id = lost.id and jobs.locked_at = lost.locked_at::timestamptz
-        and jobs.locked_by = any(${sql.array([...lockers], "text")})
+      where jobs.id = lost.id
       returning jobs.id, jobs.job_queue_id
     ), unlocked_queues as (
       update graphile_worker._private_job_queues as queues set locked_by = null, locked_at = null

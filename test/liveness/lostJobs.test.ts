@@ -1,6 +1,7 @@
 // Jobs locked under a live worker's lock holders that it does not run (a fetch whose reply was
 // lost with its connection) are released while it lives; the jobs it holds never are.
 import t from "tap";
+import { createAppPool } from "../../src/db/pools.ts";
 import { LostJobs } from "../../src/liveness/lostJobs.ts";
 import { createTestDatabase, testLog, waitFor } from "../helpers/db.ts";
 import { createEffectsTable, effectCounts } from "../helpers/fixtures.ts";
@@ -11,32 +12,64 @@ const lockStates = async (db: Awaited<ReturnType<typeof createTestDatabase>>) =>
     "select payload->>'n' as n, locked_by, attempts from graphile_worker._private_jobs order by id",
   );
 
-t.test("a job locked under this process's holders and not held is released after two looks at the same lock; held ones and others' never", async (t) => {
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+t.test("a job locked under this process's holders that it never held is released after two looks at the same lock; held ones, dropped ones still locked, and others' never", async (t) => {
   const db = await createTestDatabase(t);
   await db.query("select graphile_worker.add_job('effect', json_build_object('n', n)) from generate_series(1, 4) n");
   // As a fetch does: locked, its attempt counted. 1: held (running here); 2: lost; 3: another worker's; 4: lost, then locked again.
   await db.query(`
     update graphile_worker._private_jobs
     set locked_by = case when payload->>'n' = '3' then 'w-other' else 'w-here' end, locked_at = now() - interval '1 second', attempts = 1`);
-  const lost = new LostJobs({ pool: db.appPool, log: testLog, lockers: () => ["w-here"], intervalMs: 60_000 });
+  // Looks count as two sightings only half an interval (here 100 ms) apart.
+  const lost = new LostJobs({ pool: db.appPool, log: testLog, lockers: () => ["w-here"], intervalMs: 200 });
   const [one] = await db.query<{ id: string }>("select id::text from graphile_worker._private_jobs where payload->>'n' = '1'");
-  lost.hold(one!.id);
+  lost.hold(Number(one!.id));
 
   t.equal(await lost.look(), 0, "the first look only notes what is not held");
   await db.query("update graphile_worker._private_jobs set locked_at = now() where payload->>'n' = '4'");
-  t.equal(await lost.look(), 1, "the second releases what it saw at the same lock time");
+  t.equal(await lost.look(), 0, "a look right after the last releases nothing");
+  await pause(150);
+  t.equal(await lost.look(), 1, "the next, half an interval on, releases what both saw at the same lock time");
   t.same(await lockStates(db), [
     { n: "1", locked_by: "w-here", attempts: 1 },
     { n: "2", locked_by: null, attempts: 0 },
     { n: "3", locked_by: "w-other", attempts: 1 },
     { n: "4", locked_by: "w-here", attempts: 1 },
   ], "job 2 released with its attempt given back; the held job, the other worker's, and the one locked again kept");
+  await pause(150);
   t.equal(await lost.look(), 1, "job 4, seen twice at its new lock time, goes at the next look");
 
+  // Job 1 ends here, but its completion has not been recorded yet: still held.
   lost.drop(one!.id);
+  await pause(150);
   t.equal(await lost.look(), 0);
-  t.equal(await lost.look(), 1, "a job dropped (ended) but still locked is released too");
+  await pause(150);
+  t.equal(await lost.look(), 0, "a job ended but still locked (its outcome on its way) is never released");
+  // Its outcome recorded (unlocked), then locked again by a fetch whose reply was lost.
+  await db.query("update graphile_worker._private_jobs set locked_by = null, locked_at = null where id = $1", [one!.id]);
+  await pause(150);
+  t.equal(await lost.look(), 0, "once a look finds it unlocked, it is forgotten");
+  await db.query("update graphile_worker._private_jobs set locked_by = 'w-here', locked_at = now() where id = $1", [one!.id]);
+  await pause(150);
+  t.equal(await lost.look(), 0);
+  await pause(150);
+  t.equal(await lost.look(), 1, "and a lost lock on it later is released");
   t.same((await lockStates(db)).map((job) => job.locked_by), [null, null, "w-other", null]);
+});
+
+t.test("the lock time is compared as an instant, whatever the session's DateStyle and TimeZone", async (t) => {
+  const db = await createTestDatabase(t);
+  await db.query("select graphile_worker.add_job('effect', json_build_object('n', 1))");
+  await db.query("update graphile_worker._private_jobs set locked_by = 'w-here', locked_at = now()");
+  await db.query("alter database " + db.name + " set datestyle = 'Postgres, DMY'");
+  await db.query("alter database " + db.name + " set timezone = 'Asia/Kolkata'");
+  const pool = await createAppPool(db.url, 1, { statementTimeoutMs: 10_000 });
+  t.teardown(() => pool.end());
+  const lost = new LostJobs({ pool, log: testLog, lockers: () => ["w-here"], intervalMs: 200 });
+  t.equal(await lost.look(), 0);
+  await pause(150);
+  t.equal(await lost.look(), 1, "released");
 });
 
 t.test("a live worker releases a job locked under its holder that it is not running, and the job runs", async (t) => {
