@@ -10,6 +10,8 @@ export interface LostJobsConfig {
   lockers: () => readonly string[];
   /** Time between two looks at the jobs locked under them, ms. */
   intervalMs: number;
+  /** A monotonic clock in ms (tests set their own). Default performance.now. */
+  now?: () => number;
 }
 
 /**
@@ -78,7 +80,7 @@ export class LostJobs {
     const lockers = this.config.lockers();
     if (lockers.length === 0) return 0;
     try {
-      const readAt = performance.now();
+      const readAt = this.config.now ? this.config.now() : performance.now();
       const locked = await jobsLockedBy(pool, lockers);
       const lockedIds = new Set(locked.map((job) => job.id));
       for (const id of this.dropped) {

@@ -12,7 +12,11 @@ const lockStates = async (db: Awaited<ReturnType<typeof createTestDatabase>>) =>
     "select payload->>'n' as n, locked_by, attempts from graphile_worker._private_jobs order by id",
   );
 
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The looks' clock, moved by hand: a look reads it before its query. */
+const clock = () => {
+  let ms = 1_000_000;
+  return { now: () => ms, pass: (by: number) => void (ms += by) };
+};
 
 t.test("a job locked under this process's holders that it never held is released after two looks at the same lock; held ones, dropped ones still locked, and others' never", async (t) => {
   const db = await createTestDatabase(t);
@@ -21,15 +25,17 @@ t.test("a job locked under this process's holders that it never held is released
   await db.query(`
     update graphile_worker._private_jobs
     set locked_by = case when payload->>'n' = '3' then 'w-other' else 'w-here' end, locked_at = now() - interval '1 second', attempts = 1`);
-  // Looks count as two sightings only half an interval (here 100 ms) apart.
-  const lost = new LostJobs({ pool: db.appPool, log: testLog, lockers: () => ["w-here"], intervalMs: 200 });
+  // Looks count as two sightings only half an interval (here 30 s) apart.
+  const time = clock();
+  const lost = new LostJobs({ pool: db.appPool, log: testLog, lockers: () => ["w-here"], intervalMs: 60_000, now: time.now });
   const [one] = await db.query<{ id: string }>("select id::text from graphile_worker._private_jobs where payload->>'n' = '1'");
   lost.hold(Number(one!.id));
 
   t.equal(await lost.look(), 0, "the first look only notes what is not held");
   await db.query("update graphile_worker._private_jobs set locked_at = now() where payload->>'n' = '4'");
+  time.pass(1_000);
   t.equal(await lost.look(), 0, "a look right after the last releases nothing");
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 1, "the next, half an interval on, releases what both saw at the same lock time");
   t.same(await lockStates(db), [
     { n: "1", locked_by: "w-here", attempts: 1 },
@@ -37,23 +43,23 @@ t.test("a job locked under this process's holders that it never held is released
     { n: "3", locked_by: "w-other", attempts: 1 },
     { n: "4", locked_by: "w-here", attempts: 1 },
   ], "job 2 released with its attempt given back; the held job, the other worker's, and the one locked again kept");
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 1, "job 4, seen twice at its new lock time, goes at the next look");
 
   // Job 1 ends here, but its completion has not been recorded yet: still held.
   lost.drop(one!.id);
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 0);
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 0, "a job ended but still locked (its outcome on its way) is never released");
   // Its outcome recorded (unlocked), then locked again by a fetch whose reply was lost.
   await db.query("update graphile_worker._private_jobs set locked_by = null, locked_at = null where id = $1", [one!.id]);
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 0, "once a look finds it unlocked, it is forgotten");
   await db.query("update graphile_worker._private_jobs set locked_by = 'w-here', locked_at = now() where id = $1", [one!.id]);
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 0);
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 1, "and a lost lock on it later is released");
   t.same((await lockStates(db)).map((job) => job.locked_by), [null, null, "w-other", null]);
 });
@@ -66,9 +72,10 @@ t.test("the lock time is compared as an instant, whatever the session's DateStyl
   await db.query("alter database " + db.name + " set timezone = 'Asia/Kolkata'");
   const pool = await createAppPool(db.url, 1, { statementTimeoutMs: 10_000 });
   t.teardown(() => pool.end());
-  const lost = new LostJobs({ pool, log: testLog, lockers: () => ["w-here"], intervalMs: 200 });
+  const time = clock();
+  const lost = new LostJobs({ pool, log: testLog, lockers: () => ["w-here"], intervalMs: 60_000, now: time.now });
   t.equal(await lost.look(), 0);
-  await pause(150);
+  time.pass(60_000);
   t.equal(await lost.look(), 1, "released");
 });
 
@@ -79,8 +86,9 @@ t.test("a live worker releases a job locked under its holder that it is not runn
   const worker = await startWorker(t, db);
   const [registration] = await db.query<{ locker_ids: string[] }>("select locker_ids from workers where id = $1", [worker.id]);
   // A fetch whose reply was lost: locked under this worker's holder, its attempt counted, never seen by it.
-  await db.query(`select graphile_worker.add_job('effect', json_build_object('n', 1))`);
-  await db.query("update graphile_worker._private_jobs set locked_by = $1, locked_at = now(), attempts = 1", [registration!.locker_ids[0]]);
+  // Added due later, so that the worker cannot fetch it first; locked and due in one statement.
+  await db.query(`select graphile_worker.add_job('effect', json_build_object('n', 1), run_at => now() + interval '1 hour')`);
+  await db.query("update graphile_worker._private_jobs set locked_by = $1, locked_at = now(), attempts = 1, run_at = now()", [registration!.locker_ids[0]]);
   await waitFor("the lost job to be released and run", async () => (await effectCounts(db)).rows === 1, { timeoutMs: 40_000 });
   t.same(await effectCounts(db), { rows: 1, distinct: 1 });
   t.same(await db.query("select 1 from workers where id = $1", [worker.id]), [{ "?column?": 1 }], "the worker lives on");
