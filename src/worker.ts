@@ -225,8 +225,8 @@ export class Worker {
       this.heartbeat.addLocker(workerPool.id);
     });
     events.on("worker:create", ({ worker }) => this.heartbeat.addLocker(worker.workerId));
-    // The jobs this process holds, for LostJobs: fetched into the local queue or started, until
-    // returned or ended.
+    // The jobs this process holds, for LostJobs: fetched into the local queue or started; when
+    // returned or ended, held until LostJobs finds them unlocked.
     events.on("localQueue:getJobs:complete", ({ jobs }) => jobs.forEach((job) => this.lostJobs.hold(job.id)));
     events.on("job:start", ({ job }) => this.lostJobs.hold(job.id));
     events.on("localQueue:returnJobs", ({ jobs }) => jobs.forEach((job) => this.lostJobs.drop(job.id)));
