@@ -200,6 +200,19 @@ export async function jobsLockedBy(db: CommonQueryMethods, lockers: readonly str
 }
 
 /**
+ * Which of these jobs are still locked under these lock holders (by primary key: LostJobs asks
+ * about the jobs it has seen end, thousands at a time, to forget those whose outcome is recorded).
+ */
+export async function jobsStillLockedBy(db: CommonQueryMethods, lockers: readonly string[], jobIds: readonly string[]): Promise<Set<string>> {
+  if (jobIds.length === 0) return new Set();
+  const ids = await db.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
+    select id from graphile_worker._private_jobs
+    where id = any(${sql.array([...jobIds], "int8")}) and locked_by = any(${sql.array([...lockers], "text")})
+  `);
+  return new Set(ids);
+}
+
+/**
  * Releases these jobs as graphile-worker returns unrun jobs from its local queue (lock cleared,
  * the attempt the fetch counted given back, their named queue unlocked), each only if it is
  * still locked by one of these holders at the lock time given (jobsLockedBy's): locked again
