@@ -3,15 +3,18 @@
 //   npm run bench:relay            (embedded Postgres; or set DATABASE_URL)
 //   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_RELAY_IN_FLIGHT (the relay's default)
 //   BENCH_RELAY_BATCH (128, the relay's default: changes per request)
-//   BENCH_RELAY_TRANSPORT (rest | grpc: the relay's writes over REST, or over gRPC as with QDRANT_GRPC_URL)
+//   BENCH_RELAY_TRANSPORT (rest | grpc: the relay's writes over REST, or over gRPC as with QDRANT_GRPC_URL;
+//                          none: discarded, the relay and Postgres without a server, no lag figure)
 // `npm run bench` runs the same measurement (bench/relayBench.ts) next to the queue peers.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { describeMachine, envNumber, startServer } from "./lib.ts";
-import { benchRelay } from "./relayBench.ts";
+import { benchRelay, type RelayTransport } from "./relayBench.ts";
 
-function relayTransport(): "rest" | "grpc" {
+function relayTransport(): RelayTransport {
   const transport = process.env.BENCH_RELAY_TRANSPORT ?? "rest";
-  if (transport !== "rest" && transport !== "grpc") throw new Error(`BENCH_RELAY_TRANSPORT must be rest or grpc (got ${JSON.stringify(transport)})`);
+  if (transport !== "rest" && transport !== "grpc" && transport !== "none") {
+    throw new Error(`BENCH_RELAY_TRANSPORT must be rest, grpc or none (got ${JSON.stringify(transport)})`);
+  }
   return transport;
 }
 
@@ -30,9 +33,9 @@ try {
   console.log(`relay: ${relay.pointsPerSecond} points/s (${relay.throughputPoints} x ${relay.dimensions}-d backlog, batch ${relay.batchSize}, ${relay.inFlight} in flight, over ${relay.transport}, one relay)`);
   const cpu = relay.cpuPerPointUs;
   console.log(`relay CPU per point while draining: relay ${cpu.relay} µs, Qdrant test server ${cpu.qdrantTestServer ?? "?"} µs, Postgres ${cpu.postgres ?? "? (not on this machine)"} µs`);
-  console.log(`relay lag at ${relay.lagRate} changes/s: p50 ${relay.lagP50Ms} ms, p99 ${relay.lagP99Ms} ms, max ${relay.lagMaxMs} ms (${relay.lagSamples} changes)`);
+  if (transport !== "none") console.log(`relay lag at ${relay.lagRate} changes/s: p50 ${relay.lagP50Ms} ms, p99 ${relay.lagP99Ms} ms, max ${relay.lagMaxMs} ms (${relay.lagSamples} changes)`);
   mkdirSync("bench/results", { recursive: true });
-  writeFileSync(`bench/results/relay${transport === "grpc" ? "-grpc" : ""}.json`, `${JSON.stringify({ machine, relay }, null, 2)}\n`);
+  writeFileSync(`bench/results/relay${transport === "rest" ? "" : `-${transport}`}.json`, `${JSON.stringify({ machine, relay }, null, 2)}\n`);
 } finally {
   await server.stop();
 }

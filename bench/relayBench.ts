@@ -25,15 +25,23 @@ export interface RelayBenchOptions {
   batchSize?: number;
   /** Batches the relay writes at once (the relay's default unless set). */
   inFlight?: number;
-  /** How the relay writes points: REST (the default) or gRPC (QDRANT_GRPC_URL). */
-  transport?: "rest" | "grpc";
+  /**
+   * How the relay writes points: REST (the default) or gRPC (QDRANT_GRPC_URL); or "none": the
+   * writes are discarded, to measure the relay and Postgres without a server (no lag figure).
+   */
+  transport?: RelayTransport;
 }
+
+export type RelayTransport = "rest" | "grpc" | "none";
+
+/** Point writes that go nowhere: what the relay and Postgres can do without any server. */
+const discardedWrites = { upsert: async () => {}, delete: async () => {} };
 
 export interface RelayBenchResult {
   dimensions: number;
   batchSize: number;
   inFlight: number | "default";
-  transport: "rest" | "grpc";
+  transport: RelayTransport;
   throughputPoints: number;
   pointsPerSecond: number;
   lagRate: number;
@@ -67,7 +75,8 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     fake = await startQdrantProcess();
     const qdrant = await createQdrantClient({ url: fake.url, timeoutMs: 10_000 });
     const transport = options.transport ?? "rest";
-    const points = transport === "grpc" ? await createGrpcPointWrites(fake.grpcUrl, { timeoutMs: 10_000 }) : restPointWrites(qdrant);
+    const points =
+      transport === "grpc" ? await createGrpcPointWrites(fake.grpcUrl, { timeoutMs: 10_000 }) : transport === "none" ? discardedWrites : restPointWrites(qdrant);
     const [{ id: documentId }] = (await queuePool.query(
       "insert into documents (source, content, content_sha256) values ('bench', 'bench', repeat('0', 64)) returning id",
     )).rows as [{ id: string }];
@@ -143,11 +152,12 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     };
 
     // 2. Lag at a steady rate: a batch every 10 ms, commit time to visible in the test server.
+    const lagSeconds = transport === "none" ? 0 : options.lagSeconds;
     const perTick = Math.max(1, Math.round(options.lagRate / 100));
     const committedAt = new Map<string, number>();
     started = performance.now();
     let index = options.points;
-    for (let tick = 0; tick < options.lagSeconds * 100; tick++) {
+    for (let tick = 0; tick < lagSeconds * 100; tick++) {
       const ids = await writeChunks(perTick, index);
       const now = Date.now();
       for (const id of ids) committedAt.set(id, now);

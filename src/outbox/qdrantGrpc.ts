@@ -192,11 +192,20 @@ const INT64 = { min: -(2n ** 63n), max: 2n ** 63n - 1n };
  * keeps its digits (read back as a BigInt).
  */
 function asJson(payload: Record<string, unknown>): Record<string, unknown> {
+  // Most payloads are flat strings and numbers, which JSON gives back as they are: the round
+  // trip (its reviver called on every key) was the largest item of the gRPC writer's own time.
+  if (Object.values(payload).every(isJsonAsIs)) return payload;
   const rawJson = (JSON as { rawJSON?: (text: string) => unknown }).rawJSON;
   const text = JSON.stringify(payload, rawJson ? (_key, value: unknown) => (typeof value === "bigint" ? rawJson(String(value)) : value) : undefined);
   const reviver = (_key: string, value: unknown, context?: { source?: string }) =>
     typeof value === "number" && Number.isInteger(value) && !Number.isSafeInteger(value) && context?.source && /^-?\d+$/.test(context.source) ? BigInt(context.source) : value;
   return JSON.parse(text, reviver as (key: string, value: unknown) => unknown) as Record<string, unknown>;
+}
+
+/** A value JSON prints and reads back unchanged, nested in nothing (an integer beyond 2^53 is read back as a BigInt). */
+function isJsonAsIs(value: unknown): boolean {
+  if (typeof value === "number") return Number.isSafeInteger(value) || (Number.isFinite(value) && !Number.isInteger(value));
+  return value === null || typeof value === "string" || typeof value === "boolean";
 }
 
 /** A value of parsed JSON as Qdrant's gRPC Value: integers as integer_value, as Qdrant reads JSON. */

@@ -129,12 +129,17 @@ t.test("a payload is stored as REST stores it, whatever JSON makes of its values
     ...("rawJSON" in JSON ? { big: 2n ** 60n } : {}),
     nested: { list: [1, "two", null, { deep: true }], gone: undefined },
   };
-  const write = (writes: typeof overRest, id: string) => writes.upsert(COLLECTION, { wait: true, ordering: "medium", points: [{ id, vector: [1, 0, 0, 0], payload }], update_filter: olderThan("me", []) });
-  const [rest, grpcId] = [randomUUID(), randomUUID()];
-  await write(overRest, rest);
-  await write(overGrpc, grpcId);
+  // A flat payload of strings and numbers, as most are, takes a shorter way on gRPC.
+  const flat = { text: "x", integer: 3, double: 0.25, negativeZero: -0, yes: true, nothing: null, huge: 2 ** 60 };
+  const write = (writes: typeof overRest, id: string, sent: Record<string, unknown>) =>
+    writes.upsert(COLLECTION, { wait: true, ordering: "medium", points: [{ id, vector: [1, 0, 0, 0], payload: sent }], update_filter: olderThan("me", []) });
   const stored = (id: string) => fake.points(COLLECTION).find((point) => point.id === id)?.payload;
-  t.same(stored(grpcId), stored(rest), `the same payload: ${JSON.stringify(stored(rest), (_key, value: unknown) => (typeof value === "bigint" ? String(value) : value))}`);
+  for (const sent of [payload, flat]) {
+    const [rest, grpcId] = [randomUUID(), randomUUID()];
+    await write(overRest, rest, sent);
+    await write(overGrpc, grpcId, sent);
+    t.same(stored(grpcId), stored(rest), `the same payload: ${JSON.stringify(stored(rest), (_key, value: unknown) => (typeof value === "bigint" ? String(value) : value))}`);
+  }
   t.same([...grpc.apiKeys], ["grpc-key"], "the API key went as the api-key header");
 });
 
