@@ -52,6 +52,7 @@ export class LostJobs {
   private forgetting: Promise<void> | null = null;
   /** The count of ended jobs at which to check them next (doubles while they stay locked, as in an outage). */
   private forgetAt: number;
+  private stopped = false;
   /** Jobs seen locked and not held at the last look, with their lock times, and when that look read them. */
   private suspects = new Map<string, string>();
   private suspectsSeenAt = 0;
@@ -78,12 +79,17 @@ export class LostJobs {
   drop(jobId: string | number): void {
     if (!this.held.has(String(jobId))) return;
     this.dropped.set(String(jobId), ++this.drops);
-    if (this.dropped.size >= this.forgetAt) void this.forgetEnded();
+    if (this.dropped.size >= this.forgetAt && !this.stopped) void this.forgetEnded();
   }
 
   /** How many jobs are held, ended ones not yet forgotten included. */
   get holding(): number {
     return this.held.size;
+  }
+
+  /** Whether a check of the ended jobs is under way. */
+  get checking(): boolean {
+    return this.forgetting !== null;
   }
 
   /**
@@ -96,15 +102,15 @@ export class LostJobs {
   }
 
   private async forgetEndedOnce(): Promise<void> {
-    const lockers = this.config.lockers();
     const readAfter = this.drops;
     try {
-      const stillLocked = await jobsStillLockedBy(this.config.pool, lockers, [...this.dropped.keys()]);
-      this.forgetUnlocked(stillLocked, readAfter);
+      const lockers = this.config.lockers();
+      // No holders yet: nothing can be locked under them, and every job would look unlocked.
+      if (lockers.length > 0) this.forgetUnlocked(await jobsStillLockedBy(this.config.pool, lockers, [...this.dropped.keys()]), readAfter);
     } catch (error) {
       this.config.log.warn({ error: describeError(error) }, "checking which ended jobs are unlocked failed; retrying later");
     }
-    this.forgetAt = Math.max(this.forgetAfter, 2 * this.dropped.size);
+    this.rearm();
   }
 
   /** Forgets the jobs dropped before a read (drop count readAfter) that did not find them locked. */
@@ -117,13 +123,21 @@ export class LostJobs {
     }
   }
 
+  /** The next check when twice what is kept now has gathered (an outage: a few checks, not one per job). */
+  private rearm(): void {
+    this.forgetAt = Math.max(this.forgetAfter, 2 * this.dropped.size);
+  }
+
   start(): void {
+    this.stopped = false;
     if (this.timer) return;
     this.timer = setInterval(() => void this.look(), this.config.intervalMs);
     this.timer.unref();
   }
 
   async stop(): Promise<void> {
+    // Jobs ended after this (a late outcome at a forced shutdown) start no check on a pool being closed.
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await Promise.all([this.running, this.forgetting]);
@@ -144,6 +158,7 @@ export class LostJobs {
       const readAfter = this.drops;
       const locked = await jobsLockedBy(pool, lockers);
       this.forgetUnlocked(new Set(locked.map((job) => job.id)), readAfter);
+      this.rearm();
       const unheld = locked.filter((job) => !this.held.has(job.id));
       const apart = readAt - this.suspectsSeenAt >= this.config.intervalMs / 2;
       const lost = apart ? unheld.filter((job) => this.suspects.get(job.id) === job.lockedAt) : [];

@@ -66,39 +66,53 @@ t.test("a job locked under this process's holders that it never held is released
 
 t.test("ended jobs are forgotten once found unlocked, whenever enough have gathered, not only at a look: what is kept follows the jobs in flight, not the throughput", async (t) => {
   const db = await createTestDatabase(t);
-  await db.query("select graphile_worker.add_job('effect', json_build_object('n', n)) from generate_series(1, 6) n");
+  await db.query("select graphile_worker.add_job('effect', json_build_object('n', n)) from generate_series(1, 10) n");
   await db.query("update graphile_worker._private_jobs set locked_by = 'w-here', locked_at = now(), attempts = 1");
   const ids = (await db.query<{ id: string }>("select id::text from graphile_worker._private_jobs order by id")).map((row) => row.id);
+  const job = (n: number) => ids[n - 1]!;
   const time = clock();
-  const lost = new LostJobs({ pool: db.appPool, log: testLog, lockers: () => ["w-here"], intervalMs: 60_000, now: time.now, forgetAfter: 3 });
+  const lost = new LostJobs({ pool: db.appPool, log: testLog, lockers: () => ["w-here"], intervalMs: 60_000, now: time.now, forgetAfter: 2 });
   ids.forEach((id) => lost.hold(id));
-  // Jobs 1 and 2 completed (deleted); job 3 ended, its completion not yet recorded.
-  await db.query("delete from graphile_worker._private_jobs where id = any($1::int8[])", [ids.slice(0, 2)]);
-  lost.drop(ids[0]!);
-  lost.drop(ids[1]!);
-  t.equal(lost.holding, 6, "below the count, nothing is checked");
-  lost.drop(ids[2]!);
-  await lost.forgetEnded();
-  t.equal(lost.holding, 4, "the third end checks them: the two unlocked are forgotten, the one still locked is kept");
 
-  // Job 3's completion recorded; 4 ends and its row is unlocked (a failure), then it is fetched again before the next check.
-  await db.query("delete from graphile_worker._private_jobs where id = $1", [ids[2]]);
-  await db.query("update graphile_worker._private_jobs set locked_by = null, locked_at = null where id = $1", [ids[3]]);
-  lost.drop(ids[3]!);
-  lost.hold(ids[3]!);
-  await db.query("update graphile_worker._private_jobs set locked_by = 'w-here', locked_at = now() where id = $1", [ids[3]]);
-  lost.drop(ids[4]!);
-  t.equal(lost.holding, 4, "the check waits for the count: the one kept and two more");
-  lost.drop(ids[5]!);
+  // Jobs 1 and 2 completed (deleted).
+  await db.query("delete from graphile_worker._private_jobs where id = any($1::int8[])", [[job(1), job(2)]]);
+  lost.drop(job(1));
+  t.notOk(lost.checking, "one ended job: no check");
+  lost.drop(job(2));
+  t.ok(lost.checking, "the second starts a check by itself");
   await lost.forgetEnded();
-  t.equal(lost.holding, 3, "only job 3 is forgotten: 4 is held again, 5 and 6 are still locked");
+  t.equal(lost.holding, 8, "both forgotten");
+
+  // Job 3 failed (unlocked) and 4 ended, its outcome on its way; while the check that 4 starts
+  // reads, 3 is fetched again and ends again: that read cannot say its new outcome is recorded.
+  await db.query("update graphile_worker._private_jobs set locked_by = null, locked_at = null where id = $1", [job(3)]);
+  lost.drop(job(3));
+  lost.drop(job(4));
+  t.ok(lost.checking);
+  lost.hold(job(3));
+  lost.drop(job(3));
+  await lost.forgetEnded();
+  t.equal(lost.holding, 8, "3, ended again after the read began, and 4, still locked, are both kept");
+
+  // Two kept: the next check waits for four ended jobs.
+  lost.drop(job(5));
+  t.notOk(lost.checking, "three ended jobs, two of them kept by the last check: no check yet");
+  lost.drop(job(6));
+  t.ok(lost.checking, "four: a check");
+  await lost.forgetEnded();
+  t.equal(lost.holding, 7, "3 is forgotten now: unlocked, and ended before this read");
 
   // The jobs still held are never candidates, however many looks see them locked.
   time.pass(60_000);
   t.equal(await lost.look(), 0);
   time.pass(60_000);
   t.equal(await lost.look(), 0, "nothing released");
-  t.same((await lockStates(db)).map((job) => job.locked_by), ["w-here", "w-here", "w-here"], "4, 5 and 6 keep their locks");
+  t.same((await lockStates(db)).map((each) => each.locked_by), [null, ...Array(7).fill("w-here")], "3 unlocked; 4 to 10 keep their locks");
+
+  await lost.stop();
+  // Three kept: a check would start at six.
+  for (const n of [7, 8, 9, 10]) lost.drop(job(n));
+  t.notOk(lost.checking, "once stopped, ended jobs start no check");
 });
 
 t.test("the lock time is compared as an instant, whatever the session's DateStyle and TimeZone", async (t) => {
