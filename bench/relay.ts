@@ -4,7 +4,8 @@
 //   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_RELAY_IN_FLIGHT (the relay's default)
 //   BENCH_RELAY_BATCH (128, the relay's default: changes per request)
 //   BENCH_RELAY_TRANSPORT (rest | grpc: the relay's writes over REST, or over gRPC as with QDRANT_GRPC_URL;
-//                          none: discarded, the relay and Postgres without a server, no lag figure)
+//                          none: discarded before they are encoded: the relay and Postgres without a writer
+//                          or a server, no lag figure)
 // `npm run bench` runs the same measurement (bench/relayBench.ts) next to the queue peers.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { describeMachine, envNumber, startServer } from "./lib.ts";

@@ -27,14 +27,15 @@ export interface RelayBenchOptions {
   inFlight?: number;
   /**
    * How the relay writes points: REST (the default) or gRPC (QDRANT_GRPC_URL); or "none": the
-   * writes are discarded, to measure the relay and Postgres without a server (no lag figure).
+   * writes are discarded before they are encoded, to measure the relay's claim, load and
+   * acknowledgement and Postgres without a writer or a server (no lag figure).
    */
   transport?: RelayTransport;
 }
 
 export type RelayTransport = "rest" | "grpc" | "none";
 
-/** Point writes that go nowhere: what the relay and Postgres can do without any server. */
+/** Point writes that go nowhere, not even encoded: what the relay and Postgres can do without a writer or a server. */
 const discardedWrites = { upsert: async () => {}, delete: async () => {} };
 
 export interface RelayBenchResult {

@@ -3,6 +3,8 @@
 // writes bench/results/latest.json. Settings (environment):
 //   BENCH_JOBS (20000)  BENCH_CONCURRENCY (10: the peers' job slots)  BENCH_PGBOSS_BATCH (50)
 //   BENCH_TUNED_CONCURRENCY (400) BENCH_TUNED_BATCH (128): pgconverge's tuned scenarios, with WORKER_LOCAL_QUEUE_SIZE=500
+//   BENCH_ROUNDS (3): rounds of the pair behind tx_vs_gw_noop_localqueue (graphile-worker's no-op with
+//   its local queue, pgconverge's applyBatch tuned), run alternately; each side is its middle round
 // pgconverge's "defaults" scenarios and its trickle run at the shipped defaults, concurrency
 // included (loadConfig's), whatever BENCH_CONCURRENCY says.
 //   BENCH_TRICKLE_RATE (200 jobs/s)  BENCH_TRICKLE_SECONDS (5)
@@ -23,12 +25,15 @@ import {
   pgconvergeTrickle,
   TUNED_CONCURRENCY,
   TUNED_ENV,
+  type ThroughputResult,
 } from "./queue.ts";
 import { benchRelay } from "./relayBench.ts";
 
 const jobs = envNumber("BENCH_JOBS", 20_000);
 const concurrency = envNumber("BENCH_CONCURRENCY", 10);
 const batchSize = envNumber("BENCH_PGBOSS_BATCH", 50);
+const rounds = envNumber("BENCH_ROUNDS", 3);
+if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error(`BENCH_ROUNDS must be a positive integer (got ${rounds})`);
 const tunedConcurrency = TUNED_CONCURRENCY;
 const tunedSettings = Object.entries(TUNED_ENV).map(([name, value]) => `${name}=${value}`).join(" ");
 const trickle = { concurrency, rate: envNumber("BENCH_TRICKLE_RATE", 200), seconds: envNumber("BENCH_TRICKLE_SECONDS", 5) };
@@ -45,6 +50,11 @@ async function section<T>(name: Section, measure: () => Promise<T>): Promise<T |
   return runs(name) ? measure() : undefined;
 }
 
+/** The run of middle throughput (of an even count, the upper of the two middle ones). */
+function middleRound(results: readonly ThroughputResult[]): ThroughputResult {
+  return [...results].sort((a, b) => a.jobsPerSecond - b.jobsPerSecond)[Math.floor(results.length / 2)]!;
+}
+
 const step = (name: string) => process.stderr.write(`bench: ${name}…\n`);
 const startedAt = new Date();
 const wallStart = performance.now();
@@ -57,8 +67,6 @@ try {
   const queue = await section("queue", async () => {
     step(`graphile-worker no-op, defaults (${jobs} jobs)`);
     const gwNoop = await graphileThroughput(server, "noop", options);
-    step("graphile-worker no-op, local queue + batched completion");
-    const gwNoopLocalQueue = await graphileThroughput(server, "noop-localqueue", options);
     step("graphile-worker, one-row transaction per job");
     const gwTx = await graphileThroughput(server, "tx", options);
     step("pgconverge one-row task, apply: shipped defaults (group commit)");
@@ -68,13 +76,31 @@ try {
     const tuned = { ...options, concurrency: tunedConcurrency };
     step(`pgconverge one-row task, apply: concurrency ${tunedConcurrency}, local queue`);
     const pgconvergeTx = await pgconvergeThroughput(server, tuned, TUNED_ENV);
-    step(`pgconverge one-row task, applyBatch: concurrency ${tunedConcurrency}, local queue`);
-    const pgconvergeBatch = await pgconvergeThroughput(server, tuned, TUNED_ENV, oneRowBatchTask);
+    // The headline ratio's two sides, alternately: one run of each lasts a second or two, and a
+    // hiccup of the machine in either moved the ratio by a tenth.
+    const headlineRounds: Array<{ gwNoopLocalQueue: ThroughputResult; pgconvergeBatch: ThroughputResult }> = [];
+    for (let n = 1; n <= rounds; n++) {
+      step(`round ${n} of ${rounds}: graphile-worker no-op, local queue + batched completion`);
+      const gwNoopLocalQueue = await graphileThroughput(server, "noop-localqueue", options);
+      step(`round ${n} of ${rounds}: pgconverge one-row task, applyBatch: concurrency ${tunedConcurrency}, local queue`);
+      const pgconvergeBatch = await pgconvergeThroughput(server, tuned, TUNED_ENV, oneRowBatchTask);
+      headlineRounds.push({ gwNoopLocalQueue, pgconvergeBatch });
+    }
+    const gwNoopLocalQueue = middleRound(headlineRounds.map((pair) => pair.gwNoopLocalQueue));
+    const pgconvergeBatch = middleRound(headlineRounds.map((pair) => pair.pgconvergeBatch));
     step("pg-boss, transactional batch worker, one insert per batch");
     const pgBossTx = await pgBossThroughput(server, "transactional", { ...options, batchSize });
     step("pg-boss, one-row transaction per job");
     const pgBossPerJob = await pgBossThroughput(server, "per-job", { ...options, batchSize });
-    return { gwNoop, gwNoopLocalQueue, gwTx, pgconvergeTxDefaults, pgconvergeBatchDefaults, pgconvergeTx, pgconvergeBatch, pgBossTx, pgBossPerJob };
+    return {
+      gwNoop, gwNoopLocalQueue, gwTx, pgconvergeTxDefaults, pgconvergeBatchDefaults, pgconvergeTx, pgconvergeBatch, pgBossTx, pgBossPerJob,
+      /** Each round's jobs/s of the headline pair, and its ratio; the figures above are the middle rounds. */
+      headlineRounds: headlineRounds.map((pair) => ({
+        gwNoopLocalQueue: pair.gwNoopLocalQueue.jobsPerSecond,
+        pgconvergeBatch: pair.pgconvergeBatch.jobsPerSecond,
+        ratio: round(pair.pgconvergeBatch.jobsPerSecond / pair.gwNoopLocalQueue.jobsPerSecond, 2),
+      })),
+    };
   });
   const latency = await section("latency", async () => {
     step(`trickle latency at ${trickle.rate} jobs/s for ${trickle.seconds} s: graphile-worker`);
@@ -132,14 +158,14 @@ try {
   if (q) {
     rows.push(
       ["graphile-worker no-op, defaults", `${q.gwNoop.jobsPerSecond} jobs/s`, `${jobs} jobs, concurrency ${concurrency}, ${q.gwNoop.seconds} s`],
-      ["graphile-worker no-op, local queue", `${q.gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${q.gwNoopLocalQueue.seconds} s`],
+      ["graphile-worker no-op, local queue", `${q.gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${q.gwNoopLocalQueue.seconds} s, middle of ${rounds} rounds`],
       ["graphile-worker, tx per job (1 row)", `${q.gwTx.jobsPerSecond} jobs/s`, `${q.gwTx.seconds} s`],
       ["pg-boss 12, transactional batch (1 row/job)", `${q.pgBossTx.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, one insert per batch, ${q.pgBossTx.seconds} s`],
       ["pg-boss 12, tx per job (1 row)", `${q.pgBossPerJob.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, ${q.pgBossPerJob.seconds} s`],
       ["pgconverge 1-row task, apply, shipped defaults", `${q.pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeTxDefaults.concurrency}, ${q.pgconvergeTxDefaults.seconds} s, group commit`],
       ["pgconverge 1-row task, applyBatch, shipped defaults", `${q.pgconvergeBatchDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeBatchDefaults.concurrency}, ${q.pgconvergeBatchDefaults.seconds} s, one insert per batch`],
       ["pgconverge 1-row task, apply, tuned", `${q.pgconvergeTx.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeTx.seconds} s`],
-      ["pgconverge 1-row task, applyBatch, tuned", `${q.pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeBatch.seconds} s`],
+      ["pgconverge 1-row task, applyBatch, tuned", `${q.pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeBatch.seconds} s, middle of ${rounds} rounds`],
     );
   }
   if (latency) {
@@ -169,6 +195,7 @@ try {
     latency_p99_vs_gw: "latency p99 pgconverge / gw",
   };
   for (const [key, name] of Object.entries(names)) if (key in result.ratios) rows.push([`ratio ${name}`, String(result.ratios[key]), `ratios.${key}`]);
+  if (q) rows.push(["the same, each round", q.headlineRounds.map((each) => each.ratio).join(", "), "throughput.headlineRounds"]);
   const widths = [0, 1].map((column) => Math.max(...rows.map((row) => row[column]!.length)));
   console.log(
     `pgconverge bench — ${machine.cpus} x ${machine.cpu}, Node ${machine.node}, Postgres ${machine.postgres} (${machine.postgresServer}, fsync ${machine.fsync}, synchronous_commit ${machine.synchronousCommit})`,

@@ -2,11 +2,12 @@
 // points, payloads and conditional update_filter, over gRPC with the relay's own writer) sent
 // from this process as fast as the server answers, the server in a process of its own, so each
 // has a core of this machine's two. With `BENCH_RELAY_TRANSPORT=none npm run bench:relay` (the
-// relay and Postgres without a server) it says which part bounds the relay's drain.
+// relay and Postgres, writes discarded before they are encoded) and this file's own CPU (the
+// writer's encoding) it says which part bounds the relay's drain.
 //   node --conditions=pgconverge-source --import tsx bench/testServerCeiling.ts
 //   BENCH_RELAY_POINTS (40000)  BENCH_RELAY_BATCH (128)  BENCH_RELAY_IN_FLIGHT (4)  BENCH_DIMENSIONS (768)
 import { randomUUID } from "node:crypto";
-import { createQdrantClient, ensureCollection, olderThan } from "../src/outbox/qdrant.ts";
+import { createQdrantClient, ensureCollection, olderThan, type PointWrites } from "../src/outbox/qdrant.ts";
 import { HASH_KEY, OWNER_KEY, STAMP_KEY } from "../src/outbox/sync.ts";
 import { createGrpcPointWrites } from "../src/outbox/qdrantGrpc.ts";
 import { envNumber, onCpuNs } from "./lib.ts";
@@ -20,10 +21,11 @@ const COLLECTION = "bench";
 const OWNER = "bench-owner";
 
 const server = await startQdrantProcess();
+let writes: PointWrites | null = null;
 try {
   const rest = await createQdrantClient({ url: server.url, timeoutMs: 10_000 });
   await ensureCollection(rest, { name: COLLECTION, size: dimensions, distance: "Cosine" });
-  const writes = await createGrpcPointWrites(server.grpcUrl, { timeoutMs: 10_000 });
+  writes = await createGrpcPointWrites(server.grpcUrl, { timeoutMs: 10_000 });
   // Vectors made before the clock starts, as the relay gets them from Postgres: arrays of numbers.
   const vectors = Array.from({ length: batchSize }, () => Array.from({ length: dimensions }, () => Math.fround(Math.random())));
   let stamp = 0;
@@ -47,14 +49,13 @@ try {
   const sender = async () => {
     while (sent < points) {
       sent += batchSize;
-      await writes.upsert(COLLECTION, batch());
+      await writes!.upsert(COLLECTION, batch());
     }
   };
   await Promise.all(Array.from({ length: inFlight }, sender));
   const seconds = (performance.now() - started) / 1000;
   const serverCpuNs = onCpuNs(server.pid);
   const clientCpu = process.cpuUsage(clientAtStart);
-  writes.close?.();
   const result = {
     points: sent,
     batchSize,
@@ -70,5 +71,6 @@ try {
   };
   console.log(JSON.stringify(result));
 } finally {
+  writes?.close?.();
   await server.stop();
 }
