@@ -200,16 +200,23 @@ export async function jobsLockedBy(db: CommonQueryMethods, lockers: readonly str
 }
 
 /**
- * Which of these jobs are still locked under these lock holders (by primary key: LostJobs asks
- * about the jobs it has seen end, thousands at a time, to forget those whose outcome is recorded).
+ * Which of these jobs are still locked under these lock holders: LostJobs asks about the jobs it
+ * has seen end, thousands at a time, to forget those whose outcome is recorded. One primary-key
+ * probe per id whatever the statistics say ("offset 0" keeps the planner from turning the
+ * probes into a scan of the table: with "id = any(...)" and a table not yet analysed it scanned
+ * every row, 9 µs of the server's CPU per job at 7,000 jobs/s).
  */
 export async function jobsStillLockedBy(db: CommonQueryMethods, lockers: readonly string[], jobIds: readonly string[]): Promise<Set<string>> {
   if (jobIds.length === 0) return new Set();
-  const ids = await db.anyFirst(sql.type(z.object({ id: z.coerce.string() }))`
-    select id from graphile_worker._private_jobs
-    where id = any(${sql.array([...jobIds], "int8")}) and locked_by = any(${sql.array([...lockers], "text")})
-  `);
-  return new Set(ids);
+  return new Set(await db.anyFirst(jobsStillLockedByStatement(lockers, jobIds)));
+}
+
+export function jobsStillLockedByStatement(lockers: readonly string[], jobIds: readonly string[]) {
+  return sql.type(z.object({ id: z.coerce.string() }))`
+    select jobs.id from unnest(${sql.array([...jobIds], "int8")}) as ended (id),
+      lateral (select id, locked_by from graphile_worker._private_jobs where id = ended.id offset 0) as jobs
+    where jobs.locked_by = any(${sql.array([...lockers], "text")})
+  `;
 }
 
 /**

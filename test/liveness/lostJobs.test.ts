@@ -1,10 +1,13 @@
 // Jobs locked under a live worker's lock holders that it does not run (a fetch whose reply was
 // lost with its connection) are released while it lives; the jobs it holds never are.
+import { sql } from "slonik";
 import t from "tap";
 import { createAppPool } from "../../src/db/pools.ts";
 import { LostJobs } from "../../src/liveness/lostJobs.ts";
+import { jobsStillLockedByStatement } from "../../src/runtime/graphileJobs.ts";
 import { createTestDatabase, testLog, waitFor } from "../helpers/db.ts";
 import { createEffectsTable, effectCounts } from "../helpers/fixtures.ts";
+import { nodesOf, type PlanNode } from "../helpers/plans.ts";
 import { startWorker } from "../helpers/worker.ts";
 
 const lockStates = async (db: Awaited<ReturnType<typeof createTestDatabase>>) =>
@@ -113,6 +116,26 @@ t.test("ended jobs are forgotten once found unlocked, whenever enough have gathe
   // Three kept: a check would start at six.
   for (const n of [7, 8, 9, 10]) lost.drop(job(n));
   t.notOk(lost.checking, "once stopped, ended jobs start no check");
+});
+
+t.test("a check of ended jobs probes each by its key, whatever the table's statistics say", async (t) => {
+  const db = await createTestDatabase(t);
+  await db.query(`
+    select graphile_worker.add_jobs(array(
+      select json_populate_record(null::graphile_worker.job_spec, json_build_object('identifier', 'effect', 'payload', json_build_object('n', n)))
+      from generate_series(1, 20000) n))`);
+  await db.query("update graphile_worker._private_jobs set locked_by = 'w-here', locked_at = now() where id % 2 = 0");
+  const ended = (await db.query<{ id: string }>("select id::text from graphile_worker._private_jobs order by id limit 500")).map((row) => row.id);
+  const [{ locked }] = (await db.query<{ locked: number }>("select count(*)::int as locked from graphile_worker._private_jobs where id = any($1::int8[]) and locked_by = 'w-here'", [ended])) as [{ locked: number }];
+  for (const statistics of ["none (a table filled since its last analyse)", "fresh"]) {
+    if (statistics === "fresh") await db.query("analyze graphile_worker._private_jobs");
+    const [plan] = (await db.appPool.oneFirst(sql.unsafe`explain (analyze, format json) ${jobsStillLockedByStatement(["w-here"], ended)}`)) as Array<{ Plan: PlanNode }>;
+    const scans = nodesOf(plan!.Plan).filter((node) => node["Relation Name"] === "_private_jobs");
+    t.same(scans.map((node) => node["Node Type"]), ["Index Scan"], `statistics ${statistics}: an index scan, no scan of the table`);
+    const rowsRead = scans.reduce((sum, node) => sum + (node["Actual Rows"] + (node["Rows Removed by Filter"] ?? 0)) * node["Actual Loops"], 0);
+    t.equal(rowsRead, ended.length, "a row read per ended job, of 20,000");
+    t.equal(plan!.Plan["Actual Rows"], locked, "the locked ones returned");
+  }
 });
 
 t.test("the lock time is compared as an instant, whatever the session's DateStyle and TimeZone", async (t) => {

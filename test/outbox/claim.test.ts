@@ -4,17 +4,7 @@ import { sql } from "slonik";
 import t from "tap";
 import { claimChanges, claimStatement } from "../../src/outbox/outbox.ts";
 import { createTestDatabase } from "../helpers/db.ts";
-
-interface PlanNode {
-  "Node Type": string;
-  "Relation Name"?: string;
-  "Actual Rows": number;
-  "Actual Loops": number;
-  "Rows Removed by Filter"?: number;
-  Plans?: PlanNode[];
-}
-
-const nodesOf = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(nodesOf)];
+import { nodesOf, type PlanNode } from "../helpers/plans.ts";
 
 t.test("the earliest due changes of the served collections, none leased, none of another collection", async (t) => {
   const db = await createTestDatabase(t, { pipeline: false });
