@@ -49,8 +49,11 @@ export function graphileLogger(log: Logger): GraphileLogger {
     // the child is made on the first line that is written.
     let child: Logger | undefined;
     return (level, message, meta) => {
-      const method = DEBUG_MESSAGE.test(message) ? "debug" : level === "warning" ? "warn" : level;
-      if (!log.isLevelEnabled(method)) return;
+      // Demoting only lowers a line's level: one below the level as it came is not even matched.
+      const asCame = level === "warning" ? "warn" : level;
+      if (!log.isLevelEnabled(asCame)) return;
+      const method = DEBUG_MESSAGE.test(message) ? "debug" : asCame;
+      if (method !== asCame && !log.isLevelEnabled(method)) return;
       child ??= log.child({ component: "graphile-worker", ...scope });
       // A failed outcome batch puts its error under fatalError.
       const error = meta?.error ?? meta?.fatalError;

@@ -72,13 +72,15 @@ export class LostJobs {
 
   // Ids as strings: an application's pool may parse int8 otherwise.
   hold(jobId: string | number): void {
-    this.held.add(String(jobId));
-    this.dropped.delete(String(jobId));
+    const id = String(jobId);
+    this.held.add(id);
+    this.dropped.delete(id);
   }
 
   drop(jobId: string | number): void {
-    if (!this.held.has(String(jobId))) return;
-    this.dropped.set(String(jobId), ++this.drops);
+    const id = String(jobId);
+    if (!this.held.has(id)) return;
+    this.dropped.set(id, ++this.drops);
     if (this.dropped.size >= this.forgetAt && !this.stopped) void this.forgetEnded();
   }
 
