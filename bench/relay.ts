@@ -33,7 +33,7 @@ try {
   });
   console.log(`relay: ${relay.pointsPerSecond} points/s (${relay.throughputPoints} x ${relay.dimensions}-d backlog, batch ${relay.batchSize}, ${relay.inFlight} in flight, over ${relay.transport}, one relay)`);
   const cpu = relay.cpuPerPointUs;
-  console.log(`relay CPU per point while draining: relay ${cpu.relay} µs, Qdrant test server ${cpu.qdrantTestServer ?? "?"} µs, Postgres ${cpu.postgres ?? "? (not on this machine)"} µs`);
+  console.log(`relay CPU per point while draining: relay ${cpu.relay} µs, Qdrant test server ${cpu.qdrantTestServer ?? (transport === "none" ? "none" : "?")} µs, Postgres ${cpu.postgres ?? "? (not on this machine)"} µs`);
   if (transport !== "none") console.log(`relay lag at ${relay.lagRate} changes/s: p50 ${relay.lagP50Ms} ms, p99 ${relay.lagP99Ms} ms, max ${relay.lagMaxMs} ms (${relay.lagSamples} changes)`);
   mkdirSync("bench/results", { recursive: true });
   writeFileSync(`bench/results/relay${transport === "rest" ? "" : `-${transport}`}.json`, `${JSON.stringify({ machine, relay }, null, 2)}\n`);

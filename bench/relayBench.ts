@@ -148,7 +148,8 @@ export async function benchRelay(server: BenchServer, options: RelayBenchOptions
     const perPoint = (ns: number) => Math.round(ns / 1000 / options.points);
     const cpuPerPointUs = {
       relay: Math.round((relayCpu.user + relayCpu.system) / options.points),
-      qdrantTestServer: serverCpuNs === null || serverAtStart === null ? null : perPoint(serverCpuNs - serverAtStart),
+      // No server was written to when the writes were discarded.
+      qdrantTestServer: transport === "none" || serverCpuNs === null || serverAtStart === null ? null : perPoint(serverCpuNs - serverAtStart),
       postgres: postgresNs.length === 0 || postgresNs.includes(null) ? null : perPoint(postgresNs.reduce<number>((sum, ns) => sum + ns!, 0)),
     };
 

@@ -203,8 +203,8 @@ export async function jobsLockedBy(db: CommonQueryMethods, lockers: readonly str
  * Which of these jobs are still locked under these lock holders: LostJobs asks about the jobs it
  * has seen end, thousands at a time, to forget those whose outcome is recorded. One primary-key
  * probe per id whatever the statistics say ("offset 0" keeps the planner from turning the
- * probes into a scan of the table: with "id = any(...)" and a table not yet analysed it scanned
- * every row, 9 µs of the server's CPU per job at 7,000 jobs/s).
+ * probes into a scan of the table: with "id = any(...)" it scanned every row, analysed or not,
+ * and the liveness backend took 3.3% of the machine's CPU in a 120,000-job bench, 1.9% after).
  */
 export async function jobsStillLockedBy(db: CommonQueryMethods, lockers: readonly string[], jobIds: readonly string[]): Promise<Set<string>> {
   if (jobIds.length === 0) return new Set();
