@@ -81,6 +81,16 @@ t.test("graphile-worker's runner stopping on its own stops the whole worker: one
   t.same(await db.query("select count(*)::int as n from test_effects"), [{ n: 1 }], "applied once");
 });
 
+t.test("a test worker schedules no hourly reconcile: with no Qdrant it would dead-letter one job in any test spanning the top of an hour", async (t) => {
+  const db = await createTestDatabase(t);
+  await createEffectsTable(db);
+  const worker = spawnWorker(t, db);
+  await waitForRegistration(db, worker.child.pid!);
+  await addJobs(db, "effect", [{ n: 1 }]);
+  await waitFor("the worker to run a job", async () => (await queuedJobs(db)) === 0);
+  t.same(await db.query("select identifier from graphile_worker._private_known_crontabs"), [], "no cron item registered");
+});
+
 t.test("hundreds of job slots share a bounded number of connections", async (t) => {
   const db = await createTestDatabase(t);
   await createEffectsTable(db);

@@ -74,6 +74,9 @@ export function spawnWorker(t: Teardown, db: Pick<TestDatabase, "url">, env: Rec
       LOG_LEVEL: "warn",
       // Many workers run at once in tests; a test that wants the metrics server sets a free port.
       METRICS_PORT: "0",
+      // The project's config declares a sync, so a worker would queue its reconcile at the top of
+      // every hour; tests have no Qdrant, and it would end as a dead letter in whichever test ran then.
+      RECONCILE_CRON: "off",
       ...FAST_LIVENESS,
       ...env,
     },
