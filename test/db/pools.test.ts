@@ -11,12 +11,12 @@ import { createTestDatabase, waitFor, withDatabase } from "../helpers/db.ts";
 
 const OPTIONS = { statementTimeoutMs: 30_000 };
 
-const POOLS: Array<{ name: string; applicationName: string; create(url: string): Promise<DatabasePool> }> = [
-  { name: "createAppPool", applicationName: "pgconverge-app", create: (url) => createAppPool(url, 2, OPTIONS) },
-  { name: "createLivenessPool", applicationName: "pgconverge-liveness", create: (url) => createLivenessPool(url, OPTIONS) },
+const POOLS: Array<{ name: string; create(url: string): Promise<DatabasePool> }> = [
+  { name: "createAppPool", create: (url) => createAppPool(url, 2, OPTIONS) },
+  { name: "createLivenessPool", create: (url) => createLivenessPool(url, OPTIONS) },
 ];
 
-for (const { name, applicationName, create } of POOLS) {
+for (const { name, create } of POOLS) {
   t.test(`${name}: its set-up connection terminated during the type lookup fails the call, the process lives on, the next call works`, async (t) => {
     const db = await createTestDatabase(t, { pipeline: false });
     // Watched and terminated from another database: with pg_type locked, a new session in this
@@ -29,6 +29,15 @@ for (const { name, applicationName, create } of POOLS) {
     const holder = await db.pool.connect();
     await holder.query("begin");
     await holder.query("lock table pg_catalog.pg_type in access exclusive mode");
+    // Released whatever happens below: held, it would keep the database from being dropped.
+    let locked = true;
+    const unlock = async () => {
+      if (!locked) return;
+      locked = false;
+      await holder.query("rollback");
+      holder.release();
+    };
+    t.teardown(unlock);
     const outcome = create(db.url).then(
       async (pool) => {
         await pool.end();
@@ -36,17 +45,21 @@ for (const { name, applicationName, create } of POOLS) {
       },
       (error: unknown) => error,
     );
+    // Found by its lock wait, not by its application_name: when the server has dropped its cached
+    // catalog descriptions (autovacuum on a catalog does that), a new session waits for pg_type
+    // while it starts, before it reports a name; terminated then, it must fail the call the same way.
     const pid = await waitFor("the set-up connection waiting for pg_type", async () => {
       const { rows } = await admin.query<{ pid: number }>(
-        "select pid from pg_stat_activity where datname = $1 and application_name = $2 and wait_event_type = 'Lock'",
-        [db.name, applicationName],
+        `select locks.pid from pg_locks as locks join pg_stat_activity as sessions on sessions.pid = locks.pid
+         where not locks.granted and locks.database = (select oid from pg_database where datname = $1)
+           and sessions.backend_type = 'client backend'`,
+        [db.name],
       );
       return rows[0]?.pid;
     });
     await admin.query("select pg_terminate_backend($1)", [pid]);
     const error = await outcome;
-    await holder.query("rollback");
-    holder.release();
+    await unlock();
     t.match(String(error), /terminat/i, "the call fails with the lost connection's error");
 
     // By now the lost connection's end has been read; with no listener on it this process is gone.
