@@ -1,0 +1,58 @@
+// This process's open file descriptors by kind, for leak tests: a bare count cannot tell a leaked
+// socket from a pool growing to its working size, a classified one says which of them moved.
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+
+/** TCP sockets by the other end's port (e.g. "tcp→5432"), or this end's when it listens or accepted; other kinds by type. */
+export function openDescriptors(): Map<string, number> {
+  const tcp = tcpSocketsByInode();
+  const kinds = new Map<string, number>();
+  for (const fd of readdirSync("/proc/self/fd")) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue; // closed while listing (the listing's own descriptor, for one)
+    }
+    const socket = /^socket:\[(\d+)\]$/.exec(target);
+    const kind = socket ? (tcp.get(socket[1]!) ?? "socket (not TCP)") : /^(pipe|anon_inode):/.exec(target)?.[0] ?? "file";
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  }
+  return kinds;
+}
+
+export function descriptorCount(kinds: Map<string, number>): number {
+  return [...kinds.values()].reduce((sum, count) => sum + count, 0);
+}
+
+/** "tcp→5432 8, pipe: 4, …": what a failing leak assertion shows. */
+export function describeDescriptors(kinds: Map<string, number>): string {
+  return [...kinds].sort(([a], [b]) => a.localeCompare(b)).map(([kind, count]) => `${kind} ${count}`).join(", ");
+}
+
+function tcpSocketsByInode(): Map<string, string> {
+  const sockets = new Map<string, string>();
+  const listening = new Set<number>();
+  const rows: { local: number; remote: number; inode: string; listen: boolean }[] = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 10) continue;
+      const port = (address: string) => parseInt(address.split(":")[1]!, 16);
+      const row = { local: port(fields[1]!), remote: port(fields[2]!), inode: fields[9]!, listen: fields[3] === "0A" };
+      if (row.listen) listening.add(row.local);
+      rows.push(row);
+    }
+  }
+  for (const row of rows) {
+    if (row.listen) sockets.set(row.inode, `tcp listening ${row.local}`);
+    else if (listening.has(row.local)) sockets.set(row.inode, `tcp accepted on ${row.local}`);
+    else sockets.set(row.inode, `tcp→${row.remote}`);
+  }
+  return sockets;
+}
