@@ -2,7 +2,7 @@
 // variants alternating in one process, several rounds, with the process's event-loop delay and
 // utilisation over each run (the producer runs in the same process for every peer).
 //   node --conditions=pgconverge-source --import tsx bench/latency.ts
-//   LATENCY_VARIANTS (gw,default,lq1)  LATENCY_ROUNDS (3)  BENCH_TRICKLE_RATE (200)  BENCH_TRICKLE_SECONDS (8)
+//   LATENCY_VARIANTS (gw,default,lq1)  LATENCY_ROUNDS (3)  BENCH_TRICKLE_RATE (200)  BENCH_TRICKLE_SECONDS (8, after a second of warm-up)
 // Variants: gw = graphile-worker run() defaults, concurrency 10; default = pgconverge at the
 // shipped defaults; lq1 = the same with WORKER_LOCAL_QUEUE_SIZE=1 (no local queue).
 import { loadavg } from "node:os";
@@ -28,7 +28,7 @@ try {
       const utilisation = performance.eventLoopUtilization(before).utilization;
       const ms = (ns: number) => (ns / 1e6).toFixed(1);
       console.log(
-        `round ${round} ${name.padEnd(8)} start p50 ${result.p50Ms} / p99 ${result.p99Ms} / max ${result.maxMs} ms at ${result.rate} jobs/s; ` +
+        `round ${round} ${name.padEnd(8)} start p50 ${result.p50Ms} / p99 ${result.p99Ms} / max ${result.maxMs} ms at ${result.rate} jobs/s (warm-up p99 ${result.warmUp.p99Ms} ms); ` +
           `event loop delay p99 ${ms(delay.percentile(99))} max ${ms(delay.max)} ms, utilisation ${utilisation.toFixed(2)}; load ${loadavg()[0]!.toFixed(1)}`,
       );
     }
