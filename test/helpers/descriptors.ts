@@ -2,19 +2,29 @@
 // socket from a pool growing to its working size, a classified one says which of them moved.
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 
-/** TCP sockets by the other end's port (e.g. "tcp→5432"), or this end's when it listens or accepted; other kinds by type. */
+/**
+ * TCP sockets by the other end's port (e.g. "tcp→5432"), or by this end's when it listens or was
+ * accepted by a server of this process; Unix sockets as one kind; other kinds by type.
+ */
 export function openDescriptors(): Map<string, number> {
-  const tcp = tcpSocketsByInode();
-  const kinds = new Map<string, number>();
+  // The links first, then the socket tables: a socket opened in between is then in the tables.
+  const targets: string[] = [];
   for (const fd of readdirSync("/proc/self/fd")) {
-    let target: string;
     try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
+      targets.push(readlinkSync(`/proc/self/fd/${fd}`));
     } catch {
-      continue; // closed while listing (the listing's own descriptor, for one)
+      // closed while listing (the listing's own descriptor, for one)
     }
+  }
+  const tcp = tcpSocketsByInode();
+  const unix = unixSocketInodes();
+  const kinds = new Map<string, number>();
+  for (const target of targets) {
     const socket = /^socket:\[(\d+)\]$/.exec(target);
-    const kind = socket ? (tcp.get(socket[1]!) ?? "socket (not TCP)") : /^(pipe|anon_inode):/.exec(target)?.[0] ?? "file";
+    const inode = socket?.[1];
+    const kind = inode
+      ? (tcp.get(inode) ?? (unix.has(inode) ? "unix socket" : "other socket (UDP, or TCP already closed)"))
+      : (/^(pipe|anon_inode):/.exec(target)?.[0] ?? "file");
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   return kinds;
@@ -27,6 +37,14 @@ export function descriptorCount(kinds: Map<string, number>): number {
 /** "tcp→5432 8, pipe: 4, …": what a failing leak assertion shows. */
 export function describeDescriptors(kinds: Map<string, number>): string {
   return [...kinds].sort(([a], [b]) => a.localeCompare(b)).map(([kind, count]) => `${kind} ${count}`).join(", ");
+}
+
+function unixSocketInodes(): Set<string> {
+  try {
+    return new Set(readFileSync("/proc/net/unix", "utf8").split("\n").slice(1).map((line) => line.trim().split(/\s+/)[6]!).filter(Boolean));
+  } catch {
+    return new Set();
+  }
 }
 
 function tcpSocketsByInode(): Map<string, string> {
