@@ -7,7 +7,7 @@
 //   its local queue, pgconverge's applyBatch tuned), run alternately; each side is its middle round
 // pgconverge's "defaults" scenarios and its trickle run at the shipped defaults, concurrency
 // included (loadConfig's), whatever BENCH_CONCURRENCY says.
-//   BENCH_TRICKLE_RATE (200 jobs/s)  BENCH_TRICKLE_SECONDS (10, measured after a second of warm-up; its p99 is the 20 slowest of 2,000 starts)
+//   BENCH_TRICKLE_RATE (200 jobs/s)  BENCH_TRICKLE_SECONDS (10, measured after a second of warm-up; its p99 is the 21st slowest of 2,000 starts)
 //   BENCH_RELAY_POINTS (20000)  BENCH_RELAY_LAG_SECONDS (10)  BENCH_DOCS (300)
 //   BENCH_SECTIONS (all: queue,latency,relay,pipeline): run only these, e.g. BENCH_SECTIONS=latency;
 //   ratios and rows of the sections left out are omitted (and results go to bench/results/sections.json)
