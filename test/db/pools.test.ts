@@ -45,9 +45,10 @@ for (const { name, create } of POOLS) {
       },
       (error: unknown) => error,
     );
-    // Found by its lock wait, not by its application_name: when the server has dropped its cached
-    // catalog descriptions (autovacuum on a catalog does that), a new session waits for pg_type
-    // while it starts, before it reports a name; terminated then, it must fail the call the same way.
+    // Found by its lock wait, not by its application_name: a new session can wait for pg_type
+    // while it starts, before it reports a name (seen once on the embedded server, not reproduced;
+    // likely when its cached catalog descriptions had to be rebuilt). Terminated then, it must
+    // fail the call the same way.
     const pid = await waitFor("the set-up connection waiting for pg_type", async () => {
       const { rows } = await admin.query<{ pid: number }>(
         `select locks.pid from pg_locks as locks join pg_stat_activity as sessions on sessions.pid = locks.pid

@@ -47,6 +47,9 @@ function unixSocketInodes(): Set<string> {
   }
 }
 
+/** The port of an address of /proc/net/tcp ("0100007F:1538": hex). */
+const portOf = (address: string) => parseInt(address.split(":")[1]!, 16);
+
 function tcpSocketsByInode(): Map<string, string> {
   const sockets = new Map<string, string>();
   const listening = new Set<number>();
@@ -61,8 +64,7 @@ function tcpSocketsByInode(): Map<string, string> {
     for (const line of text.split("\n").slice(1)) {
       const fields = line.trim().split(/\s+/);
       if (fields.length < 10) continue;
-      const port = (address: string) => parseInt(address.split(":")[1]!, 16);
-      const row = { local: port(fields[1]!), remote: port(fields[2]!), inode: fields[9]!, listen: fields[3] === "0A" };
+      const row = { local: portOf(fields[1]!), remote: portOf(fields[2]!), inode: fields[9]!, listen: fields[3] === "0A" };
       if (row.listen) listening.add(row.local);
       rows.push(row);
     }
