@@ -50,10 +50,12 @@ async function section<T>(name: Section, measure: () => Promise<T>): Promise<T |
   return runs(name) ? measure() : undefined;
 }
 
-/** The run of middle throughput (of an even count, the upper of the two middle ones). */
-function middleRound(results: readonly ThroughputResult[]): ThroughputResult {
-  return [...results].sort((a, b) => a.jobsPerSecond - b.jobsPerSecond)[Math.floor(results.length / 2)]!;
+/** The run of middle throughput (of an even count, the upper of the two middle ones), by the figure given. */
+function middleRound(results: readonly ThroughputResult[], figure = (result: ThroughputResult) => result.jobsPerSecond): ThroughputResult {
+  return [...results].sort((a, b) => figure(a) - figure(b))[Math.floor(results.length / 2)]!;
 }
+const warmFigure = (result: ThroughputResult) => result.warm.jobsPerSecond;
+const throughputFigure = (result: ThroughputResult) => `${result.jobsPerSecond} jobs/s (warm ${result.warm.jobsPerSecond})`;
 
 const step = (name: string) => process.stderr.write(`bench: ${name}…\n`);
 const startedAt = new Date();
@@ -88,17 +90,22 @@ try {
     }
     const gwNoopLocalQueue = middleRound(headlineRounds.map((pair) => pair.gwNoopLocalQueue));
     const pgconvergeBatch = middleRound(headlineRounds.map((pair) => pair.pgconvergeBatch));
+    const gwNoopLocalQueueWarm = middleRound(headlineRounds.map((pair) => pair.gwNoopLocalQueue), warmFigure).warm;
+    const pgconvergeBatchWarm = middleRound(headlineRounds.map((pair) => pair.pgconvergeBatch), warmFigure).warm;
     step("pg-boss, transactional batch worker, one insert per batch");
     const pgBossTx = await pgBossThroughput(server, "transactional", { ...options, batchSize });
     step("pg-boss, one-row transaction per job");
     const pgBossPerJob = await pgBossThroughput(server, "per-job", { ...options, batchSize });
     return {
       gwNoop, gwNoopLocalQueue, gwTx, pgconvergeTxDefaults, pgconvergeBatchDefaults, pgconvergeTx, pgconvergeBatch, pgBossTx, pgBossPerJob,
-      /** Each round's jobs/s of the headline pair, and its ratio; the figures above are the middle rounds. */
+      /** The middle rounds of the headline pair by their warm figure (each side's own middle, as above). */
+      gwNoopLocalQueueWarm, pgconvergeBatchWarm,
+      /** Each round's jobs/s of the headline pair, and its ratio, from the start and warm; the figures above are the middle rounds. */
       headlineRounds: headlineRounds.map((pair) => ({
         gwNoopLocalQueue: pair.gwNoopLocalQueue.jobsPerSecond,
         pgconvergeBatch: pair.pgconvergeBatch.jobsPerSecond,
         ratio: round(pair.pgconvergeBatch.jobsPerSecond / pair.gwNoopLocalQueue.jobsPerSecond, 2),
+        warmRatio: round(pair.pgconvergeBatch.warm.jobsPerSecond / pair.gwNoopLocalQueue.warm.jobsPerSecond, 2),
       })),
     };
   });
@@ -142,7 +149,9 @@ try {
       ...(q && {
         tx_vs_gw_tx: ratio(q.pgconvergeBatch.jobsPerSecond, q.gwTx.jobsPerSecond),
         tx_vs_gw_noop_localqueue: ratio(q.pgconvergeBatch.jobsPerSecond, q.gwNoopLocalQueue.jobsPerSecond),
+        tx_vs_gw_noop_localqueue_warm: ratio(q.pgconvergeBatchWarm.jobsPerSecond, q.gwNoopLocalQueueWarm.jobsPerSecond),
         tx_vs_pgboss: ratio(q.pgconvergeBatch.jobsPerSecond, q.pgBossTx.jobsPerSecond),
+        tx_vs_pgboss_warm: ratio(q.pgconvergeBatchWarm.jobsPerSecond, q.pgBossTx.warm.jobsPerSecond),
         tx_vs_pgboss_per_job: ratio(q.pgconvergeBatch.jobsPerSecond, q.pgBossPerJob.jobsPerSecond),
         batch_defaults_vs_pgboss: ratio(q.pgconvergeBatchDefaults.jobsPerSecond, q.pgBossTx.jobsPerSecond),
         apply_vs_gw_tx: ratio(q.pgconvergeTx.jobsPerSecond, q.gwTx.jobsPerSecond),
@@ -157,15 +166,15 @@ try {
   const rows: string[][] = [["scenario", "figure", "detail"]];
   if (q) {
     rows.push(
-      ["graphile-worker no-op, defaults", `${q.gwNoop.jobsPerSecond} jobs/s`, `${jobs} jobs, concurrency ${concurrency}, ${q.gwNoop.seconds} s`],
-      ["graphile-worker no-op, local queue", `${q.gwNoopLocalQueue.jobsPerSecond} jobs/s`, `localQueue 500, batched completion, ${q.gwNoopLocalQueue.seconds} s, middle of ${rounds} rounds`],
-      ["graphile-worker, tx per job (1 row)", `${q.gwTx.jobsPerSecond} jobs/s`, `${q.gwTx.seconds} s`],
-      ["pg-boss 12, transactional batch (1 row/job)", `${q.pgBossTx.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, one insert per batch, ${q.pgBossTx.seconds} s`],
-      ["pg-boss 12, tx per job (1 row)", `${q.pgBossPerJob.jobsPerSecond} jobs/s`, `localConcurrency ${concurrency} x batchSize ${batchSize}, ${q.pgBossPerJob.seconds} s`],
-      ["pgconverge 1-row task, apply, shipped defaults", `${q.pgconvergeTxDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeTxDefaults.concurrency}, ${q.pgconvergeTxDefaults.seconds} s, group commit`],
-      ["pgconverge 1-row task, applyBatch, shipped defaults", `${q.pgconvergeBatchDefaults.jobsPerSecond} jobs/s`, `concurrency ${q.pgconvergeBatchDefaults.concurrency}, ${q.pgconvergeBatchDefaults.seconds} s, one insert per batch`],
-      ["pgconverge 1-row task, apply, tuned", `${q.pgconvergeTx.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeTx.seconds} s`],
-      ["pgconverge 1-row task, applyBatch, tuned", `${q.pgconvergeBatch.jobsPerSecond} jobs/s`, `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeBatch.seconds} s, middle of ${rounds} rounds`],
+      ["graphile-worker no-op, defaults", throughputFigure(q.gwNoop), `${jobs} jobs, concurrency ${concurrency}, ${q.gwNoop.seconds} s`],
+      ["graphile-worker no-op, local queue", throughputFigure(q.gwNoopLocalQueue), `localQueue 500, batched completion, ${q.gwNoopLocalQueue.seconds} s, middle of ${rounds} rounds`],
+      ["graphile-worker, tx per job (1 row)", throughputFigure(q.gwTx), `${q.gwTx.seconds} s`],
+      ["pg-boss 12, transactional batch (1 row/job)", throughputFigure(q.pgBossTx), `localConcurrency ${concurrency} x batchSize ${batchSize}, one insert per batch, ${q.pgBossTx.seconds} s`],
+      ["pg-boss 12, tx per job (1 row)", throughputFigure(q.pgBossPerJob), `localConcurrency ${concurrency} x batchSize ${batchSize}, ${q.pgBossPerJob.seconds} s`],
+      ["pgconverge 1-row task, apply, shipped defaults", throughputFigure(q.pgconvergeTxDefaults), `concurrency ${q.pgconvergeTxDefaults.concurrency}, ${q.pgconvergeTxDefaults.seconds} s, group commit`],
+      ["pgconverge 1-row task, applyBatch, shipped defaults", throughputFigure(q.pgconvergeBatchDefaults), `concurrency ${q.pgconvergeBatchDefaults.concurrency}, ${q.pgconvergeBatchDefaults.seconds} s, one insert per batch`],
+      ["pgconverge 1-row task, apply, tuned", throughputFigure(q.pgconvergeTx), `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeTx.seconds} s`],
+      ["pgconverge 1-row task, applyBatch, tuned", throughputFigure(q.pgconvergeBatch), `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeBatch.seconds} s, middle of ${rounds} rounds`],
     );
   }
   if (latency) {
@@ -186,7 +195,9 @@ try {
   const names: Record<string, string> = {
     tx_vs_gw_tx: "pgconverge applyBatch tuned / gw tx",
     tx_vs_gw_noop_localqueue: "pgconverge applyBatch tuned / gw no-op local queue",
+    tx_vs_gw_noop_localqueue_warm: "the same, warm (after the first tenth of the backlog)",
     tx_vs_pgboss: "pgconverge applyBatch tuned / pg-boss transactional",
+    tx_vs_pgboss_warm: "the same, warm",
     batch_defaults_vs_pgboss: "pgconverge applyBatch defaults / pg-boss transactional",
     apply_vs_gw_tx: "pgconverge apply tuned / gw tx",
     apply_vs_gw_noop_localqueue: "pgconverge apply tuned / gw no-op local queue",
@@ -198,6 +209,7 @@ try {
     if (!(key in result.ratios)) continue;
     rows.push([`ratio ${name}`, String(result.ratios[key]), `ratios.${key}`]);
     if (key === "tx_vs_gw_noop_localqueue" && q) rows.push([`  ${name}, each round`, q.headlineRounds.map((each) => each.ratio).join(", "), "throughput.headlineRounds"]);
+    if (key === "tx_vs_gw_noop_localqueue_warm" && q) rows.push([`  ${name}, each round`, q.headlineRounds.map((each) => each.warmRatio).join(", "), "throughput.headlineRounds"]);
   }
   const widths = [0, 1].map((column) => Math.max(...rows.map((row) => row[column]!.length)));
   console.log(
