@@ -84,12 +84,15 @@ export interface TrickleOptions {
 const WARM_AFTER = 0.1;
 
 /**
- * Jobs done so far in a throughput scenario, counted by each peer where its handler's work is
- * done (for pgconverge, when a batch commits), to time the run without the worker's first tenth
+ * Jobs done so far in a throughput scenario, to time the run without the worker's first tenth
  * of the backlog: that part includes the worker's start (pgconverge's pools open their
  * connections, and each new server session reads the catalog, as it does in graphile-worker's
  * first fetch) and code not yet optimised by V8. With 20,000 jobs a peer drains in one to two
- * seconds, so start-up is a large share of the whole window. The same rule for every peer.
+ * seconds, so start-up is a large share of the whole window. Each peer counts where its own
+ * code sees a job's work done, which is not quite the same point: graphile-worker's task
+ * returning (its completion is batched after), pg-boss's handler returning (pg-boss commits its
+ * transaction after), pgconverge's batch committing. The differences are a batch's round trip,
+ * milliseconds against a window of about a second. The window ends at the drain, found by polling.
  */
 class Progress {
   private done = 0;

@@ -54,8 +54,9 @@ async function section<T>(name: Section, measure: () => Promise<T>): Promise<T |
 function middleRound(results: readonly ThroughputResult[], figure = (result: ThroughputResult) => result.jobsPerSecond): ThroughputResult {
   return [...results].sort((a, b) => figure(a) - figure(b))[Math.floor(results.length / 2)]!;
 }
-const warmFigure = (result: ThroughputResult) => result.warm.jobsPerSecond;
-const throughputFigure = (result: ThroughputResult) => `${result.jobsPerSecond} jobs/s (warm ${result.warm.jobsPerSecond})`;
+const warmJobsPerSecond = (result: ThroughputResult) => result.warm.jobsPerSecond;
+/** A table cell: jobs/s over the whole window, and over the warm one (of this result, or of `warm` when given). */
+const describeThroughput = (result: ThroughputResult, warm = result.warm) => `${result.jobsPerSecond} jobs/s (warm ${warm.jobsPerSecond})`;
 
 const step = (name: string) => process.stderr.write(`bench: ${name}…\n`);
 const startedAt = new Date();
@@ -90,15 +91,18 @@ try {
     }
     const gwNoopLocalQueue = middleRound(headlineRounds.map((pair) => pair.gwNoopLocalQueue));
     const pgconvergeBatch = middleRound(headlineRounds.map((pair) => pair.pgconvergeBatch));
-    const gwNoopLocalQueueWarm = middleRound(headlineRounds.map((pair) => pair.gwNoopLocalQueue), warmFigure).warm;
-    const pgconvergeBatchWarm = middleRound(headlineRounds.map((pair) => pair.pgconvergeBatch), warmFigure).warm;
+    const gwNoopLocalQueueWarm = middleRound(headlineRounds.map((pair) => pair.gwNoopLocalQueue), warmJobsPerSecond).warm;
+    const pgconvergeBatchWarm = middleRound(headlineRounds.map((pair) => pair.pgconvergeBatch), warmJobsPerSecond).warm;
     step("pg-boss, transactional batch worker, one insert per batch");
     const pgBossTx = await pgBossThroughput(server, "transactional", { ...options, batchSize });
     step("pg-boss, one-row transaction per job");
     const pgBossPerJob = await pgBossThroughput(server, "per-job", { ...options, batchSize });
     return {
       gwNoop, gwNoopLocalQueue, gwTx, pgconvergeTxDefaults, pgconvergeBatchDefaults, pgconvergeTx, pgconvergeBatch, pgBossTx, pgBossPerJob,
-      /** The middle rounds of the headline pair by their warm figure (each side's own middle, as above). */
+      /**
+       * The warm figures of the headline pair: each side's middle round by its warm figure,
+       * chosen apart from the whole-window middle above (it may be another round).
+       */
       gwNoopLocalQueueWarm, pgconvergeBatchWarm,
       /** Each round's jobs/s of the headline pair, and its ratio, from the start and warm; the figures above are the middle rounds. */
       headlineRounds: headlineRounds.map((pair) => ({
@@ -166,15 +170,15 @@ try {
   const rows: string[][] = [["scenario", "figure", "detail"]];
   if (q) {
     rows.push(
-      ["graphile-worker no-op, defaults", throughputFigure(q.gwNoop), `${jobs} jobs, concurrency ${concurrency}, ${q.gwNoop.seconds} s`],
-      ["graphile-worker no-op, local queue", throughputFigure(q.gwNoopLocalQueue), `localQueue 500, batched completion, ${q.gwNoopLocalQueue.seconds} s, middle of ${rounds} rounds`],
-      ["graphile-worker, tx per job (1 row)", throughputFigure(q.gwTx), `${q.gwTx.seconds} s`],
-      ["pg-boss 12, transactional batch (1 row/job)", throughputFigure(q.pgBossTx), `localConcurrency ${concurrency} x batchSize ${batchSize}, one insert per batch, ${q.pgBossTx.seconds} s`],
-      ["pg-boss 12, tx per job (1 row)", throughputFigure(q.pgBossPerJob), `localConcurrency ${concurrency} x batchSize ${batchSize}, ${q.pgBossPerJob.seconds} s`],
-      ["pgconverge 1-row task, apply, shipped defaults", throughputFigure(q.pgconvergeTxDefaults), `concurrency ${q.pgconvergeTxDefaults.concurrency}, ${q.pgconvergeTxDefaults.seconds} s, group commit`],
-      ["pgconverge 1-row task, applyBatch, shipped defaults", throughputFigure(q.pgconvergeBatchDefaults), `concurrency ${q.pgconvergeBatchDefaults.concurrency}, ${q.pgconvergeBatchDefaults.seconds} s, one insert per batch`],
-      ["pgconverge 1-row task, apply, tuned", throughputFigure(q.pgconvergeTx), `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeTx.seconds} s`],
-      ["pgconverge 1-row task, applyBatch, tuned", throughputFigure(q.pgconvergeBatch), `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeBatch.seconds} s, middle of ${rounds} rounds`],
+      ["graphile-worker no-op, defaults", describeThroughput(q.gwNoop), `${jobs} jobs, concurrency ${concurrency}, ${q.gwNoop.seconds} s`],
+      ["graphile-worker no-op, local queue", describeThroughput(q.gwNoopLocalQueue, q.gwNoopLocalQueueWarm), `localQueue 500, batched completion, ${q.gwNoopLocalQueue.seconds} s, middle of ${rounds} rounds`],
+      ["graphile-worker, tx per job (1 row)", describeThroughput(q.gwTx), `${q.gwTx.seconds} s`],
+      ["pg-boss 12, transactional batch (1 row/job)", describeThroughput(q.pgBossTx), `localConcurrency ${concurrency} x batchSize ${batchSize}, one insert per batch, ${q.pgBossTx.seconds} s`],
+      ["pg-boss 12, tx per job (1 row)", describeThroughput(q.pgBossPerJob), `localConcurrency ${concurrency} x batchSize ${batchSize}, ${q.pgBossPerJob.seconds} s`],
+      ["pgconverge 1-row task, apply, shipped defaults", describeThroughput(q.pgconvergeTxDefaults), `concurrency ${q.pgconvergeTxDefaults.concurrency}, ${q.pgconvergeTxDefaults.seconds} s, group commit`],
+      ["pgconverge 1-row task, applyBatch, shipped defaults", describeThroughput(q.pgconvergeBatchDefaults), `concurrency ${q.pgconvergeBatchDefaults.concurrency}, ${q.pgconvergeBatchDefaults.seconds} s, one insert per batch`],
+      ["pgconverge 1-row task, apply, tuned", describeThroughput(q.pgconvergeTx), `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeTx.seconds} s`],
+      ["pgconverge 1-row task, applyBatch, tuned", describeThroughput(q.pgconvergeBatch, q.pgconvergeBatchWarm), `concurrency ${tunedConcurrency}, ${tunedSettings}, ${q.pgconvergeBatch.seconds} s, middle of ${rounds} rounds`],
     );
   }
   if (latency) {
@@ -195,9 +199,9 @@ try {
   const names: Record<string, string> = {
     tx_vs_gw_tx: "pgconverge applyBatch tuned / gw tx",
     tx_vs_gw_noop_localqueue: "pgconverge applyBatch tuned / gw no-op local queue",
-    tx_vs_gw_noop_localqueue_warm: "the same, warm (after the first tenth of the backlog)",
+    tx_vs_gw_noop_localqueue_warm: "pgconverge applyBatch tuned / gw no-op local queue, warm (after the first tenth of the backlog)",
     tx_vs_pgboss: "pgconverge applyBatch tuned / pg-boss transactional",
-    tx_vs_pgboss_warm: "the same, warm",
+    tx_vs_pgboss_warm: "pgconverge applyBatch tuned / pg-boss transactional, warm",
     batch_defaults_vs_pgboss: "pgconverge applyBatch defaults / pg-boss transactional",
     apply_vs_gw_tx: "pgconverge apply tuned / gw tx",
     apply_vs_gw_noop_localqueue: "pgconverge apply tuned / gw no-op local queue",
